@@ -1,0 +1,69 @@
+# Two commands set up a fresh machine: `make run` and `make test` (each runs `make setup` first).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export MARKET_DATA_HOME ?= $(CURDIR)/storage
+export DAGSTER_HOME ?= $(MARKET_DATA_HOME)/dagster
+MARKET_API_PORT ?= 8000
+DAGSTER_PORT ?= 3000
+
+.PHONY: setup run ingest api dagster test test-reliability lint format bench lock clean-data
+
+setup: $(STAMP)
+
+$(STAMP): requirements/bootstrap.txt requirements/base.txt requirements/dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --require-hashes -r requirements/bootstrap.txt
+	$(BIN)/uv pip install -q --python $(BIN)/python --require-hashes \
+		-r requirements/base.txt -r requirements/dev.txt
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+instance: setup
+	@$(BIN)/python -m market_pipeline.instance
+
+## The main job: load the watchlist, then serve the Dagster UI (with its daemon) and the API.
+run: instance
+	$(BIN)/python -m market_pipeline.ingest
+	@echo "Dagster UI:  http://127.0.0.1:$(DAGSTER_PORT)"
+	@echo "API:         http://127.0.0.1:$(MARKET_API_PORT)/instruments  (docs: /schema)"
+	@trap 'kill 0' EXIT INT TERM; \
+	$(MAKE) --no-print-directory api & \
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
+
+## Headless: register the watchlist and materialize all three assets; non-zero if any symbol failed.
+ingest: instance
+	$(BIN)/python -m market_pipeline.ingest
+
+api: setup
+	$(BIN)/granian --interface asgi --factory --host 127.0.0.1 --port $(MARKET_API_PORT) \
+		--workers 1 --no-ws market_api.app:create_app
+
+dagster: instance
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
+
+test: setup
+	$(BIN)/python -m pytest -q -m "not reliability"; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+
+test-reliability: setup
+	$(BIN)/python -m pytest -q -m reliability; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: setup
+	$(BIN)/python -m bench
+
+## Re-pin every dependency (hashes, no download addresses) after editing requirements/*.in.
+lock: setup
+	cd requirements && ../$(BIN)/uv pip compile -q --python-version 3.11 --generate-hashes --no-header bootstrap.in -o bootstrap.txt
+	cd requirements && ../$(BIN)/uv pip compile -q --python-version 3.11 --generate-hashes --no-header base.in -o base.txt
+	cd requirements && ../$(BIN)/uv pip compile -q --python-version 3.11 --generate-hashes --no-header dev.in -o dev.txt

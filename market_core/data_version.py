@@ -1,0 +1,41 @@
+"""The data version: a tiny file the loader rewrites after each commit.
+
+The API compares the file's ``stat()`` (a few microseconds) instead of asking DuckDB, so it can
+check on every request or every few hundred milliseconds and drop its cache as soon as a load
+commits. The file is replaced atomically (write to a temporary file, then ``os.replace``), so a
+reader sees either the old or the new version, never a torn one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+
+def publish(path: Path) -> str:
+    """Record that a load has committed; return the new version string."""
+    version = f"{time.time_ns():x}-{uuid.uuid4().hex[:8]}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(version + "\n", encoding="ascii")
+    os.replace(tmp, path)
+    return version
+
+
+def read(path: Path) -> str | None:
+    """The current version, or ``None`` before the first load."""
+    try:
+        return path.read_text(encoding="ascii").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def stamp(path: Path) -> tuple[int, int] | None:
+    """A cheap fingerprint of the version file: changes whenever ``publish`` runs."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns)

@@ -1,0 +1,61 @@
+"""How the loader and the API share one DuckDB file.
+
+DuckDB lets one process open a file read-write, or many open it read-only, never both. The API
+wants a long-lived read-only connection (a fresh connect costs ~50 ms, a query on an open one
+~3 ms); the loader needs the file to itself for a few hundred milliseconds per batch. The
+protocol:
+
+* A writer first drops a marker file in ``DataHome.writers_dir`` (``announce_write``), then
+  connects read-write, retrying lock errors with a short backoff until readers have let go.
+* A reader checks ``writers_waiting`` before it opens the file and, from a background poll and
+  before every query, closes its connection as soon as a marker appears. While a marker exists it
+  does not reopen; it serves from its cache and retries misses for a bounded time.
+* Markers carry the writer's pid, so a marker left by a killed writer is ignored and removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def announce_write(writers_dir: Path) -> Iterator[None]:
+    """Hold a writer marker for the duration of a read-write connection."""
+    writers_dir.mkdir(parents=True, exist_ok=True)
+    marker = writers_dir / f"{os.getpid()}-{uuid.uuid4().hex}"
+    marker.touch()
+    try:
+        yield
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def writers_waiting(writers_dir: Path) -> bool:
+    """True while a live process wants (or holds) the file read-write."""
+    try:
+        entries = list(os.scandir(writers_dir))
+    except FileNotFoundError:
+        return False
+    waiting = False
+    for entry in entries:
+        pid_text = entry.name.split("-", 1)[0]
+        if pid_text.isdigit() and _pid_alive(int(pid_text)):
+            waiting = True
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+    return waiting

@@ -1,0 +1,24 @@
+"""The ``ohlcv_data`` table: the contract between the loader and every reader."""
+
+from __future__ import annotations
+
+TABLE = "ohlcv_data"
+
+COLUMNS: tuple[str, ...] = ("timestamp", "symbol", "open", "high", "low", "close", "volume")
+
+# The original design's table, unchanged: users' SQL and outside checks rely on it.
+CREATE_TABLE_SQL = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    timestamp TIMESTAMP,
+    symbol VARCHAR,
+    open DOUBLE,
+    high DOUBLE,
+    low DOUBLE,
+    close DOUBLE,
+    volume BIGINT,
+    UNIQUE (symbol, timestamp)
+)
+"""
+
+# A symbol as users type it: letters, digits, dot and dash (BRK.B, RDS-A), at most 12 chars.
+SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9.\-]{0,11}$"

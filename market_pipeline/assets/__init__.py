@@ -1,0 +1,145 @@
+"""The asset graph ``raw_data -> clean_data -> ohlcv_data``, partitioned by symbol.
+
+The three assets share one op (a subsettable multi-asset) so that a run over many symbols pushes
+each symbol through its stages in one process and a failed symbol never holds back the others;
+each asset still materializes, and can be selected, on its own. The stage logic lives in
+``raw.py``, ``clean.py`` and ``ohlcv.py``; the loop over symbols in ``market_pipeline.batch``.
+"""
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+from dagster import (
+    AssetCheckResult,
+    AssetExecutionContext,
+    AssetMaterialization,
+    AssetSpec,
+    BackfillPolicy,
+    Config,
+    Failure,
+    MetadataValue,
+    multi_asset,
+)
+from pydantic import Field
+
+from market_pipeline.batch import CLEAN, OHLCV, RAW, BatchRunner, BatchSettings
+from market_pipeline.checks import CHECK_SPECS, check_results
+from market_pipeline.partitions import symbols_partitions
+from market_pipeline.resources.alpha_vantage import AlphaVantageResource
+from market_pipeline.resources.storage import MarketDuckDB
+from market_pipeline.settings import Settings
+from market_pipeline.validation import Rules
+
+ALPHA_VANTAGE_POOL = "alpha_vantage"
+GROUP = "market"
+
+ASSET_SPECS = [
+    AssetSpec(
+        RAW,
+        group_name=GROUP,
+        kinds={"python", "parquet"},
+        skippable=True,
+        description="Alpha Vantage TIME_SERIES_DAILY answers as received, one Parquet per symbol.",
+    ),
+    AssetSpec(
+        CLEAN,
+        deps=[RAW],
+        group_name=GROUP,
+        kinds={"polars", "parquet"},
+        skippable=True,
+        description="Typed, de-duplicated, validated daily bars; impossible rows go to rejects/.",
+    ),
+    AssetSpec(
+        OHLCV,
+        deps=[CLEAN],
+        group_name=GROUP,
+        kinds={"duckdb"},
+        skippable=True,
+        description="The ohlcv_data table in market_data.duckdb, upserted on (symbol, timestamp).",
+    ),
+]
+
+
+class PipelineConfig(Config):
+    move_threshold: float = Field(
+        default=0.4, description="Flag a bar whose close moved more than this fraction in a day."
+    )
+    volume_ratio: float = Field(
+        default=100.0, description="Flag a volume this many times off its neighbours' median."
+    )
+    history_start: str | None = Field(
+        default=None, description="Keep bars from this ISO date on (default MARKET_HISTORY_START)."
+    )
+    load_batch_symbols: int = Field(
+        default=100, description="Symbols upserted per DuckDB transaction."
+    )
+
+
+def _rules(config: PipelineConfig) -> Rules:
+    start = (
+        dt.date.fromisoformat(config.history_start)
+        if config.history_start
+        else Settings.from_env().history_start
+    )
+    return Rules(config.move_threshold, config.volume_ratio, start)
+
+
+def _metadata(values: dict[str, Any]) -> dict[str, Any]:
+    wrap = {"path": MetadataValue.path, "rejects_path": MetadataValue.path,
+            "database": MetadataValue.path, "preview": MetadataValue.md}  # fmt: skip
+    return {k: wrap[k](v) if k in wrap else v for k, v in values.items()}
+
+
+@multi_asset(
+    name="symbol_pipeline",
+    specs=ASSET_SPECS,
+    check_specs=CHECK_SPECS,
+    can_subset=True,
+    partitions_def=symbols_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    pool=ALPHA_VANTAGE_POOL,
+)
+def symbol_pipeline(
+    context: AssetExecutionContext,
+    config: PipelineConfig,
+    alpha_vantage: AlphaVantageResource,
+    duckdb: MarketDuckDB,
+) -> Iterator[AssetMaterialization | AssetCheckResult]:
+    stages = {key.to_user_string() for key in context.selected_asset_keys}
+    symbols = list(context.partition_keys)
+    runner = BatchRunner(
+        home=duckdb.home,
+        client=alpha_vantage.client() if RAW in stages else None,
+        duckdb=duckdb if OHLCV in stages else None,
+        stages=sorted(stages),
+        settings=BatchSettings(
+            outputsize=alpha_vantage.outputsize,  # type: ignore[arg-type]
+            rules=_rules(config),
+            load_batch_symbols=config.load_batch_symbols,
+        ),
+        log=context.log.info,
+    )
+    outcome = runner.run(symbols)
+    for stage in (RAW, CLEAN, OHLCV):
+        for symbol, values in outcome.materialized[stage].items():
+            yield AssetMaterialization(
+                asset_key=stage, partition=symbol, metadata=_metadata(values)
+            )
+    if CLEAN in stages:
+        yield from check_results(
+            context.selected_asset_check_keys, outcome.reject_counts, outcome.flag_counts
+        )
+    if outcome.failures:
+        failed = sorted(outcome.failures)
+        raise Failure(
+            description=(
+                f"{len(failed)} of {len(symbols)} symbols failed (the others are materialized; "
+                f"re-run just these): " + "; ".join(outcome.failures[s] for s in failed)
+            )[:4000],
+            metadata={
+                "failed_symbols": failed,
+                "failed": len(failed),
+                "succeeded": len(symbols) - len(failed),
+            },
+        )

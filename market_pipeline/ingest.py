@@ -1,0 +1,90 @@
+"""``make ingest``: register the watchlist and materialize all three assets, headless.
+
+Runs through Dagster (the ``ingest_job`` of the code location, on the data home's instance), so
+the runs, materializations and checks show in the UI afterwards. Dynamic partitions can only be
+run as contiguous ranges, so the wanted symbols are grouped into as few ranges as the registered
+order allows (normally one). Exits 1 if any symbol failed, 2 on a configuration error.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from dagster import DagsterInstance
+
+from market_pipeline.instance import dagster_home, ensure_instance
+from market_pipeline.partitions import InvalidSymbolError, symbols_partitions, watchlist
+from market_pipeline.settings import Settings, SettingsError
+
+PARTITIONS = symbols_partitions.name or "symbols"
+
+
+def contiguous_blocks(registered: Sequence[str], wanted: set[str]) -> list[list[str]]:
+    """Maximal runs of consecutive registered keys that are all wanted."""
+    blocks: list[list[str]] = []
+    current: list[str] = []
+    for key in registered:
+        if key in wanted:
+            current.append(key)
+        elif current:
+            blocks.append(current)
+            current = []
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def register(instance: DagsterInstance, symbols: Sequence[str]) -> list[str]:
+    known = set(instance.get_dynamic_partitions(PARTITIONS))
+    new = [s for s in symbols if s not in known]
+    if new:
+        instance.add_dynamic_partitions(PARTITIONS, new)
+    return new
+
+
+def range_tags(block: Sequence[str]) -> dict[str, str]:
+    return {
+        "dagster/asset_partition_range_start": block[0],
+        "dagster/asset_partition_range_end": block[-1],
+    }
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+        symbols = watchlist(settings)
+    except (SettingsError, InvalidSymbolError, OSError) as exc:
+        print(f"ingest: {exc}", file=sys.stderr)
+        return 2
+    if not symbols:
+        print("ingest: the watchlist is empty", file=sys.stderr)
+        return 2
+    from market_pipeline.definitions import defs  # after the settings are known to be valid
+
+    ensure_instance(dagster_home())
+    source = "Alpha Vantage" if settings.api_key else "the bundled offline sample"
+    print(f"ingest: {len(symbols)} symbols from {source} into {settings.home.duckdb_path}")
+    job = defs.resolve_job_def("ingest_job")
+    failed = False
+    with DagsterInstance.get() as instance:
+        register(instance, symbols)
+        blocks = contiguous_blocks(instance.get_dynamic_partitions(PARTITIONS), set(symbols))
+        for block in blocks:
+            result = job.execute_in_process(
+                instance=instance, tags=range_tags(block), raise_on_error=False
+            )
+            failed |= not result.success
+            print(
+                f"ingest: run {result.run_id} for {block[0]}..{block[-1]} "
+                f"({len(block)} symbols): {'ok' if result.success else 'FAILED'}"
+            )
+            for event in result.all_events:
+                error = event.step_failure_data.error if event.step_failure_data else None
+                if event.is_step_failure and error is not None:
+                    print(f"ingest: {error.message.strip()}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

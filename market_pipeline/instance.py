@@ -1,0 +1,53 @@
+"""Writes the Dagster instance config of a data home (``$DAGSTER_HOME/dagster.yaml``).
+
+Run by ``make`` before anything starts Dagster. The instance keeps its runs, event log and
+schedules under the data home, lets at most four runs proceed at once, and gives the
+``alpha_vantage`` pool (every step that calls the API or writes DuckDB) one slot at run
+granularity: a second backfill or the schedule waits in the queue instead of fighting over the
+key's quota or the DuckDB file. An existing file is left alone, so users can edit it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from market_core.home import DataHome
+
+DAGSTER_YAML = """\
+# Written by market_pipeline/instance.py on first use; edit freely, it is not overwritten.
+concurrency:
+  runs:
+    max_concurrent_runs: 4
+  pools:
+    default_limit: 1
+    granularity: run
+run_monitoring:
+  enabled: true
+  max_resume_run_attempts: 0
+telemetry:
+  enabled: false
+"""
+
+
+def dagster_home() -> Path:
+    explicit = os.environ.get("DAGSTER_HOME")
+    return Path(explicit) if explicit else DataHome.from_env().dagster_home
+
+
+def ensure_instance(home: Path) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    return config
+
+
+def main() -> int:
+    print(f"Dagster instance: {ensure_instance(dagster_home())}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,263 @@
+"""The Alpha Vantage client and its Dagster resource.
+
+One pooled ``requests`` session with explicit timeouts; every request first takes a permit from
+the shared limiter; retryable answers (rate limits, 429/5xx, timeouts, dropped connections) are
+retried by tenacity with exponential backoff and jitter; everything else fails the symbol with a
+redacted, specific error. With no API key the session answers from the bundled sample instead of
+the network, through exactly the same code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import requests
+from dagster import ConfigurableResource
+from pydantic import PrivateAttr
+from requests.adapters import HTTPAdapter
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from market_core.home import DataHome
+from market_pipeline.resources.av_errors import (
+    MalformedResponseError,
+    PremiumOnlyError,
+    RetryableError,
+    TransientHTTPError,
+    classify,
+    redact,
+)
+from market_pipeline.resources.rate_limit import SharedRateLimiter, key_id
+from market_pipeline.sample_source import SAMPLE_BASE_URL, SampleAdapter
+from market_pipeline.settings import DEFAULT_BASE_URL
+
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A good daily response, with where and when it came from (never the key)."""
+
+    symbol: str
+    payload: dict[str, Any]
+    series: Mapping[str, Any]
+    source: str
+    outputsize: str
+    fetched_at: dt.datetime
+
+
+class PairsDict(dict[str, Any]):
+    """A JSON object that remembers repeated keys: a series may list a date twice, and the
+    second bar must reach validation (and the rejects), not vanish inside ``json.loads``."""
+
+    pairs: list[tuple[str, Any]]
+
+    @classmethod
+    def from_pairs(cls, pairs: list[tuple[str, Any]]) -> PairsDict:
+        obj = cls()
+        for key, value in pairs:
+            obj.setdefault(key, value)
+        obj.pairs = pairs
+        return obj
+
+    def items_with_repeats(self) -> list[tuple[str, Any]]:
+        return list(self.pairs)
+
+
+class KeyFacts:
+    """What Alpha Vantage told us about a key, kept across runs: is ``full`` refused?"""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def full_refused(self) -> bool:
+        try:
+            return bool(json.loads(self._path.read_text()).get("full_refused"))
+        except (FileNotFoundError, ValueError):
+            return False
+
+    def mark_full_refused(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"full_refused": True, "since": dt.date.today().isoformat()}))
+        tmp.replace(self._path)
+
+
+class _RedactingFilter(logging.Filter):
+    """urllib3 logs request lines with the query string, and so with the key."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self._secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(str(record.msg), self._secret)
+        if record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.args = tuple(redact(str(a), self._secret) for a in args)
+        return True
+
+
+_filtered_keys: set[str] = set()
+
+
+def _redact_library_logs(secret: str) -> None:
+    if secret in _filtered_keys:
+        return
+    _filtered_keys.add(secret)
+    for name in ("urllib3", "urllib3.connectionpool", "requests"):
+        logging.getLogger(name).addFilter(_RedactingFilter(secret))
+
+
+class AlphaVantageClient:
+    def __init__(
+        self,
+        *,
+        home: DataHome,
+        api_key: str | None,
+        base_url: str = DEFAULT_BASE_URL,
+        requests_per_second: int = 1,
+        requests_per_minute: int = 5,
+        requests_per_day: int = 25,
+        timeout_seconds: float = 30.0,
+        max_attempts: int = 6,
+        backoff_seconds: float = 1.0,
+        max_backoff_seconds: float = 60.0,
+    ) -> None:
+        self._key = api_key
+        self._session = requests.Session()
+        self._timeout = (min(10.0, timeout_seconds), timeout_seconds)
+        self._attempts = max_attempts
+        self._backoff = backoff_seconds
+        self._max_backoff = max_backoff_seconds
+        if api_key:
+            _redact_library_logs(api_key)
+            self.base_url = base_url
+            self._session.mount(base_url, HTTPAdapter(pool_connections=4, pool_maxsize=16))
+            self._limiter: SharedRateLimiter | None = SharedRateLimiter(
+                home.state_dir,
+                api_key,
+                per_second=requests_per_second,
+                per_minute=requests_per_minute,
+                per_day=requests_per_day,
+            )
+            self.facts: KeyFacts | None = KeyFacts(
+                home.state_dir / f"alpha_vantage-{key_id(api_key)}.json"
+            )
+        else:
+            self.base_url = SAMPLE_BASE_URL
+            self._session.mount(SAMPLE_BASE_URL, SampleAdapter())
+            self._limiter = None
+            self.facts = None
+
+    @property
+    def is_sample(self) -> bool:
+        return self._key is None
+
+    def close(self) -> None:
+        self._session.close()
+
+    def fetch_daily(self, symbol: str, outputsize: str) -> Fetched:
+        """The daily series of ``symbol``; falls back to compact once if full is refused."""
+        try:
+            return self._fetch_with_retries(symbol, outputsize)
+        except PremiumOnlyError as exc:
+            if not (exc.outputsize_full and outputsize == "full"):
+                raise
+            if self.facts is not None:
+                self.facts.mark_full_refused()
+            return self._fetch_with_retries(symbol, "compact")
+
+    def _fetch_with_retries(self, symbol: str, outputsize: str) -> Fetched:
+        retrying = Retrying(
+            retry=retry_if_exception_type(RetryableError),
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential_jitter(
+                initial=self._backoff, max=self._max_backoff, jitter=self._backoff
+            ),
+            reraise=True,
+        )
+        return retrying(self._fetch_once, symbol, outputsize)
+
+    def _fetch_once(self, symbol: str, outputsize: str) -> Fetched:
+        if self._limiter is not None:
+            self._limiter.acquire(symbol)
+        query = {"function": "TIME_SERIES_DAILY", "symbol": symbol, "outputsize": outputsize}
+        source = f"{self.base_url}?{urlencode(query)}"
+        params = {**query, "apikey": self._key} if self._key else query
+        fetched_at = dt.datetime.now(dt.UTC)
+        try:
+            response = self._session.get(self.base_url, params=params, timeout=self._timeout)
+        except requests.RequestException as exc:
+            # requests puts the full URL, key included, into its messages: never chain them.
+            host = urlsplit(self.base_url).netloc or self.base_url
+            raise TransientHTTPError(
+                f"{symbol}: {type(exc).__name__} talking to {host} (no response)"
+            ) from None
+        payload = self._decode(symbol, response)
+        series = classify(symbol, payload, api_key=self._key)
+        return Fetched(symbol, payload, series, source, outputsize, fetched_at)
+
+    def _decode(self, symbol: str, response: requests.Response) -> Any:
+        if response.status_code in RETRY_STATUS:
+            raise TransientHTTPError(
+                f"{symbol}: Alpha Vantage answered HTTP {response.status_code}"
+            )
+        if response.status_code != 200:
+            raise MalformedResponseError(
+                f"{symbol}: Alpha Vantage answered HTTP {response.status_code}"
+            )
+        try:
+            return json.loads(response.content, object_pairs_hook=PairsDict.from_pairs)
+        except ValueError:
+            head = redact(response.text[:80], self._key).replace("\n", " ")
+            kind = "an HTML page" if "<" in head[:20] else "truncated or invalid JSON"
+            raise MalformedResponseError(
+                f"{symbol}: Alpha Vantage answered {kind} (starts {head!r})"
+            ) from None
+
+
+class AlphaVantageResource(ConfigurableResource):
+    """Dagster's handle on the client; the key comes from ``EnvVar`` so the UI never shows it."""
+
+    data_home: str
+    api_key: str | None = None
+    base_url: str = DEFAULT_BASE_URL
+    requests_per_second: int = 1
+    requests_per_minute: int = 5
+    requests_per_day: int = 25
+    outputsize: str = "auto"
+    timeout_seconds: float = 30.0
+    max_attempts: int = 6
+    backoff_seconds: float = 1.0
+
+    _client: AlphaVantageClient | None = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def client(self) -> AlphaVantageClient:
+        with self._lock:
+            if self._client is None:
+                self._client = AlphaVantageClient(
+                    home=DataHome(Path(self.data_home)),
+                    api_key=self.api_key or None,
+                    base_url=self.base_url,
+                    requests_per_second=self.requests_per_second,
+                    requests_per_minute=self.requests_per_minute,
+                    requests_per_day=self.requests_per_day,
+                    timeout_seconds=self.timeout_seconds,
+                    max_attempts=self.max_attempts,
+                    backoff_seconds=self.backoff_seconds,
+                )
+            return self._client

@@ -1,0 +1,136 @@
+"""What Alpha Vantage can answer, and what each answer means for the pipeline.
+
+Alpha Vantage reports most errors as HTTP 200 with a JSON body. Its wording has changed many
+times since 2017, so ``classify`` matches on the JSON key plus short, stable substrings (see
+shared/ALPHA_VANTAGE.md) and turns every known shape into one exception class the caller can act
+on: retry, fall back, or fail the symbol with a message a user understands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+SERIES_KEY = "Time Series (Daily)"
+META_KEY = "Meta Data"
+
+
+class AlphaVantageError(Exception):
+    """Base class. Messages are already redacted and name the symbol."""
+
+    retryable = False
+
+
+class RetryableError(AlphaVantageError):
+    retryable = True
+
+
+class RateLimitedError(RetryableError):
+    """A per-second or per-minute limit: wait a little and try again."""
+
+
+class TransientHTTPError(RetryableError):
+    """HTTP 429/5xx, a timeout or a dropped connection."""
+
+
+class InvalidCallError(AlphaVantageError):
+    """Unknown symbol or bad parameters: retrying cannot help."""
+
+
+class InvalidApiKeyError(AlphaVantageError):
+    """The key is missing or wrong: every symbol would fail the same way."""
+
+
+class DailyQuotaError(AlphaVantageError):
+    """The day's quota is used up: stop, and retry after it resets."""
+
+
+class PremiumOnlyError(AlphaVantageError):
+    """``outputsize=full`` (or the endpoint) is not in this key's plan."""
+
+    def __init__(self, message: str, *, outputsize_full: bool) -> None:
+        super().__init__(message)
+        self.outputsize_full = outputsize_full
+
+
+class MalformedResponseError(AlphaVantageError):
+    """Not JSON, an HTML page, ``{}``, an empty series or a series for another symbol."""
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Remove the API key from any text before it is logged, raised or stored."""
+    if secret:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _first_message(payload: Mapping[str, Any]) -> tuple[str, str] | None:
+    for key in ("Error Message", "Note", "Information"):
+        value = payload.get(key)
+        if value is not None:
+            return key, str(value)
+    return None
+
+
+def classify(symbol: str, payload: Any, *, api_key: str | None) -> Mapping[str, Any]:
+    """Return the daily series of a good response, or raise the error it stands for."""
+    if not isinstance(payload, Mapping):
+        raise MalformedResponseError(f"{symbol}: Alpha Vantage answered JSON that is not an object")
+    found = _first_message(payload)
+    if found is not None and SERIES_KEY not in payload:
+        key, message = found
+        _raise_for_message(symbol, key, redact(message, api_key))
+    series = payload.get(SERIES_KEY)
+    if not payload:
+        raise MalformedResponseError(f"{symbol}: Alpha Vantage answered an empty object {{}}")
+    if not isinstance(series, Mapping):
+        keys = ", ".join(sorted(map(str, payload)))[:200]
+        raise MalformedResponseError(
+            f"{symbol}: no '{SERIES_KEY}' in the response (keys: {redact(keys, api_key)})"
+        )
+    if not series:
+        raise MalformedResponseError(f"{symbol}: Alpha Vantage answered an empty time series")
+    meta = payload.get(META_KEY)
+    answered = str(meta.get("2. Symbol", "")).strip() if isinstance(meta, Mapping) else ""
+    if answered and answered.upper() != symbol.upper():
+        raise MalformedResponseError(
+            f"{symbol}: Alpha Vantage answered a series for {answered!r} instead"
+        )
+    return series
+
+
+def _raise_for_message(symbol: str, key: str, message: str) -> None:
+    low = message.lower()
+    short = message if len(message) <= 300 else message[:300] + "..."
+    if key == "Error Message":
+        if "apikey" in low or "api key" in low:
+            raise InvalidApiKeyError(f"{symbol}: Alpha Vantage rejected the API key: {short}")
+        raise InvalidCallError(
+            f"{symbol}: Alpha Vantage refused the call (unknown symbol?): {short}"
+        )
+    # Order matters: the per-second message also mentions "25 requests per day", and the old
+    # per-minute Note mentions "500 calls per day".
+    if "premium" in low and "outputsize" in low:
+        raise PremiumOnlyError(
+            f"{symbol}: outputsize=full is a premium feature for this key: {short}",
+            outputsize_full=True,
+        )
+    if "more sparingly" in low or "per second" in low:
+        raise RateLimitedError(f"{symbol}: Alpha Vantage per-second limit hit: {short}")
+    if "requests per day" in low or "daily rate limit" in low:
+        raise DailyQuotaError(
+            f"{symbol}: Alpha Vantage daily quota used up; retry after the quota resets "
+            f"(midnight US/Eastern): {short}"
+        )
+    if "call frequency" in low or "per minute" in low or "optimizing your api call" in low:
+        raise RateLimitedError(f"{symbol}: Alpha Vantage per-minute limit hit: {short}")
+    if "premium" in low:
+        raise PremiumOnlyError(
+            f"{symbol}: this endpoint is not in the key's plan: {short}", outputsize_full=False
+        )
+    if "demo" in low:
+        raise InvalidApiKeyError(
+            f"{symbol}: the demo key only works for its sample symbols; set "
+            f"ALPHAVANTAGE_API_KEY to your own key: {short}"
+        )
+    raise InvalidCallError(f"{symbol}: Alpha Vantage answered {key!r}: {short}")

@@ -1,0 +1,62 @@
+"""Where the pipeline keeps its files, and its only way to write the DuckDB file.
+
+Parquet files are replaced atomically (a temporary file in the same folder, fsync, rename) so a
+crash mid-write leaves the previous file readable. ``MarketDuckDB`` is dagster-duckdb's
+``DuckDBResource`` plus the write hand-off with the API (``market_core.handoff``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import polars as pl
+from dagster_duckdb import DuckDBResource
+
+from market_core import data_version
+from market_core.handoff import announce_write
+from market_core.home import DataHome
+from market_core.schema import CREATE_TABLE_SQL
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        frame.write_parquet(tmp, compression="zstd", statistics=True)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class MarketDuckDB(DuckDBResource):
+    """The ``ohlcv_data`` DuckDB file of a data home, opened read-write only when needed.
+
+    The connection is short-lived on purpose: while it is open the API cannot read the file, so
+    it serves from its cache. ``write_connection`` announces the write first so that the API
+    lets go of the file, and publishes a new data version after the caller has committed.
+    """
+
+    @property
+    def home(self) -> DataHome:
+        return DataHome(Path(self.database).parent)
+
+    @contextlib.contextmanager
+    def write_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        home = self.home
+        home.root.mkdir(parents=True, exist_ok=True)
+        with announce_write(home.writers_dir), self.get_connection() as conn:
+            try:
+                conn.execute(CREATE_TABLE_SQL)
+                yield conn
+            finally:
+                conn.close()
+
+    def publish_version(self) -> str:
+        return data_version.publish(self.home.version_path)

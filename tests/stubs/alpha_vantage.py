@@ -1,0 +1,201 @@
+"""A local HTTP server that speaks Alpha Vantage's wire format, with scriptable faults.
+
+Tests point ``ALPHAVANTAGE_BASE_URL`` at it. Each symbol answers from a queue of behaviours
+(``stub.script("AAPL", "http_503", "ok")``); when its queue is empty it answers ``ok``: the
+bundled sample series for that symbol, or the bars set with ``stub.set_bars``. Every request is
+recorded (time, symbol, outputsize, apikey) so tests can count them per window.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from market_pipeline.sample_source import daily_payload
+
+MESSAGES = {
+    "error_message": {"Error Message": "Invalid API call. Please retry or visit the "
+                      "documentation (https://www.alphavantage.co/documentation/) for "
+                      "TIME_SERIES_DAILY."},
+    "invalid_key": {"Error Message": "the parameter apikey is invalid or missing. Please claim "
+                    "your free API key on (https://www.alphavantage.co/support/#api-key)."},
+    "note_frequency": {"Note": "Thank you for using Alpha Vantage! Our standard API call "
+                       "frequency is 5 calls per minute and 500 calls per day. Please visit "
+                       "https://www.alphavantage.co/premium/ if you would like to target a "
+                       "higher API call frequency."},
+    "info_burst": {"Information": "Thank you for using Alpha Vantage! Please consider spreading "
+                   "out your free API requests more sparingly (1 request per second). You may "
+                   "subscribe to any of the premium plans at https://www.alphavantage.co/premium/"
+                   " to lift the free key rate limit (25 requests per day)."},
+    "info_daily": {"Information": "We have detected your API key as {key} and our standard API "
+                   "rate limit is 25 requests per day. Please subscribe to any of the premium "
+                   "plans at https://www.alphavantage.co/premium/ to instantly remove all daily "
+                   "rate limits."},
+    "info_premium": {"Information": "Thank you for using Alpha Vantage! The **outputsize=full** "
+                     "parameter value is a premium feature for the TIME_SERIES_DAILY endpoint. "
+                     "You may subscribe to any of the premium plans at "
+                     "https://www.alphavantage.co/premium/ to instantly unlock all premium "
+                     "features"},
+    "info_demo": {"Information": "The **demo** API key is for demo purposes only. Please claim "
+                  "your free API key at (https://www.alphavantage.co/support/#api-key)."},
+    "empty_object": {},
+}  # fmt: skip
+HTTP_STATUS = {"http_429": 429, "http_500": 500, "http_503": 503}
+
+
+@dataclass(frozen=True)
+class Request:
+    at: float
+    symbol: str
+    outputsize: str
+    apikey: str | None
+
+
+def payload_from_bars(symbol: str, bars: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """An Alpha Vantage body for bars given oldest first as (date, {"1. open": ...})."""
+    return {
+        "Meta Data": {
+            "1. Information": "Daily Prices (open, high, low, close) and Volumes",
+            "2. Symbol": symbol,
+            "3. Last Refreshed": bars[-1][0] if bars else "",
+            "4. Output Size": "Compact",
+            "5. Time Zone": "US/Eastern",
+        },
+        "Time Series (Daily)": dict(reversed(bars)),
+    }
+
+
+def duplicate_newest_date(text: str) -> str:
+    """JSON objects may repeat a key; Alpha Vantage bodies have been seen doing it."""
+    marker = '"Time Series (Daily)": {'
+    start = text.index(marker) + len(marker)
+    end = text.index("}", start) + 1
+    newest = text[start:end]
+    altered = newest.replace('"5. volume": "', '"5. volume": "9')
+    return text[:start] + altered + ", " + text[start:]
+
+
+class AlphaVantageStub:
+    def __init__(self, *, premium_full: bool = True, read_timeout_sleep: float = 3.0) -> None:
+        self.premium_full = premium_full  # False: answer full with the premium Information
+        self.read_timeout_sleep = read_timeout_sleep
+        self.requests: list[Request] = []
+        self._scripts: dict[str, deque[str]] = defaultdict(deque)
+        self._bars: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/query"
+
+    def __enter__(self) -> AlphaVantageStub:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def script(self, symbol: str, *behaviours: str) -> None:
+        with self._lock:
+            self._scripts[symbol.upper()].extend(behaviours)
+
+    def set_bars(self, symbol: str, bars: list[tuple[str, dict[str, Any]]]) -> None:
+        with self._lock:
+            self._bars[symbol.upper()] = bars
+
+    def count(self, symbol: str | None = None) -> int:
+        return sum(1 for r in self.requests if symbol is None or r.symbol == symbol.upper())
+
+    def _next(self, symbol: str) -> str:
+        with self._lock:
+            queue = self._scripts[symbol]
+            return queue.popleft() if queue else "ok"
+
+    def body_for(self, behaviour: str, symbol: str, outputsize: str, key: str) -> Any:
+        if behaviour == "ok":
+            if outputsize == "full" and not self.premium_full:
+                return MESSAGES["info_premium"]
+            if symbol in self._bars:
+                return payload_from_bars(symbol, self._bars[symbol])
+            return daily_payload(symbol, outputsize)
+        if behaviour in MESSAGES:
+            return json.loads(json.dumps(MESSAGES[behaviour]).replace("{key}", key))
+        good = daily_payload(symbol, "compact")
+        series = good["Time Series (Daily)"]
+        newest = next(iter(series))
+        if behaviour == "empty_series":
+            good["Time Series (Daily)"] = {}
+        elif behaviour == "wrong_symbol":
+            good["Meta Data"]["2. Symbol"] = "ZZZZ"
+        elif behaviour == "non_numeric":
+            series[newest] = {**series[newest], "1. open": "abc", "5. volume": ""}
+        elif behaviour == "future":
+            future = (dt.date.today() + dt.timedelta(days=30)).isoformat()
+            good["Time Series (Daily)"] = {future: series[newest], **series}
+        else:
+            raise ValueError(f"unknown behaviour {behaviour!r}")
+        return good
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: tests read ``stub.requests`` instead."""
+
+            def do_GET(self) -> None:
+                query = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
+                symbol = query.get("symbol", "").upper()
+                outputsize = query.get("outputsize", "compact")
+                key = query.get("apikey", "")
+                with stub._lock:
+                    stub.requests.append(Request(time.time(), symbol, outputsize, key or None))
+                behaviour = stub._next(symbol)
+                if behaviour == "reset":
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                    )
+                    self.connection.close()
+                    return
+                if behaviour == "timeout":
+                    time.sleep(stub.read_timeout_sleep)
+                    behaviour = "ok"
+                if behaviour in HTTP_STATUS:
+                    self._send(
+                        HTTP_STATUS[behaviour], b"<html><body>busy</body></html>", "text/html"
+                    )
+                    return
+                if behaviour == "html":
+                    self._send(200, b"<!DOCTYPE html><html><body>Maintenance</body></html>",
+                               "text/html")  # fmt: skip
+                    return
+                plain = "ok" if behaviour in ("truncated", "duplicates") else behaviour
+                text = json.dumps(stub.body_for(plain, symbol, outputsize, key))
+                if behaviour == "duplicates":
+                    text = duplicate_newest_date(text)
+                body = text.encode()
+                if behaviour == "truncated":
+                    body = body[: len(body) // 2]
+                self._send(200, body, "application/json")
+
+            def _send(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
