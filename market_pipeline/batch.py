@@ -22,7 +22,11 @@ from market_pipeline.assets.clean import CleanError, clean_symbol
 from market_pipeline.assets.ohlcv import LoadError, LoadStats, read_clean, upsert
 from market_pipeline.assets.raw import fetch_raw
 from market_pipeline.resources.alpha_vantage import AlphaVantageClient
-from market_pipeline.resources.av_errors import AlphaVantageError, InvalidApiKeyError
+from market_pipeline.resources.av_errors import (
+    AlphaVantageError,
+    DailyQuotaError,
+    InvalidApiKeyError,
+)
 from market_pipeline.resources.storage import MarketDuckDB
 from market_pipeline.settings import OutputSize
 from market_pipeline.validation import Rules
@@ -31,6 +35,8 @@ RAW, CLEAN, OHLCV = "raw_data", "clean_data", "ohlcv_data"
 STAGES = (RAW, CLEAN, OHLCV)
 # Errors we expect per symbol; anything else is a bug and fails the step loudly.
 SYMBOL_ERRORS = (AlphaVantageError, CleanError, LoadError, OSError)
+# Errors after which no later symbol can succeed: the rest of the batch is not attempted.
+STOP_ERRORS = (InvalidApiKeyError, DailyQuotaError)
 Metadata = dict[str, Any]
 
 
@@ -88,11 +94,15 @@ class BatchRunner:
         self.outcome = BatchOutcome()
         self._pending: dict[str, pl.DataFrame] = {}
         self._pending_since = 0.0
+        self._stop_reason: str | None = None
 
     def run(self, symbols: Sequence[str]) -> BatchOutcome:
         started = time.monotonic()
         every = max(1, len(symbols) // 20)
         for done, symbol in enumerate(symbols, start=1):
+            if self._stop_reason is not None:
+                self.outcome.fail(symbol, f"{symbol}: not attempted: {self._stop_reason}")
+                continue
             self._one(symbol)
             if self._should_flush():
                 self._flush()
@@ -120,8 +130,10 @@ class BatchRunner:
                 if not self._pending:
                     self._pending_since = time.monotonic()
                 self._pending[symbol] = read_clean(self.home, symbol)
-        except InvalidApiKeyError:
-            raise  # every other symbol would fail the same way: stop the step now
+        except STOP_ERRORS as exc:  # every later symbol would fail the same way
+            self.outcome.fail(symbol, str(exc))
+            self._stop_reason = str(exc).removeprefix(f"{symbol}: ")
+            self.log(f"{symbol}: failed, stopping this run: {exc}")
         except SYMBOL_ERRORS as exc:
             self.outcome.fail(symbol, str(exc))
             self.log(f"{symbol}: failed: {exc}")
@@ -158,7 +170,8 @@ class BatchRunner:
         try:
             with self.duckdb.write_connection() as conn:
                 stats = upsert(conn, list(batch.values()))
-            self.duckdb.publish_version()
+            if stats.inserted or stats.updated:  # readers' caches stay valid otherwise
+                self.duckdb.publish_version()
         except Exception as exc:  # the batch rolled back: every symbol in it failed to load
             for symbol in batch:
                 self.outcome.fail(symbol, f"{symbol}: DuckDB upsert failed: {exc}")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from dagster import DagsterInstance
 
-from market_pipeline.instance import dagster_home, ensure_instance
+from market_pipeline.instance import open_instance
 from market_pipeline.partitions import InvalidSymbolError, symbols_partitions, watchlist
 from market_pipeline.settings import Settings, SettingsError
 
@@ -62,12 +62,11 @@ def main() -> int:
         return 2
     from market_pipeline.definitions import defs  # after the settings are known to be valid
 
-    ensure_instance(dagster_home())
     source = "Alpha Vantage" if settings.api_key else "the bundled offline sample"
     print(f"ingest: {len(symbols)} symbols from {source} into {settings.home.duckdb_path}")
     job = defs.resolve_job_def("ingest_job")
     failed = False
-    with DagsterInstance.get() as instance:
+    with open_instance() as instance:
         register(instance, symbols)
         blocks = contiguous_blocks(instance.get_dynamic_partitions(PARTITIONS), set(symbols))
         for block in blocks:
@@ -80,8 +79,8 @@ def main() -> int:
                 f"({len(block)} symbols): {'ok' if result.success else 'FAILED'}"
             )
             for event in result.all_events:
-                error = event.step_failure_data.error if event.step_failure_data else None
-                if event.is_step_failure and error is not None:
+                error = event.step_failure_data.error if event.is_step_failure else None
+                if error is not None:
                     print(f"ingest: {error.message.strip()}")
     return 1 if failed else 0
 

@@ -13,6 +13,9 @@ import os
 import sys
 from pathlib import Path
 
+from dagster import DagsterInstance
+from dagster._core.instance.ref import InstanceRef
+
 from market_core.home import DataHome
 
 DAGSTER_YAML = """\
@@ -42,6 +45,13 @@ def ensure_instance(home: Path) -> Path:
     if not config.exists():
         config.write_text(DAGSTER_YAML)
     return config
+
+
+def open_instance() -> DagsterInstance:
+    """The data home's instance, whether or not ``DAGSTER_HOME`` is set."""
+    home = dagster_home().resolve()
+    ensure_instance(home)
+    return DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
 
 
 def main() -> int:

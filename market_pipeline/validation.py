@@ -29,7 +29,7 @@ REJECT_RULES: dict[str, str] = {
     "negative_volume": "the volume is negative",
     "high_inconsistent": "high is below open, close or low",
     "low_inconsistent": "low is above open, close or high",
-    "duplicate_date": "a second bar for a date already seen in the same response",
+    "duplicate_date": "a date listed twice in one response (all copies if they disagree)",
 }
 FLAG_RULES: dict[str, str] = {
     "large_move": "close moved more than the threshold in one day (a split looks like this)",
@@ -98,13 +98,20 @@ def _reason(symbol_expected: str, today: dt.date) -> pl.Expr:
 
 
 def split_rejects(parsed: pl.DataFrame, symbol: str, today: dt.date) -> pl.DataFrame:
-    """Add ``reason``: the first rule a row breaks, or null; then mark repeated dates."""
+    """Add ``reason``: the first rule a row breaks, or null; then settle repeated dates.
+
+    Exact copies of a bar keep the first; copies that disagree are all rejected, because
+    nothing tells which one is right and a wrong one must never replace a stored good bar.
+    """
     ranked = parsed.with_row_index("_order").with_columns(_reason(symbol, today).alias("reason"))
-    first_good = pl.col("reason").is_null() & pl.col("_date").is_first_distinct().over(
-        pl.col("reason")
+    values = pl.struct([f"_{c}" for c in VALUES])
+    repeated = (
+        ranked.filter(pl.col("reason").is_null())
+        .filter((values.n_unique().over("_date") > 1) | ~pl.col("_date").is_first_distinct())
+        .get_column("_order")
     )
     return ranked.with_columns(
-        pl.when(pl.col("reason").is_null() & ~first_good)
+        pl.when(pl.col("_order").is_in(repeated.implode()))
         .then(pl.lit("duplicate_date"))
         .otherwise(pl.col("reason"))
         .alias("reason")

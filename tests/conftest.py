@@ -60,7 +60,9 @@ def keyed(
 @pytest.fixture
 def instance(tmp_path: Path) -> Iterator[DagsterInstance]:
     (tmp_path / "dagster").mkdir()
-    with DagsterInstance.local_temp(str(tmp_path / "dagster")) as inst:
+    with DagsterInstance.local_temp(
+        str(tmp_path / "dagster"), overrides={"telemetry": {"enabled": False}}
+    ) as inst:
         yield inst
 
 

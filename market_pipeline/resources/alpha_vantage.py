@@ -103,10 +103,9 @@ class _RedactingFilter(logging.Filter):
         self._secret = secret
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(str(record.msg), self._secret)
-        if record.args:
-            args = record.args if isinstance(record.args, tuple) else (record.args,)
-            record.args = tuple(redact(str(a), self._secret) for a in args)
+        message = record.getMessage()
+        if self._secret in message:
+            record.msg, record.args = redact(message, self._secret), None
         return True
 
 

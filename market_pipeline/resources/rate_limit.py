@@ -26,6 +26,17 @@ from market_pipeline.resources.av_errors import DailyQuotaError, RateLimitedErro
 DAY_PROBE_SECONDS = 2.0
 
 
+def widened(limit: int, interval: Duration) -> Rate:
+    """A rate whose window is a little longer than the vendor's.
+
+    A permit is taken a few milliseconds before the request reaches Alpha Vantage, and that
+    delay varies (connection set-up, scheduling); a 10 % longer window (at most 2 s) keeps
+    the arrivals, not just the permits, within the limit.
+    """
+    interval_ms = int(interval.value)
+    return Rate(limit, interval_ms + min(2000, interval_ms // 10))
+
+
 def key_id(api_key: str) -> str:
     """A stable, non-reversible name for a key: buckets and state files are named by it."""
     return hashlib.sha256(api_key.encode()).hexdigest()[:16]
@@ -71,7 +82,7 @@ class SharedRateLimiter:
         self._table = f"av_{key_id(api_key)}"
         self._burst_rates = effective_rates(
             [
-                Rate(limit, interval)
+                widened(limit, interval)
                 for limit, interval in (
                     (per_second, Duration.SECOND),
                     (per_minute, Duration.MINUTE),
@@ -79,7 +90,7 @@ class SharedRateLimiter:
                 if limit > 0
             ]
         )
-        self._day_rates = [Rate(per_day, Duration.DAY)] if per_day > 0 else []
+        self._day_rates = [widened(per_day, Duration.DAY)] if per_day > 0 else []
         self._max_wait = max_wait_seconds
         self._lock = threading.Lock()
         self._burst: Limiter | None = None

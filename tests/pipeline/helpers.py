@@ -1,0 +1,63 @@
+"""Small readers shared by the pipeline tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+from dagster import ExecuteInProcessResult
+
+from market_core.home import DataHome
+
+
+def table_rows(home: DataHome, symbol: str | None = None) -> list[tuple[object, ...]]:
+    if not home.duckdb_path.exists():
+        return []
+    with duckdb.connect(str(home.duckdb_path), read_only=True) as conn:
+        where, params = ("WHERE symbol = ?", [symbol]) if symbol else ("", [])
+        return conn.execute(
+            f"SELECT * FROM ohlcv_data {where} ORDER BY symbol, timestamp", params
+        ).fetchall()
+
+
+def failure_text(result: ExecuteInProcessResult) -> str:
+    """Every step failure's message, with its causes."""
+    texts = []
+    for event in result.all_events:
+        error = event.step_failure_data.error if event.is_step_failure else None
+        while error is not None:
+            texts.append(error.message + "".join(error.stack))
+            error = error.cause
+    return "\n".join(texts)
+
+
+def recent_bars(count: int, start_price: float = 100.0) -> list[tuple[str, dict[str, str]]]:
+    """Valid weekday bars, oldest first, ending on the last weekday before today."""
+    day = dt.date.today() - dt.timedelta(days=1)
+    days: list[dt.date] = []
+    while len(days) < count:
+        if day.weekday() < 5:
+            days.append(day)
+        day -= dt.timedelta(days=1)
+    bars = []
+    for i, d in enumerate(reversed(days)):
+        price = start_price + i * 0.5
+        bars.append((d.isoformat(), {
+            "1. open": f"{price:.4f}", "2. high": f"{price + 2:.4f}",
+            "3. low": f"{price - 2:.4f}", "4. close": f"{price + 1:.4f}",
+            "5. volume": str(1_000_000 + i),
+        }))  # fmt: skip
+    return bars
+
+
+def materialized(result: ExecuteInProcessResult, asset: str) -> set[str]:
+    return {
+        e.partition
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == asset and e.partition
+    }
+
+
+def snapshot(paths: list[Path]) -> dict[Path, bytes | None]:
+    return {p: p.read_bytes() if p.exists() else None for p in paths}
