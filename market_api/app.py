@@ -1,0 +1,110 @@
+"""``create_app()``: the Litestar app factory (``granian --factory market_api.app:create_app``).
+
+Also the one place where errors become responses: every non-200 answer has the ``ErrorBody``
+shape, whether raised by our code (``errors.py``) or by Litestar (validation, unknown route).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, Response
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from market_api.errors import ApiError, DataUnavailable, InvalidParameter
+from market_api.fastpath import CacheFirst
+from market_api.routes import HealthController, InstrumentController
+from market_api.schemas import ErrorBody
+from market_api.service import MarketService
+from market_api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the app for one data home (from the environment unless ``settings`` is given).
+
+    The returned app's ASGI handler is wrapped in ``CacheFirst``, so cached answers skip
+    Litestar's routing; the routes themselves are ordinary Litestar controllers."""
+    service = MarketService(settings or Settings.from_env())
+
+    def provide_service() -> MarketService:
+        return service
+
+    app = Litestar(
+        route_handlers=[HealthController, InstrumentController],
+        dependencies={"service": Provide(provide_service, sync_to_thread=False)},
+        exception_handlers={
+            ApiError: api_error_handler,
+            ValidationException: validation_error_handler,
+            HTTPException: http_error_handler,
+            Exception: unexpected_error_handler,
+        },
+        on_startup=[service.start],
+        on_shutdown=[service.stop],
+        openapi_config=OpenAPIConfig(
+            title="market-data API",
+            version="1.0.0",
+            description="Daily OHLCV bars loaded by the market pipeline, served from DuckDB.",
+            path="/schema",
+        ),
+        state=State({"service": service}),
+    )
+    app.asgi_handler = CacheFirst(app.asgi_handler, service.cache)
+    return app
+
+
+def _error_response(
+    status_code: int,
+    error: str,
+    detail: str,
+    parameter: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[ErrorBody]:
+    return Response(
+        ErrorBody(status_code=status_code, error=error, detail=detail, parameter=parameter),
+        status_code=status_code,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
+
+
+def api_error_handler(_: Request[Any, Any, Any], exc: ApiError) -> Response[ErrorBody]:
+    headers = None
+    if isinstance(exc, DataUnavailable):
+        headers = {"Retry-After": str(exc.retry_after_seconds)}
+    parameter = exc.parameter if isinstance(exc, InvalidParameter) else None
+    return _error_response(exc.status_code, exc.error, exc.detail, parameter, headers)
+
+
+def validation_error_handler(
+    _: Request[Any, Any, Any], exc: ValidationException
+) -> Response[ErrorBody]:
+    """Litestar's parameter validation, reshaped so ``parameter`` names the first bad one."""
+    parameter: str | None = None
+    detail = exc.detail
+    if isinstance(exc.extra, list) and exc.extra and isinstance(exc.extra[0], dict):
+        first = exc.extra[0]
+        parameter = first.get("key")
+        message = first.get("message")
+        if parameter and message:
+            detail = f"{parameter}: {message}"
+    return _error_response(400, "invalid_parameter", detail, parameter)
+
+
+def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+    error = "not_found" if exc.status_code == 404 else "http_error"
+    return _error_response(exc.status_code, error, exc.detail, headers=exc.headers)
+
+
+def unexpected_error_handler(
+    request: Request[Any, Any, Any], exc: Exception
+) -> Response[ErrorBody]:
+    """A bug, not a client mistake: log it whole, tell the client nothing internal."""
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal error")

@@ -1,0 +1,245 @@
+"""The API's side of the DuckDB hand-off (``market_core.handoff``): one read-only connection.
+
+DuckDB lets one process hold the file read-write or many hold it read-only, never both. The API
+keeps a single long-lived read-only connection, because opening one costs tens of milliseconds
+and a query on an open one a few. It lets go as soon as a writer announces itself (a marker in
+``home.writers_dir``), seen either by the background poll (``poll``, every ~25 ms) or by the
+check before every query, and it does not reopen while a marker is there. The next query after
+the writer is done reopens it.
+
+Queries run concurrently on per-thread cursors of that connection. A readers-writer lock keeps
+``close`` from pulling the connection from under a running query: queries hold it shared,
+opening and closing hold it exclusive, and a waiting close blocks new queries so that it happens
+as soon as the running ones finish.
+
+Before the first load there may be no file, or a file without the table. Queries then run
+against an empty in-memory table of the same schema, so every endpoint answers "no data"
+through the same SQL instead of special cases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import duckdb
+
+from market_api.errors import DataUnavailable
+from market_core.handoff import writers_waiting
+from market_core.home import DataHome
+from market_core.schema import CREATE_TABLE_SQL, TABLE
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_TABLE_EXISTS_SQL = """
+SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?
+"""
+
+
+class ReadWriteLock:
+    """Many shared holders or one exclusive holder; a waiting exclusive holder goes first."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class _Signal:
+    """An attempt's outcome other than a result."""
+
+
+_BUSY = _Signal()  # a writer holds the file (or it could not be opened); try again shortly
+_CLOSED = _Signal()  # no connection is open
+_FAILED = _Signal()  # the open connection failed mid-read; close it and try again
+
+
+class Database:
+    """The read-only connection manager; ``run`` is the only way queries reach DuckDB."""
+
+    def __init__(
+        self,
+        home: DataHome,
+        wait_seconds: float = 10.0,
+        retry_seconds: float = 0.025,
+        retry_after_seconds: int = 1,
+    ) -> None:
+        self._path = home.duckdb_path
+        self._writers_dir = home.writers_dir
+        self._wait_seconds = wait_seconds
+        self._retry_seconds = retry_seconds
+        self._retry_after_seconds = retry_after_seconds
+        self._lock = ReadWriteLock()
+        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._source: duckdb.DuckDBPyConnection | None = None
+        self._generation = 0
+        self._local = threading.local()
+        self._empty: duckdb.DuckDBPyConnection | None = None
+        self._empty_lock = threading.Lock()
+        self._shut_down = False
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the API currently holds the DuckDB file (read-only)."""
+        return self._conn is not None
+
+    def run(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``query`` on a cursor, waiting (bounded) while a writer holds the file.
+
+        Blocking: call it from a worker thread. Raises ``DataUnavailable`` after
+        ``wait_seconds`` without a chance to read."""
+        deadline = time.monotonic() + self._wait_seconds
+        while True:
+            result = self._attempt(query)
+            if not isinstance(result, _Signal):
+                return result
+            if self._shut_down or time.monotonic() >= deadline:
+                raise DataUnavailable(
+                    "the data is being updated and could not be read in time; retry shortly",
+                    retry_after_seconds=self._retry_after_seconds,
+                )
+            time.sleep(self._retry_seconds)
+
+    def poll(self) -> None:
+        """Let go of the file if a writer is waiting; called from the background thread."""
+        if self._conn is not None and writers_waiting(self._writers_dir):
+            log.debug("writer announced; closing the read-only DuckDB connection")
+            self.close()
+
+    def close(self) -> None:
+        """Close the file's connection (and with it every cursor) once running queries end."""
+        with self._lock.exclusive():
+            conn, self._conn, self._source = self._conn, None, None
+            if conn is not None:
+                conn.close()
+
+    def shutdown(self) -> None:
+        """Close for good: requests still waiting for the file get a 503, nothing reopens."""
+        self._shut_down = True
+        self.close()
+        with self._empty_lock:
+            if self._empty is not None:
+                self._empty.close()
+                self._empty = None
+
+    def _attempt(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T | _Signal:
+        """One try: query the open connection, or open it and query; ``_BUSY`` if we cannot.
+
+        The loop only covers a close (by a writer's marker) between our open and our query."""
+        for _ in range(3):
+            if self._shut_down:
+                return _BUSY
+            if writers_waiting(self._writers_dir):
+                if self._conn is not None:
+                    self.close()
+                return _BUSY
+            result = self._query_open(query)
+            if result is _FAILED:
+                self.close()
+                return _BUSY
+            if result is not _CLOSED:
+                return result
+            if not self._path.exists():
+                return self._query_empty(query)
+            if not self._open():
+                return _BUSY
+        return _BUSY
+
+    def _query_open(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T | _Signal:
+        """Run on this thread's cursor of the open connection, or say it is closed."""
+        with self._lock.shared():
+            if self._source is None:
+                return _CLOSED
+            try:
+                return query(self._cursor())
+            except (duckdb.IOException, duckdb.ConnectionException) as exc:
+                log.warning("DuckDB read failed (%s); reopening", exc)
+                return _FAILED
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        local = self._local
+        if getattr(local, "generation", None) != self._generation:
+            assert self._source is not None
+            local.cursor = self._source.cursor()
+            local.generation = self._generation
+        cursor: duckdb.DuckDBPyConnection = local.cursor
+        return cursor
+
+    def _open(self) -> bool:
+        """Open the file read-only unless a writer wants it; False if it cannot be had now."""
+        with self._lock.exclusive():
+            if self._source is not None:
+                return True
+            if self._shut_down or writers_waiting(self._writers_dir):
+                return False
+            try:
+                conn = duckdb.connect(
+                    str(self._path), read_only=True, config={"enable_external_access": False}
+                )
+            except duckdb.Error as exc:
+                # Most often a writer that raced past the marker check holds the lock.
+                log.debug("cannot open %s read-only yet: %s", self._path, exc)
+                return False
+            try:
+                row = conn.execute(_TABLE_EXISTS_SQL, [TABLE]).fetchone()
+            except duckdb.Error as exc:
+                log.warning("cannot read the catalog of %s: %s", self._path, exc)
+                conn.close()
+                return False
+            self._conn = conn
+            self._source = conn if row and row[0] else self._empty_source()
+            self._generation += 1
+            return True
+
+    def _query_empty(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        cursor = self._empty_source().cursor()
+        try:
+            return query(cursor)
+        finally:
+            cursor.close()
+
+    def _empty_source(self) -> duckdb.DuckDBPyConnection:
+        with self._empty_lock:
+            if self._empty is None:
+                empty = duckdb.connect(":memory:")
+                empty.execute(CREATE_TABLE_SQL)
+                self._empty = empty
+            return self._empty

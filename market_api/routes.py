@@ -1,0 +1,168 @@
+"""The HTTP surface: controllers that parse parameters into a question and hand it on.
+
+Parameter types and bounds are declared here so that Litestar validates them and the OpenAPI
+schema states them; a failed validation becomes a 400 naming the parameter (``app.py``).
+Everything else happens in ``MarketService``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get
+from litestar.datastructures import ResponseHeader
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Schema
+from litestar.params import Parameter
+
+from market_api.schemas import CSV_COLUMNS, ErrorBody, Health, InstrumentList, Interval, OhlcvSeries
+from market_api.schemas import Stats as StatsBody
+from market_api.service import (
+    BarsQuestion,
+    HealthQuestion,
+    InstrumentsQuestion,
+    MarketService,
+    StatsQuestion,
+)
+from market_api.settings import MAX_LIMIT
+from market_core.schema import SYMBOL_PATTERN
+
+_CACHE_HEADERS = [
+    ResponseHeader(
+        name="ETag",
+        documentation_only=True,
+        description="Changes with the data version and the content; send it as If-None-Match.",
+    ),
+    ResponseHeader(
+        name="Cache-Control",
+        documentation_only=True,
+        description="public, max-age=0, must-revalidate",
+    ),
+]
+
+
+def _error(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=ErrorBody, description=description, generate_examples=False)
+
+
+_NOT_MODIFIED = ResponseSpec(data_container=None, description="The If-None-Match ETag is current")
+_UNAVAILABLE = _error("A load held the data for too long; retry after Retry-After seconds")
+_SYMBOL_ERRORS = {
+    304: _NOT_MODIFIED,
+    400: _error("A parameter is malformed or out of range; `parameter` names it"),
+    404: _error("No bars are stored for this symbol"),
+    503: _UNAVAILABLE,
+}
+
+# The stored symbol's pattern, in either case: the schema then promises exactly what is served.
+SYMBOL_ANY_CASE = SYMBOL_PATTERN.replace("A-Z", "A-Za-z")
+Symbol = Annotated[
+    str,
+    Parameter(
+        description="Ticker, case-insensitive: letters, digits, '.', '-', at most 12",
+        min_length=1,
+        max_length=12,
+        pattern=SYMBOL_ANY_CASE,
+    ),
+]
+Start = Annotated[
+    date | None, Parameter(description="First date, inclusive (YYYY-MM-DD); not after end")
+]
+End = Annotated[date | None, Parameter(description="Last date, inclusive (YYYY-MM-DD)")]
+IntervalParam = Annotated[Interval, Parameter(description="Bar length", default=Interval.DAY)]
+Limit = Annotated[
+    int | None, Parameter(ge=1, le=MAX_LIMIT, description="Keep only the newest N bars")
+]
+
+
+@dataclass
+class BarsOperation(Operation):
+    """Documents the CSV alternative of the 200 answer, chosen with ``Accept: text/csv``."""
+
+    def __post_init__(self) -> None:
+        ok = self.responses.get("200") if self.responses else None
+        if isinstance(ok, OpenAPIResponse) and ok.content is not None:
+            ok.content["text/csv"] = OpenAPIMediaType(
+                schema=Schema(
+                    type=None,
+                    description=f"Header row {','.join(CSV_COLUMNS)}, then one bar per line",
+                ),
+                example=f"{','.join(CSV_COLUMNS)}\r\n2024-01-02,187.15,188.44,183.89,185.64,82488700",
+            )
+
+
+class HealthController(Controller):
+    path = "/health"
+    tags = ["health"]
+
+    @get(
+        "/",
+        summary="Liveness, data version and newest bar",
+        response_headers=_CACHE_HEADERS,
+        responses={304: _NOT_MODIFIED, 503: _UNAVAILABLE},
+    )
+    async def health(
+        self, request: Request[Any, Any, Any], service: MarketService
+    ) -> Response[Health]:
+        """200 also before the first load (``data_version`` and ``newest_bar_date`` null)."""
+        return await service.respond(request, HealthQuestion())
+
+
+class InstrumentController(Controller):
+    path = "/instruments"
+    tags = ["instruments"]
+
+    @get(
+        "/",
+        summary="Every symbol with its first and last date and bar count",
+        response_headers=_CACHE_HEADERS,
+        responses={304: _NOT_MODIFIED, 503: _UNAVAILABLE},
+    )
+    async def list_instruments(
+        self, request: Request[Any, Any, Any], service: MarketService
+    ) -> Response[InstrumentList]:
+        return await service.respond(request, InstrumentsQuestion())
+
+    @get(
+        "/{symbol:str}/ohlcv",
+        summary="Daily, weekly or monthly bars of one symbol, ascending",
+        description=(
+            "Weekly (ISO week) and monthly (calendar month) bars are aggregated from the daily "
+            "bars inside [start, end]: first open, max high, min low, last close, summed "
+            "volume, dated by their first trading day. `limit` keeps the newest N bars. "
+            "Send `Accept: text/csv` for CSV with the same columns."
+        ),
+        response_headers=_CACHE_HEADERS,
+        responses=_SYMBOL_ERRORS,
+        operation_class=BarsOperation,
+    )
+    async def ohlcv(
+        self,
+        request: Request[Any, Any, Any],
+        service: MarketService,
+        symbol: Symbol,
+        start: Start = None,
+        end: End = None,
+        interval: IntervalParam = Interval.DAY,
+        limit: Limit = None,
+    ) -> Response[OhlcvSeries]:
+        question = BarsQuestion.parse(symbol, interval, start, end, limit)
+        return await service.respond(request, question)
+
+    @get(
+        "/{symbol:str}/stats",
+        summary="Summary statistics of one symbol's daily bars in [start, end]",
+        response_headers=_CACHE_HEADERS,
+        responses=_SYMBOL_ERRORS,
+    )
+    async def stats(
+        self,
+        request: Request[Any, Any, Any],
+        service: MarketService,
+        symbol: Symbol,
+        start: Start = None,
+        end: End = None,
+    ) -> Response[StatsBody]:
+        return await service.respond(request, StatsQuestion.parse(symbol, start, end))

@@ -1,0 +1,224 @@
+"""The response cache: ETag/304, its bounds, and invalidation by a new data version."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from market_api.cache import MAX_ALIASES, ResponseCache, build_response
+from market_api.fastpath import etag_matches, request_format
+from market_api.settings import Settings, SettingsError
+from market_core import data_version
+from market_core.handoff import announce_write
+from tests.api.conftest import Dataset, MakeClient, service_of
+from tests.api.writer import load
+
+URL = "/instruments/AAPL/ohlcv?limit=5"
+
+
+def test_etag_and_304_on_the_cached_and_the_uncached_path(client: TestClient[Litestar]) -> None:
+    first = client.get(URL)  # a miss: answered by Litestar
+    etag = first.headers["etag"]
+    assert first.status_code == 200
+    assert etag.startswith('"') and etag.endswith('"')
+    assert "max-age=0" in first.headers["cache-control"]
+    hit = client.get(URL, headers={"If-None-Match": etag})  # a hit: answered by the fast path
+    assert hit.status_code == 304
+    assert hit.content == b""
+    assert hit.headers["etag"] == etag
+    # Another spelling of the same question is first seen by Litestar, which also says 304.
+    other = client.get("/instruments/aapl/ohlcv?limit=5", headers={"If-None-Match": etag})
+    assert other.status_code == 304
+    weak_and_listed = client.get(URL, headers={"If-None-Match": f'"nope", W/{etag}'})
+    assert weak_and_listed.status_code == 304
+    stale = client.get(URL, headers={"If-None-Match": '"not-the-etag"'})
+    assert stale.status_code == 200
+    assert stale.content == first.content
+
+
+def test_etags_differ_between_questions_and_formats(client: TestClient[Litestar]) -> None:
+    tags = {
+        client.get(URL).headers["etag"],
+        client.get("/instruments/AAPL/ohlcv?limit=6").headers["etag"],
+        client.get(URL, headers={"Accept": "text/csv"}).headers["etag"],
+        client.get("/instruments/MSFT/ohlcv?limit=5").headers["etag"],
+    }
+    assert len(tags) == 4
+
+
+def test_a_hit_does_no_duckdb_work(dataset: Dataset, make_client: MakeClient) -> None:
+    """With the file taken by a writer, cached answers still come; a miss gets a 503."""
+    client = make_client(dataset.home, unavailable_wait_seconds=0.2)
+    cached = client.get(URL)
+    cached_lower = client.get("/instruments/aapl/ohlcv?limit=5")
+    with announce_write(dataset.home.writers_dir):
+        service_of(client).db.close()
+        again = client.get(URL)
+        assert again.status_code == 200
+        assert again.content == cached.content
+        assert client.get("/instruments/aapl/ohlcv?limit=5").content == cached_lower.content
+        # Another spelling of a cached question: Litestar parses it, the cache still answers.
+        assert client.get("/instruments/Aapl/ohlcv?limit=5").status_code == 200
+        miss = client.get("/instruments/AAPL/ohlcv?limit=7")
+        assert miss.status_code == 503
+        assert miss.headers["retry-after"] == "1"
+        assert miss.json()["error"] == "data_unavailable"
+        assert not service_of(client).db.is_open
+    assert client.get("/instruments/AAPL/ohlcv?limit=7").status_code == 200
+
+
+def test_entry_bound_holds_under_many_distinct_queries(
+    dataset: Dataset, make_client: MakeClient
+) -> None:
+    client = make_client(dataset.home, cache_entries=5)
+    cache = service_of(client).cache
+    for limit in range(1, 41):
+        response = client.get(f"/instruments/AAPL/ohlcv?limit={limit}")
+        assert len(response.json()["bars"]) == limit
+        assert len(cache) <= 5
+    assert len(cache) == 5
+    assert cache.alias_count <= 5 * MAX_ALIASES
+    # The newest entries are the ones kept.
+    assert client.get("/instruments/AAPL/ohlcv?limit=40").json()["bars"][0]
+
+
+def test_byte_bound_holds_under_many_distinct_queries(
+    dataset: Dataset, make_client: MakeClient
+) -> None:
+    bound = 16 * 1024
+    client = make_client(dataset.home, cache_bytes=bound)
+    cache = service_of(client).cache
+    for limit in range(1, 60):
+        for accept in ("application/json", "text/csv"):
+            response = client.get(f"/instruments/AAPL/ohlcv?limit={limit}",
+                                  headers={"Accept": accept})  # fmt: skip
+            assert response.status_code == 200
+            assert cache.size_bytes <= bound
+    assert 0 < len(cache) < 59
+    huge = client.get("/instruments/AAPL/ohlcv")  # bigger than the whole cache: served, not kept
+    assert huge.status_code == 200
+    assert all(entry.size <= bound for entry in cache._entries.values())
+
+
+def test_lru_evicts_the_least_recently_used(tmp_path: Path) -> None:
+    cache = ResponseCache(max_entries=2, max_bytes=10**6, version_path=tmp_path / "v")
+    gen, version = cache.snapshot()
+    for name in ("a", "b"):
+        cache.put(
+            build_response(name, name.encode(), "json", version), (f"/{name}", b"", "json"), gen
+        )
+    assert cache.get_raw(("/a", b"", "json")) is not None  # a is now the most recent
+    cache.put(build_response("c", b"c", "json", version), None, gen)
+    assert cache.get("b") is None
+    assert cache.get("a") is not None and cache.get("c") is not None
+    assert cache.get_raw(("/b", b"", "json")) is None  # its alias went with it
+
+
+def test_aliases_per_entry_are_bounded_and_counted(tmp_path: Path) -> None:
+    cache = ResponseCache(max_entries=10, max_bytes=10**6, version_path=tmp_path / "v")
+    gen, version = cache.snapshot()
+    entry = build_response("k", b"body", "json", version)
+    cache.put(entry, None, gen)
+    before = cache.size_bytes
+    for i in range(MAX_ALIASES + 5):
+        cache.add_alias(entry, (f"/k{i}", b"x" * 1000, "json"))
+    assert cache.alias_count == MAX_ALIASES
+    assert cache.size_bytes >= before + MAX_ALIASES * 1000
+    cache.put(build_response("k", b"new", "json", version), None, gen)  # replaced: aliases go
+    assert cache.alias_count == 0
+    assert cache.size_bytes < before + 1000
+
+
+def test_a_miss_computed_before_a_new_version_is_not_stored(tmp_path: Path) -> None:
+    version_path = tmp_path / "market_data.version"
+    cache = ResponseCache(max_entries=10, max_bytes=10**6, version_path=version_path)
+    generation, version = cache.snapshot()
+    data_version.publish(version_path)
+    assert cache.poll()
+    assert not cache.put(build_response("k", b"old", "json", version), None, generation)
+    assert cache.get("k") is None
+    assert not cache.poll()  # nothing new
+
+
+def test_cache_can_be_turned_off(dataset: Dataset, make_client: MakeClient) -> None:
+    client = make_client(dataset.home, cache_entries=0)
+    for _ in range(3):
+        assert client.get(URL).status_code == 200
+    assert len(service_of(client).cache) == 0
+
+
+def test_a_load_is_visible_within_a_second_without_restart(
+    client: TestClient[Litestar], dataset: Dataset
+) -> None:
+    old = client.get(URL)
+    assert client.get(URL).content == old.content  # cached
+    newest = dataset.rows["AAPL"][-1][0]
+    new_day = newest + timedelta(days=3 if newest.weekday() == 4 else 1)
+    load(dataset.home, [(new_day, "AAPL", 1.0, 2.0, 0.5, 1.5, 42)])
+    published = time.monotonic()
+    while True:
+        response = client.get(URL)
+        if response.json()["bars"][-1]["timestamp"] == new_day.date().isoformat():
+            break
+        assert time.monotonic() - published < 1.0, "the API still served the old data after 1 s"
+        time.sleep(0.01)
+    assert response.headers["etag"] != old.headers["etag"]
+    assert response.json()["bars"][-1]["volume"] == 42
+    health = client.get("/health").json()
+    assert health["data_version"] == data_version.read(dataset.home.version_path)
+    assert health["newest_bar_date"] == new_day.date().isoformat()
+    assert (
+        client.get("/instruments").json()["instruments"][0]["bar_count"]
+        == len(dataset.rows["AAPL"]) + 1
+    )
+
+
+def test_an_unchanged_version_keeps_the_cache(client: TestClient[Litestar]) -> None:
+    client.get(URL)
+    cache = service_of(client).cache
+    time.sleep(0.1)  # several poll ticks
+    assert len(cache) == 1
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, "json"),
+        (b"", "json"),
+        (b"text/csv", "csv"),
+        (b"TEXT/CSV", "csv"),
+        (b"text/*", "csv"),
+        (b"text/csv;q=0.2, */*;q=0.1", "csv"),
+        (b"application/json, text/csv", "json"),
+        (b"text/csv;q=oops, application/json", "json"),
+        (b"image/png", "json"),
+    ],
+)
+def test_request_format(accept: bytes | None, expected: str) -> None:
+    assert request_format(accept) == expected
+
+
+def test_etag_matches() -> None:
+    assert etag_matches(b'"a"', b'"a"')
+    assert etag_matches(b'W/"a"', b'"a"')
+    assert etag_matches(b'"x", "a"', b'"a"')
+    assert etag_matches(b"*", b'"a"')
+    assert not etag_matches(b'"b"', b'"a"')
+    assert not etag_matches(None, b'"a"')
+
+
+def test_settings_from_env() -> None:
+    settings = Settings.from_env(
+        {"MARKET_API_CACHE_ENTRIES": "7", "MARKET_API_CACHE_BYTES": "1_000_000"}
+    )
+    assert (settings.cache_entries, settings.cache_bytes) == (7, 1_000_000)
+    assert Settings.from_env({}).cache_entries == 10_000
+    with pytest.raises(SettingsError, match="MARKET_API_CACHE_BYTES"):
+        Settings.from_env({"MARKET_API_CACHE_BYTES": "lots"})
+    with pytest.raises(SettingsError, match="MARKET_API_CACHE_ENTRIES"):
+        Settings.from_env({"MARKET_API_CACHE_ENTRIES": "-1"})

@@ -1,0 +1,351 @@
+"""Every endpoint against the table itself, and every client mistake as a 4xx."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Hashable
+from datetime import date
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+from urllib.parse import quote
+
+import duckdb
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from market_core import data_version
+from market_core.home import DataHome
+from tests.api.conftest import Dataset, MakeClient
+from tests.api.writer import Row
+
+
+def as_bar(row: Row) -> dict[str, Any]:
+    _, _, open_, high, low, close, volume = row
+    return {"timestamp": row[0].date().isoformat(), "open": open_, "high": high, "low": low,
+            "close": close, "volume": volume}  # fmt: skip
+
+
+def aggregate(rows: list[Row], bucket: Callable[[date], Hashable]) -> list[dict[str, Any]]:
+    """Weekly/monthly bars by hand: first open, max high, min low, last close, summed volume."""
+    groups: dict[Hashable, list[Row]] = {}
+    for row in sorted(rows):
+        groups.setdefault(bucket(row[0].date()), []).append(row)
+    return [
+        {"timestamp": group[0][0].date().isoformat(), "open": group[0][2],
+         "high": max(r[3] for r in group), "low": min(r[4] for r in group),
+         "close": group[-1][5], "volume": sum(r[6] for r in group)}
+        for group in groups.values()
+    ]  # fmt: skip
+
+
+def iso_week(day: date) -> Hashable:
+    return day.isocalendar()[:2]
+
+
+def month(day: date) -> Hashable:
+    return (day.year, day.month)
+
+
+def in_range(rows: list[Row], start: date | None, end: date | None) -> list[Row]:
+    return [
+        r for r in rows
+        if (start is None or r[0].date() >= start) and (end is None or r[0].date() <= end)
+    ]  # fmt: skip
+
+
+def test_health_reports_version_and_newest_bar(
+    client: TestClient[Litestar], dataset: Dataset
+) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    newest = max(row[0].date() for rows in dataset.rows.values() for row in rows)
+    assert response.json() == {
+        "status": "ok",
+        "data_version": data_version.read(dataset.home.version_path),
+        "newest_bar_date": newest.isoformat(),
+    }
+
+
+def test_instruments_lists_every_symbol(client: TestClient[Litestar], dataset: Dataset) -> None:
+    response = client.get("/instruments")
+    assert response.status_code == 200
+    expected = [
+        {"symbol": symbol, "first_date": rows[0][0].date().isoformat(),
+         "last_date": rows[-1][0].date().isoformat(), "bar_count": len(rows)}
+        for symbol, rows in sorted(dataset.rows.items())
+    ]  # fmt: skip
+    assert response.json() == {"instruments": expected}
+
+
+def test_daily_bars_equal_the_table(client: TestClient[Litestar], dataset: Dataset) -> None:
+    response = client.get("/instruments/MSFT/ohlcv")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "symbol": "MSFT",
+        "interval": "1d",
+        "bars": [as_bar(row) for row in dataset.rows["MSFT"]],
+    }
+
+
+def test_symbol_is_case_insensitive_in_and_upper_case_out(
+    client: TestClient[Litestar], dataset: Dataset
+) -> None:
+    lower = client.get("/instruments/brk.b/ohlcv").json()
+    upper = client.get("/instruments/BRK.B/ohlcv").json()
+    assert lower == upper
+    assert lower["symbol"] == "BRK.B"
+    assert len(lower["bars"]) == len(dataset.rows["BRK.B"])
+    assert client.get("/instruments/brk.b/stats").json()["symbol"] == "BRK.B"
+
+
+def test_start_and_end_are_inclusive(client: TestClient[Litestar], dataset: Dataset) -> None:
+    dates = dataset.dates("AAPL")
+    start, end = dates[10], dates[30]
+    bars = client.get(f"/instruments/AAPL/ohlcv?start={start}&end={end}").json()["bars"]
+    assert [b["timestamp"] for b in bars] == [d.isoformat() for d in dates[10:31]]
+    only_start = client.get(f"/instruments/AAPL/ohlcv?start={start}").json()["bars"]
+    assert [b["timestamp"] for b in only_start] == [d.isoformat() for d in dates[10:]]
+    only_end = client.get(f"/instruments/AAPL/ohlcv?end={end}").json()["bars"]
+    assert [b["timestamp"] for b in only_end] == [d.isoformat() for d in dates[:31]]
+
+
+def test_known_symbol_with_no_bars_in_range_is_empty_not_404(
+    client: TestClient[Litestar],
+) -> None:
+    response = client.get("/instruments/AAPL/ohlcv?start=2024-02-12&end=2024-02-23")
+    assert response.status_code == 200
+    assert response.json()["bars"] == []
+    stats = client.get("/instruments/AAPL/stats?start=2024-02-12&end=2024-02-23")
+    assert stats.status_code == 200
+    assert stats.json()["count"] == 0
+    assert stats.json()["total_return"] is None
+
+
+@pytest.mark.parametrize(("interval", "bucket"), [("1w", iso_week), ("1mo", month)])
+def test_weekly_and_monthly_bars_match_a_hand_computation(
+    client: TestClient[Litestar],
+    dataset: Dataset,
+    interval: str,
+    bucket: Callable[[date], Hashable],
+) -> None:
+    body = client.get(f"/instruments/AAPL/ohlcv?interval={interval}").json()
+    assert body["interval"] == interval
+    assert body["bars"] == aggregate(dataset.rows["AAPL"], bucket)
+    # The two-week gap leaves whole ISO weeks out, and a holiday Monday dates its week Tuesday.
+    timestamps = [bar["timestamp"] for bar in body["bars"]]
+    if interval == "1w":
+        assert "2024-02-12" not in timestamps and "2024-02-19" not in timestamps
+        assert "2024-01-16" in timestamps
+
+
+@pytest.mark.parametrize(("interval", "bucket"), [("1w", iso_week), ("1mo", month)])
+def test_aggregation_uses_only_days_inside_the_range(
+    client: TestClient[Litestar],
+    dataset: Dataset,
+    interval: str,
+    bucket: Callable[[date], Hashable],
+) -> None:
+    start, end = date(2024, 1, 10), date(2024, 3, 13)  # both mid-week and mid-month
+    url = f"/instruments/AAPL/ohlcv?interval={interval}&start={start}&end={end}"
+    bars = client.get(url).json()["bars"]
+    assert bars == aggregate(in_range(dataset.rows["AAPL"], start, end), bucket)
+    assert bars[0]["timestamp"] == "2024-01-10"
+
+
+@pytest.mark.parametrize("interval", ["1d", "1w", "1mo"])
+def test_limit_keeps_the_newest_bars_ascending(client: TestClient[Litestar], interval: str) -> None:
+    full = client.get(f"/instruments/AAPL/ohlcv?interval={interval}").json()["bars"]
+    limited = client.get(f"/instruments/AAPL/ohlcv?interval={interval}&limit=3").json()["bars"]
+    assert limited == full[-3:]
+    assert (
+        client.get(f"/instruments/AAPL/ohlcv?limit=100000&interval={interval}").json()["bars"]
+        == full
+    )
+
+
+def test_stats_match_a_hand_computation(client: TestClient[Litestar], dataset: Dataset) -> None:
+    start, end = date(2023, 12, 1), date(2024, 3, 31)
+    rows = in_range(dataset.rows["AAPL"], start, end)
+    body = client.get(f"/instruments/aapl/stats?start={start}&end={end}").json()
+    assert body == {
+        "symbol": "AAPL",
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "count": len(rows),
+        "first_date": rows[0][0].date().isoformat(),
+        "last_date": rows[-1][0].date().isoformat(),
+        "average_close": pytest.approx(fmean(r[5] for r in rows), rel=1e-12),
+        "min_low": min(r[4] for r in rows),
+        "max_high": max(r[3] for r in rows),
+        "total_return": pytest.approx(rows[-1][5] / rows[0][5] - 1, rel=1e-12),
+    }
+    whole = client.get("/instruments/MSFT/stats").json()
+    assert (whole["start"], whole["end"], whole["count"]) == (None, None, len(dataset.rows["MSFT"]))
+
+
+def test_csv_has_the_same_columns_and_values(client: TestClient[Litestar]) -> None:
+    url = "/instruments/AAPL/ohlcv?interval=1w&limit=5"
+    as_json = client.get(url).json()["bars"]
+    response = client.get(url, headers={"Accept": "text/csv"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    table = list(csv.DictReader(io.StringIO(response.text)))
+    assert list(table[0]) == ["timestamp", "open", "high", "low", "close", "volume"]
+    assert [
+        {"timestamp": r["timestamp"], "open": float(r["open"]), "high": float(r["high"]),
+         "low": float(r["low"]), "close": float(r["close"]), "volume": int(r["volume"])}
+        for r in table
+    ] == as_json  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("accept", "media"),
+    [
+        ("text/csv", "text/csv"),
+        ("text/csv;q=0.9, application/json;q=0.5", "text/csv"),
+        ("text/csv;q=0.5, application/json", "application/json"),
+        ("application/json", "application/json"),
+        ("*/*", "application/json"),
+        ("text/html", "application/json"),
+    ],
+)
+def test_accept_header_picks_the_format(
+    client: TestClient[Litestar], accept: str, media: str
+) -> None:
+    for _ in range(2):  # the miss, then the cached answer
+        response = client.get("/instruments/MSFT/ohlcv?limit=2", headers={"Accept": accept})
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith(media)
+
+
+def test_unknown_symbol_is_404(client: TestClient[Litestar]) -> None:
+    for url in ("/instruments/ZZZZ/ohlcv", "/instruments/zzzz/stats",
+                "/instruments/ZZZZ/ohlcv?interval=1mo&start=2024-01-01"):  # fmt: skip
+        response = client.get(url)
+        assert response.status_code == 404
+        assert response.json()["error"] == "unknown_symbol"
+        assert "ZZZZ" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("url", "parameter"),
+    [
+        ("/instruments/AA$PL/ohlcv", "symbol"),
+        ("/instruments/-AAPL/stats", "symbol"),
+        ("/instruments/ABCDEFGHIJKLM/ohlcv", "symbol"),
+        ("/instruments/%C4%B1bm/ohlcv", "symbol"),  # dotless i: upper() would make it IBM
+        ("/instruments/ma%C3%9F/stats", "symbol"),  # sharp s: upper() would make it MASS
+        ("/instruments/AAPL/ohlcv?start=2024-13-01", "start"),
+        ("/instruments/AAPL/ohlcv?start=yesterday", "start"),
+        ("/instruments/AAPL/ohlcv?end=2024-02-30", "end"),
+        ("/instruments/AAPL/stats?end=20240101", "end"),
+        ("/instruments/AAPL/ohlcv?start=2024-03-01&end=2024-02-01", "start"),
+        ("/instruments/AAPL/stats?start=2024-03-01&end=2024-02-01", "start"),
+        ("/instruments/AAPL/ohlcv?limit=0", "limit"),
+        ("/instruments/AAPL/ohlcv?limit=100001", "limit"),
+        ("/instruments/AAPL/ohlcv?limit=-5", "limit"),
+        ("/instruments/AAPL/ohlcv?limit=ten", "limit"),
+        ("/instruments/AAPL/ohlcv?interval=1h", "interval"),
+        ("/instruments/AAPL/ohlcv?interval=1W", "interval"),
+    ],
+)
+def test_bad_parameters_are_400_naming_the_parameter(
+    client: TestClient[Litestar], url: str, parameter: str
+) -> None:
+    response = client.get(url)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["parameter"] == parameter
+    assert body["error"] == "invalid_parameter"
+    assert body["detail"]
+
+
+INJECTIONS = [
+    "AAPL'; DROP TABLE ohlcv_data; --",
+    "' OR '1'='1",
+    'AAPL" OR 1=1 --',
+    "AAPL; DELETE FROM ohlcv_data",
+    "../../etc/passwd",
+    "AAPL%00",
+    "$symbol",
+    "?",
+    "ÄPL",
+    "A" * 5000,
+    "AAPL\r\nX-Injected: 1",
+]
+
+
+@pytest.mark.parametrize("symbol", INJECTIONS)
+def test_injection_in_symbol_is_4xx(client: TestClient[Litestar], symbol: str) -> None:
+    for endpoint in ("ohlcv", "stats"):
+        response = client.get(f"/instruments/{quote(symbol, safe='')}/{endpoint}")
+        assert 400 <= response.status_code < 500
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "start=2024-01-01' OR 1=1 --",
+        "end='; DELETE FROM ohlcv_data; --",
+        "limit=1; DROP TABLE ohlcv_data",
+        "interval=1d' --",
+        "interval=week",
+        "limit=99999999999999999999999",
+        "start=0000-00-00",
+    ],
+)
+def test_injection_in_query_is_4xx(
+    client: TestClient[Litestar], dataset: Dataset, query: str
+) -> None:
+    name, _, value = query.partition("=")
+    response = client.get(f"/instruments/AAPL/ohlcv?{name}={quote(value, safe='')}")
+    assert response.status_code == 400
+    assert response.json()["parameter"] == name
+    # The table is intact: an uncached question still sees every bar.
+    stats = client.get(f"/instruments/AAPL/stats?end={dataset.dates('AAPL')[-1]}").json()
+    assert stats["count"] == len(dataset.rows["AAPL"])
+
+
+def test_unknown_route_is_a_json_404(client: TestClient[Litestar]) -> None:
+    response = client.get("/instrument")
+    assert response.status_code == 404
+    assert response.json()["status_code"] == 404
+
+
+@pytest.mark.parametrize("state", ["no file", "no table"])
+def test_before_the_first_load_nothing_fails(
+    tmp_path: Path, make_client: MakeClient, state: str
+) -> None:
+    home = DataHome(tmp_path / "empty")
+    home.root.mkdir()
+    if state == "no table":
+        duckdb.connect(str(home.duckdb_path)).close()
+    client = make_client(home)
+    health = client.get("/health")
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "data_version": None, "newest_bar_date": None}
+    assert client.get("/instruments").json() == {"instruments": []}
+    assert client.get("/instruments/AAPL/ohlcv").status_code == 404
+    assert client.get("/instruments/AAPL/stats").status_code == 404
+    assert client.get("/instruments/AAPL/ohlcv?limit=0").status_code == 400
+    assert not home.duckdb_path.exists() or state == "no table"  # the API never creates it
+
+
+def test_openapi_describes_the_contract(client: TestClient[Litestar]) -> None:
+    schema = client.get("/schema/openapi.json").json()
+    assert {"/health", "/instruments", "/instruments/{symbol}/ohlcv",
+            "/instruments/{symbol}/stats"} <= set(schema["paths"])  # fmt: skip
+    ohlcv = schema["paths"]["/instruments/{symbol}/ohlcv"]["get"]
+    assert {p["name"] for p in ohlcv["parameters"]} == {"symbol", "start", "end", "interval",
+                                                        "limit"}  # fmt: skip
+    content = ohlcv["responses"]["200"]["content"]
+    assert content["application/json"]["schema"]["$ref"].endswith("/OhlcvSeries")
+    assert "text/csv" in content
+    assert {"400", "404", "503"} <= set(ohlcv["responses"])
+    bar = schema["components"]["schemas"]["Bar"]
+    assert list(bar["properties"]) == ["timestamp", "open", "high", "low", "close", "volume"]
+    assert schema["components"]["schemas"]["Interval"]["enum"] == ["1d", "1w", "1mo"]
