@@ -1,4 +1,4 @@
-"""The one Definitions object of the code location."""
+"""The one Definitions object of the code location: assets, job, schedule, sensors, resources."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
 
 from market_pipeline.assets import symbol_pipeline
+from market_pipeline.automation import INGEST_JOB, daily_update, follow_raw_data, watchlist_sensor
 from market_pipeline.partitions import symbols_partitions
 from market_pipeline.resources.alpha_vantage import AlphaVantageResource
 from market_pipeline.resources.storage import MarketDuckDB
@@ -34,7 +35,7 @@ def build_resources(settings: Settings, **client_overrides: Any) -> dict[str, ob
 
 
 ingest_job = define_asset_job(
-    "ingest_job",
+    INGEST_JOB,
     selection=AssetSelection.assets(symbol_pipeline),
     partitions_def=symbols_partitions,
     description="raw_data -> clean_data -> ohlcv_data for a range of symbols, in one run.",
@@ -43,5 +44,7 @@ ingest_job = define_asset_job(
 defs = Definitions(
     assets=[symbol_pipeline],
     jobs=[ingest_job],
+    schedules=[daily_update],
+    sensors=[watchlist_sensor, follow_raw_data],
     resources=build_resources(Settings.from_env()),
 )

@@ -14,9 +14,12 @@ US/Eastern.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
+import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from pyrate_limiter import Duration, Limiter, Rate, SQLiteBucket
@@ -24,6 +27,7 @@ from pyrate_limiter import Duration, Limiter, Rate, SQLiteBucket
 from market_pipeline.resources.av_errors import DailyQuotaError, RateLimitedError
 
 DAY_PROBE_SECONDS = 2.0
+DAY_BUCKET = "day"
 
 
 def widened(limit: int, interval: Duration) -> Rate:
@@ -35,6 +39,18 @@ def widened(limit: int, interval: Duration) -> Rate:
     """
     interval_ms = int(interval.value)
     return Rate(limit, interval_ms + min(2000, interval_ms // 10))
+
+
+def day_rate(per_day: int) -> Rate:
+    return widened(per_day, Duration.DAY)
+
+
+def bucket_path(state_dir: Path, name: str) -> Path:
+    return state_dir / f"ratelimit-{name}.sqlite"
+
+
+def bucket_table(api_key: str) -> str:
+    return f"av_{key_id(api_key)}"
 
 
 def key_id(api_key: str) -> str:
@@ -79,7 +95,7 @@ class SharedRateLimiter:
         max_wait_seconds: float = 300.0,
     ) -> None:
         self._state_dir = state_dir
-        self._table = f"av_{key_id(api_key)}"
+        self._table = bucket_table(api_key)
         self._burst_rates = effective_rates(
             [
                 widened(limit, interval)
@@ -90,7 +106,7 @@ class SharedRateLimiter:
                 if limit > 0
             ]
         )
-        self._day_rates = [widened(per_day, Duration.DAY)] if per_day > 0 else []
+        self._day_rates = [day_rate(per_day)] if per_day > 0 else []
         self._max_wait = max_wait_seconds
         self._lock = threading.Lock()
         self._burst: Limiter | None = None
@@ -101,7 +117,7 @@ class SharedRateLimiter:
         bucket = SQLiteBucket.init_from_file(
             rates,
             table=self._table,
-            db_path=str(self._state_dir / f"ratelimit-{name}.sqlite"),
+            db_path=str(bucket_path(self._state_dir, name)),
             use_file_lock=True,
         )
         return Limiter(bucket, buffer_ms=50)
@@ -110,7 +126,7 @@ class SharedRateLimiter:
         """Wait for a permit; raise if the day is used up or the wait would be too long."""
         with self._lock:
             if self._day_rates and self._day is None:
-                self._day = self._limiter("day", self._day_rates)
+                self._day = self._limiter(DAY_BUCKET, self._day_rates)
             if self._burst_rates and self._burst is None:
                 self._burst = self._limiter("burst", self._burst_rates)
         if self._day is not None and not self._day.try_acquire(
@@ -127,3 +143,26 @@ class SharedRateLimiter:
                 f"{symbol}: no Alpha Vantage permit within {self._max_wait:.0f}s; other "
                 "processes are using the key's per-second/per-minute budget"
             )
+
+
+def calls_used_today(state_dir: Path, api_key: str, per_day: int) -> int:
+    """Permits the key's daily bucket has handed out in its current (rolling) window.
+
+    Read-only and lock-free: the schedule asks this to size its request to the calls left, and
+    a count that is a moment stale is harmless there (the limiter itself still enforces the
+    quota). A missing file or table means no call was made yet.
+    """
+    if per_day <= 0:
+        return 0
+    path = bucket_path(state_dir, DAY_BUCKET)
+    if not path.exists():
+        return 0
+    since_ms = time.time_ns() // 1_000_000 - day_rate(per_day).interval
+    query = f"SELECT count(*) FROM '{bucket_table(api_key)}' WHERE item_timestamp >= ?"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+            return int(conn.execute(query, (since_ms,)).fetchone()[0])
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return 0
+        raise

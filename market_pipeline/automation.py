@@ -1,0 +1,229 @@
+"""Schedules and sensors: the pipeline keeps itself up to date once ``dagster dev`` runs.
+
+* ``daily_update`` (schedule, 18:30 New York, Monday to Friday, not on NYSE holidays) updates
+  every registered symbol, or, when the key's daily quota has fewer calls left than there are
+  symbols, the stalest ones (oldest ``raw_data`` materialization first) and says so in its tick.
+* ``watchlist`` (sensor) makes the registered partitions follow the watchlist: new symbols are
+  registered and get their first load; removed ones are unregistered, so nothing updates them
+  any more, while their files, table rows and Dagster history stay.
+* ``follow_raw_data`` (declarative automation) runs ``clean_data`` and ``ohlcv_data`` after
+  ``raw_data`` was materialized without them (the ``eager`` conditions on their specs). Chosen
+  over a job or sensor of our own because it already knows what we would have to rebuild: it
+  follows every way ``raw_data`` gets materialized (UI, backfill, schedule), per partition; it
+  ignores a parent updated by a run that also planned the child, so the usual run of all three
+  stages in one step triggers nothing more; it waits while either side is in progress; and the
+  UI shows why each partition was or was not requested. A tick over 1000 symbols takes ~0.3 s.
+
+Runs cover one contiguous range of the registered symbols each (a run's partitions are a key
+range), so every request is grouped into as few ranges as the registered order allows. Since
+symbols updated together keep that order in their staleness, the stalest symbols usually form
+one or two ranges.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+import holidays
+from dagster import (
+    AddDynamicPartitionsRequest,
+    AssetKey,
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DagsterEventType,
+    DagsterInstance,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    DeleteDynamicPartitionsRequest,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    schedule,
+    sensor,
+)
+
+from market_pipeline.assets import CLEAN, OHLCV, RAW  # (not from batch: see assets/__init__)
+from market_pipeline.ingest import PARTITIONS, contiguous_blocks, range_tags
+from market_pipeline.partitions import symbols_partitions, watchlist
+from market_pipeline.resources.rate_limit import calls_used_today
+from market_pipeline.settings import Settings
+
+INGEST_JOB = "ingest_job"
+EXCHANGE_TZ = ZoneInfo("America/New_York")
+DAILY_UPDATE_CRON = "30 18 * * 1-5"
+TRIGGER_TAG = "market/trigger"
+DEFERRED_TAG = "market/deferred_symbols"
+
+
+def calls_left_today(settings: Settings) -> int | None:
+    """The key's calls left in its rolling day, or ``None`` when there is no daily quota."""
+    if not settings.api_key or settings.requests_per_day <= 0:
+        return None
+    used = calls_used_today(settings.home.state_dir, settings.api_key, settings.requests_per_day)
+    return max(0, settings.requests_per_day - used)
+
+
+def last_raw_updates(instance: DagsterInstance) -> Mapping[str, int]:
+    """Per symbol, the storage id of its newest ``raw_data`` materialization.
+
+    Storage ids grow with time, so they order symbols by staleness; one grouped query answers
+    for every partition at once.
+    """
+    return instance.event_log_storage.get_latest_storage_id_by_partition(
+        AssetKey(RAW), DagsterEventType.ASSET_MATERIALIZATION
+    )
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    """Which registered symbols one update covers, and which wait for a later one."""
+
+    symbols: list[str]
+    deferred: list[str]
+    calls_left: int | None
+
+    def describe(self) -> str:
+        total = len(self.symbols) + len(self.deferred)
+        if self.calls_left is None:
+            return f"updating all {total} registered symbols (no daily quota)"
+        if not self.deferred:
+            return f"updating all {total} symbols: {self.calls_left} calls left today"
+        return (
+            f"updating the {len(self.symbols)} stalest of {total} symbols: only "
+            f"{self.calls_left} calls left in the key's daily quota; {len(self.deferred)} wait "
+            f"for a later update (stalest first): {', '.join(self.deferred[:10])}"
+            + (", ..." if len(self.deferred) > 10 else "")
+        )
+
+
+def plan_update(
+    registered: Sequence[str], last_update: Mapping[str, int], calls_left: int | None
+) -> UpdatePlan:
+    """All symbols if the quota allows; else the stalest first (never loaded before anything)."""
+    if calls_left is None or calls_left >= len(registered):
+        return UpdatePlan(list(registered), [], calls_left)
+    position = {symbol: i for i, symbol in enumerate(registered)}
+    stalest = sorted(registered, key=lambda s: (last_update.get(s, -1), position[s]))
+    chosen = set(stalest[:calls_left])
+    return UpdatePlan([s for s in registered if s in chosen], stalest[calls_left:], calls_left)
+
+
+def block_requests(
+    registered: Sequence[str], symbols: Sequence[str], key: str, tags: Mapping[str, str]
+) -> list[RunRequest]:
+    """One run request per contiguous range of ``symbols`` in the registered order."""
+    return [
+        RunRequest(run_key=f"{key}:{block[0]}..{block[-1]}", tags={**tags, **range_tags(block)})
+        for block in contiguous_blocks(registered, set(symbols))
+    ]
+
+
+def exchange_holiday(day: dt.date) -> str | None:
+    """The NYSE holiday's name if the exchange is closed that weekday, else ``None``."""
+    return holidays.financial_holidays("NYSE", years=day.year).get(day)
+
+
+def _exchange_date(moment: dt.datetime) -> dt.date:
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=EXCHANGE_TZ)
+    return aware.astimezone(EXCHANGE_TZ).date()
+
+
+@schedule(
+    name="daily_update",
+    cron_schedule=DAILY_UPDATE_CRON,
+    execution_timezone=str(EXCHANGE_TZ),
+    job_name=INGEST_JOB,
+    default_status=DefaultScheduleStatus.RUNNING,
+    description=(
+        "After the US close on trading days: update every registered symbol, or the stalest "
+        "ones when the key's daily quota has fewer calls left than there are symbols."
+    ),
+)
+def daily_update(context: ScheduleEvaluationContext) -> SkipReason | list[RunRequest]:
+    day = _exchange_date(context.scheduled_execution_time)
+    holiday = exchange_holiday(day)
+    if holiday:
+        return SkipReason(f"{day}: NYSE closed ({holiday}), nothing new to load")
+    registered = context.instance.get_dynamic_partitions(PARTITIONS)
+    if not registered:
+        return SkipReason("no symbols registered yet (the watchlist sensor registers them)")
+    plan = plan_update(
+        registered, last_raw_updates(context.instance), calls_left_today(Settings.from_env())
+    )
+    if not plan.symbols:
+        return SkipReason(
+            f"the key's daily quota is used up: none of the {len(registered)} symbols updated "
+            "today; the stalest go first once calls are left"
+        )
+    (context.log.warning if plan.deferred else context.log.info)(plan.describe())
+    tags = {TRIGGER_TAG: "daily_update", DEFERRED_TAG: str(len(plan.deferred))}
+    return block_requests(registered, plan.symbols, f"daily_update:{day}", tags)
+
+
+@dataclass(frozen=True)
+class WatchlistChange:
+    added: list[str]
+    removed: list[str]
+
+    @classmethod
+    def between(cls, registered: Sequence[str], wanted: Sequence[str]) -> WatchlistChange:
+        known, keep = set(registered), set(wanted)
+        return cls([s for s in wanted if s not in known], [s for s in registered if s not in keep])
+
+
+@sensor(
+    name="watchlist",
+    job_name=INGEST_JOB,
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "Registers the watchlist's new symbols (MARKET_SYMBOLS or the watchlist file) and loads "
+        "them; unregisters removed ones, whose data stays."
+    ),
+)
+def watchlist_sensor(context: SensorEvaluationContext) -> SkipReason | SensorResult:
+    settings = Settings.from_env()
+    wanted = watchlist(settings)
+    if not wanted:  # an emptied (or half-written) file must not unregister everything
+        return SkipReason("the watchlist is empty; the registered symbols are kept")
+    registered = context.instance.get_dynamic_partitions(PARTITIONS)
+    change = WatchlistChange.between(registered, wanted)
+    if not change.added and not change.removed:
+        return SkipReason(f"the {len(registered)} registered symbols match the watchlist")
+    requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = []
+    if change.added:
+        requests.append(symbols_partitions.build_add_request(change.added))
+    if change.removed:
+        requests.append(symbols_partitions.build_delete_request(change.removed))
+        context.log.info(f"no longer updated (data kept): {', '.join(change.removed)}")
+    calls_left = calls_left_today(settings)
+    first_loads = change.added if calls_left is None else change.added[:calls_left]
+    if len(first_loads) < len(change.added):
+        context.log.warning(
+            f"{len(change.added) - len(first_loads)} new symbols registered without a first "
+            f"load: only {calls_left} calls left today; the daily update loads them first"
+        )
+    # New keys are appended to the registered order, so they form one range.
+    runs = (
+        [RunRequest(tags={TRIGGER_TAG: "watchlist", **range_tags(first_loads)})]
+        if first_loads
+        else []
+    )
+    return SensorResult(run_requests=runs, dynamic_partitions_requests=requests)
+
+
+follow_raw_data = AutomationConditionSensorDefinition(
+    "follow_raw_data",
+    target=AssetSelection.assets(CLEAN, OHLCV),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description=(
+        "clean_data and ohlcv_data follow raw_data (AutomationCondition.eager()): a raw_data "
+        "materialized on its own is cleaned and loaded without anyone clicking."
+    ),
+)

@@ -1,0 +1,26 @@
+"""The schedule and sensors are wired into the code location and start with ``dagster dev``."""
+
+from __future__ import annotations
+
+from dagster import AssetKey, DefaultScheduleStatus, DefaultSensorStatus
+
+from market_pipeline.automation import DAILY_UPDATE_CRON
+from market_pipeline.definitions import defs
+
+
+def test_schedule_and_sensors_run_by_default_and_target_the_pipeline() -> None:
+    repo = defs.get_repository_def()
+    schedule = repo.get_schedule_def("daily_update")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == (
+        DAILY_UPDATE_CRON, "America/New_York"
+    )  # fmt: skip
+    assert schedule.job_name == "ingest_job"
+    assert schedule.default_status == DefaultScheduleStatus.RUNNING
+    sensors = {s.name: s for s in repo.sensor_defs}
+    assert set(sensors) == {"watchlist", "follow_raw_data"}, "no implicit default sensor"
+    assert all(s.default_status == DefaultSensorStatus.RUNNING for s in sensors.values())
+    assert sensors["watchlist"].job_name == "ingest_job"
+    graph = defs.resolve_asset_graph()
+    followed = sensors["follow_raw_data"].asset_selection.resolve(graph)  # type: ignore[union-attr]
+    assert followed == {AssetKey("clean_data"), AssetKey("ohlcv_data")}
+    assert graph.get(AssetKey("raw_data")).automation_condition is None, "raw_data: schedule"

@@ -1,0 +1,88 @@
+"""Many symbols in one run, one process: every symbol loads, one failure holds back no other,
+and only the failed ones are fetched again on retry."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from dagster import DagsterEventType, DagsterInstance, ExecuteInProcessResult
+
+from market_core.home import DataHome
+from market_pipeline.instance import open_instance
+from market_pipeline.retry import failed_symbols
+from tests.conftest import ENV_VARS, Run
+from tests.pipeline.helpers import failure_text, materialized, table_rows
+from tests.stubs.alpha_vantage import AlphaVantageStub
+
+REPO = Path(__file__).resolve().parents[2]
+SYMBOLS = [f"S{i:02d}" for i in range(50)]
+
+
+def steps(result: ExecuteInProcessResult) -> int:
+    return sum(1 for e in result.all_events if e.event_type == DagsterEventType.STEP_START)
+
+
+def messages(instance: DagsterInstance, result: ExecuteInProcessResult) -> list[str]:
+    return [entry.user_message for entry in instance.all_logs(result.run_id)]
+
+
+def test_fifty_symbols_load_in_one_step_with_progress_lines(
+    keyed: AlphaVantageStub, run: Run, home: DataHome, instance: DagsterInstance
+) -> None:
+    result = run(SYMBOLS)
+    assert result.success, failure_text(result)
+    assert steps(result) == 1
+    for asset in ("raw_data", "clean_data", "ohlcv_data"):
+        assert materialized(result, asset) == set(SYMBOLS)
+    assert {row[1] for row in table_rows(home)} == set(SYMBOLS)
+    assert keyed.count() == 50
+    progress = [m for m in messages(instance, result) if m.startswith("progress: ")]
+    done = [int(m.removeprefix("progress: ").split("/")[0]) for m in progress]
+    assert len(done) >= 10 and done == sorted(set(done)), "regular lines, in order"
+    assert progress[-1].startswith("progress: 50/50 symbols done, 0 left, 0 failed, ~")
+    assert all(" left, " in m and "s to go" in m for m in progress)
+
+
+def test_one_failing_symbol_leaves_the_other_49_loaded(
+    keyed: AlphaVantageStub, run: Run, home: DataHome, instance: DagsterInstance
+) -> None:
+    keyed.script("S17", "error_message")
+    result = run(SYMBOLS)
+    assert not result.success
+    assert "S17: Alpha Vantage refused the call" in failure_text(result)
+    loaded = set(SYMBOLS) - {"S17"}
+    assert materialized(result, "ohlcv_data") == loaded
+    assert {row[1] for row in table_rows(home)} == loaded
+    assert failed_symbols(instance) == ["S17"]
+
+
+def command(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    return subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=REPO, env={**base, **env}, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+
+
+def test_retry_fetches_only_the_failed_symbols(stub: AlphaVantageStub, home: DataHome) -> None:
+    env = {
+        "ALPHAVANTAGE_API_KEY": "x", "ALPHAVANTAGE_BASE_URL": stub.url,
+        "ALPHAVANTAGE_REQUESTS_PER_SECOND": "0", "ALPHAVANTAGE_REQUESTS_PER_MINUTE": "0",
+        "MARKET_DATA_HOME": str(home.root), "MARKET_SYMBOLS": "A,B,C,D,E,F",
+    }  # fmt: skip
+    stub.script("B", "error_message")
+    stub.script("E", "error_message")
+    assert command("market_pipeline.ingest", env).returncode == 1
+    assert {row[1] for row in table_rows(home)} == {"A", "C", "D", "F"}
+
+    done = command("market_pipeline.retry", env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "retry: 2 failed symbols: B, E" in done.stdout
+    assert {row[1] for row in table_rows(home)} == {"A", "B", "C", "D", "E", "F"}
+    assert {s: stub.count(s) for s in "ABCDEF"} == {"A": 1, "B": 2, "C": 1, "D": 1, "E": 2, "F": 1}
+
+    with open_instance() as instance:  # the data home's own instance, as the commands used it
+        assert failed_symbols(instance) == []
