@@ -11,6 +11,8 @@ protocol:
   before every query, closes its connection as soon as a marker appears. While a marker exists it
   does not reopen; it serves from its cache and retries misses for a bounded time.
 * Markers carry the writer's pid, so a marker left by a killed writer is ignored and removed.
+  Whoever removes it publishes a new data version: the writer may have committed and died
+  before it published its own, and readers must not go on serving what they cached before.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from market_core import data_version
+from market_core.home import DataHome
 
 
 def _pid_alive(pid: int) -> bool:
@@ -50,12 +55,16 @@ def writers_waiting(writers_dir: Path) -> bool:
         entries = list(os.scandir(writers_dir))
     except FileNotFoundError:
         return False
-    waiting = False
+    waiting = reaped = False
     for entry in entries:
         pid_text = entry.name.split("-", 1)[0]
         if pid_text.isdigit() and _pid_alive(int(pid_text)):
             waiting = True
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
+            continue
+        with contextlib.suppress(OSError):  # another reader was first, or a read-only home
+            os.unlink(entry.path)
+            reaped = True
+    if reaped:
+        with contextlib.suppress(OSError):
+            data_version.publish(DataHome(writers_dir.parent).version_path)
     return waiting

@@ -170,8 +170,11 @@ class BatchRunner:
         try:
             with self.duckdb.write_connection() as conn:
                 stats = upsert(conn, list(batch.values()))
-            if stats.inserted or stats.updated:  # readers' caches stay valid otherwise
-                self.duckdb.publish_version()
+                conn.close()  # checkpoint now, while the marker keeps readers away
+                if stats.inserted or stats.updated:  # readers' caches stay valid otherwise
+                    # Before the marker goes: if this process dies first, whoever removes its
+                    # marker publishes instead (market_core.handoff).
+                    self.duckdb.publish_version()
         except Exception as exc:  # the batch rolled back: every symbol in it failed to load
             for symbol in batch:
                 self.outcome.fail(symbol, f"{symbol}: DuckDB upsert failed: {exc}")

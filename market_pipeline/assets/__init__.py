@@ -15,6 +15,7 @@ from dagster import (
     AssetExecutionContext,
     AssetMaterialization,
     AssetSpec,
+    AutomationCondition,
     BackfillPolicy,
     Config,
     Failure,
@@ -45,6 +46,7 @@ ASSET_SPECS = [
     AssetSpec(
         CLEAN,
         deps=[RAW],
+        automation_condition=AutomationCondition.eager(),  # follows raw_data: automation.py
         group_name=GROUP,
         kinds={"polars", "parquet"},
         skippable=True,
@@ -53,6 +55,7 @@ ASSET_SPECS = [
     AssetSpec(
         OHLCV,
         deps=[CLEAN],
+        automation_condition=AutomationCondition.eager(),
         group_name=GROUP,
         kinds={"duckdb"},
         skippable=True,

@@ -104,8 +104,9 @@ class _RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if self._secret in message:
-            record.msg, record.args = redact(message, self._secret), None
+        redacted = redact(message, self._secret)
+        if redacted != message:
+            record.msg, record.args = redacted, None
         return True
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 SERIES_KEY = "Time Series (Daily)"
 META_KEY = "Meta Data"
@@ -58,9 +59,15 @@ class MalformedResponseError(AlphaVantageError):
 
 
 def redact(text: str, secret: str | None) -> str:
-    """Remove the API key from any text before it is logged, raised or stored."""
+    """Remove the API key from any text before it is logged, raised or stored.
+
+    Also in its URL-encoded forms: a request line or a URL carries the key as sent, and a key
+    with ``+``, ``/``, ``=`` or ``&`` in it is sent encoded.
+    """
     if secret:
-        text = text.replace(secret, "***")
+        forms = {secret, quote(secret, safe=""), quote_plus(secret)}
+        for form in sorted(forms, key=len, reverse=True):
+            text = text.replace(form, "***")
     return text
 
 

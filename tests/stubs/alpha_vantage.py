@@ -4,6 +4,14 @@ Tests point ``ALPHAVANTAGE_BASE_URL`` at it. Each symbol answers from a queue of
 (``stub.script("AAPL", "http_503", "ok")``); when its queue is empty it answers ``ok``: the
 bundled sample series for that symbol, or the bars set with ``stub.set_bars``. Every request is
 recorded (time, symbol, outputsize, apikey) so tests can count them per window.
+
+Behaviours: ``ok``; answers in ``MESSAGES`` (``error_message``, ``invalid_key``,
+``note_frequency``, ``info_burst``, ``info_daily`` (echoes the key), ``info_premium``,
+``info_demo``, ``empty_object``); ``http_429``/``http_500``/``http_503``; transport faults
+(``reset``, ``timeout``, ``cut_body``: the body stops halfway, then the connection closes);
+whole-body faults (``html``, ``truncated``, ``empty_series``, ``wrong_symbol``); and row faults
+in an otherwise good compact answer (``duplicates``, ``exact_duplicates``, ``non_numeric``,
+``empty_values``, ``missing_field``, ``bad_date``, ``future``).
 """
 
 from __future__ import annotations
@@ -73,13 +81,16 @@ def payload_from_bars(symbol: str, bars: list[tuple[str, dict[str, Any]]]) -> di
     }
 
 
-def duplicate_newest_date(text: str) -> str:
-    """JSON objects may repeat a key; Alpha Vantage bodies have been seen doing it."""
+def duplicate_newest_date(text: str, *, disagree: bool = True) -> str:
+    """JSON objects may repeat a key; Alpha Vantage bodies have been seen doing it.
+
+    ``disagree``: the copy has another volume (neither can be trusted); else an exact copy.
+    """
     marker = '"Time Series (Daily)": {'
     start = text.index(marker) + len(marker)
     end = text.index("}", start) + 1
     newest = text[start:end]
-    altered = newest.replace('"5. volume": "', '"5. volume": "9')
+    altered = newest.replace('"5. volume": "', '"5. volume": "9') if disagree else newest
     return text[:start] + altered + ", " + text[start:]
 
 
@@ -145,6 +156,13 @@ class AlphaVantageStub:
         elif behaviour == "future":
             future = (dt.date.today() + dt.timedelta(days=30)).isoformat()
             good["Time Series (Daily)"] = {future: series[newest], **series}
+        elif behaviour == "empty_values":
+            series[newest] = dict.fromkeys(series[newest], "")
+        elif behaviour == "missing_field":
+            series[newest] = {k: v for k, v in series[newest].items() if k != "5. volume"}
+        elif behaviour == "bad_date":
+            bar = series.pop(newest)
+            good["Time Series (Daily)"] = {newest.replace("-", "/"): bar, **series}
         else:
             raise ValueError(f"unknown behaviour {behaviour!r}")
         return good
@@ -182,20 +200,27 @@ class AlphaVantageStub:
                     self._send(200, b"<!DOCTYPE html><html><body>Maintenance</body></html>",
                                "text/html")  # fmt: skip
                     return
-                plain = "ok" if behaviour in ("truncated", "duplicates") else behaviour
+                wire = ("truncated", "duplicates", "exact_duplicates", "cut_body")
+                plain = "ok" if behaviour in wire else behaviour
                 text = json.dumps(stub.body_for(plain, symbol, outputsize, key))
-                if behaviour == "duplicates":
-                    text = duplicate_newest_date(text)
+                if behaviour in ("duplicates", "exact_duplicates"):
+                    text = duplicate_newest_date(text, disagree=behaviour == "duplicates")
                 body = text.encode()
                 if behaviour == "truncated":
                     body = body[: len(body) // 2]
+                if behaviour == "cut_body":  # promise the whole body, send half, hang up
+                    self._send(200, body, "application/json", send=len(body) // 2)
+                    self.close_connection = True
+                    return
                 self._send(200, body, "application/json")
 
-            def _send(self, status: int, body: bytes, content_type: str) -> None:
+            def _send(
+                self, status: int, body: bytes, content_type: str, send: int | None = None
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(body if send is None else body[:send])
 
         return Handler
