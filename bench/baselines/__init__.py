@@ -1,0 +1,1 @@
+"""The comparisons the benchmarks measure ours against: floors and the original design."""

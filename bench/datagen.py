@@ -1,0 +1,174 @@
+"""Deterministic data sets: raw Parquet per symbol, and a full ``ohlcv_data`` DuckDB file.
+
+The raw files have the pipeline's raw schema (``market_pipeline.assets.raw.RAW_SCHEMA``: values as
+strings, newest bar first, as Alpha Vantage sends them), so ``clean_symbol`` reads them exactly
+as it reads fetched ones. Prices are seeded random walks on weekdays; about one bar in two
+thousand is broken the way real answers are (an empty close, high below low) so validation has
+rejects to write. A data set is generated once into ``bench/data/`` and reused until its
+parameters change; it is never committed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from bench.harness import DATA_DIR
+from market_core.schema import CREATE_TABLE_SQL, TABLE
+from market_pipeline.assets.raw import RAW_SCHEMA
+
+FIRST_DAY = dt.date(2005, 1, 3)
+LAST_DAY = dt.date(2024, 12, 31)
+NEXT_DAY = dt.date(2025, 1, 2)
+"""The bar a daily increment adds (the next trading day after ``LAST_DAY``)."""
+SEED = 20_050_103
+FORMAT_VERSION = 1
+"""Bump to regenerate every data set after a change to how they are made."""
+CHUNK_SYMBOLS = 100
+Log = Callable[[str], None]
+FETCHED_AT = dt.datetime(2025, 1, 2, 21, 0, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class DataSet:
+    symbols: int
+    first_day: dt.date = FIRST_DAY
+
+    @property
+    def root(self) -> Path:
+        return DATA_DIR / f"v{FORMAT_VERSION}-{self.symbols}x{self.first_day.isoformat()}"
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def duckdb_path(self) -> Path:
+        """The full table, as the API benchmarks read it."""
+        return self.root / "api" / "market_data.duckdb"
+
+    @property
+    def names(self) -> list[str]:
+        return symbol_names(self.symbols)
+
+    def days(self) -> np.ndarray:
+        return weekdays(self.first_day, LAST_DAY)
+
+
+def connect(path: Path) -> duckdb.DuckDBPyConnection:
+    """A read-write connection that prints no progress bar on the console."""
+    conn = duckdb.connect(str(path))
+    conn.execute("SET enable_progress_bar = false")
+    return conn
+
+
+def symbol_names(count: int) -> list[str]:
+    return [f"S{i:04d}" for i in range(count)]
+
+
+def weekdays(first: dt.date, last: dt.date) -> np.ndarray:
+    days = np.arange(np.datetime64(first), np.datetime64(last) + 1, dtype="datetime64[D]")
+    return days[np.is_busday(days)]
+
+
+def _walks(rng: np.random.Generator, symbols: int, days: int) -> dict[str, np.ndarray]:
+    """OHLCV of ``symbols`` random walks, shape (symbols, days), oldest first."""
+    start = rng.uniform(20, 400, size=(symbols, 1))
+    close = start * np.exp(np.cumsum(rng.normal(0.0002, 0.015, size=(symbols, days)), axis=1))
+    prev = np.concatenate([start, close[:, :-1]], axis=1)
+    open_ = prev * np.exp(rng.normal(0, 0.004, size=(symbols, days)))
+    top, bottom = np.maximum(open_, close), np.minimum(open_, close)
+    high = top * (1 + np.abs(rng.normal(0, 0.006, size=(symbols, days))))
+    low = bottom * (1 - np.abs(rng.normal(0, 0.006, size=(symbols, days))))
+    base = rng.uniform(1e6, 4e7, size=(symbols, 1))
+    volume = (base * np.exp(rng.normal(0, 0.3, size=(symbols, days)))).astype(np.int64)
+    return {"open": open_, "high": high, "low": low, "close": close, "volume": volume}
+
+
+def _raw_chunk(names: list[str], days: np.ndarray, rng: np.random.Generator) -> pl.DataFrame:
+    """All bars of ``names`` in the raw schema, newest first within each symbol."""
+    walks = _walks(rng, len(names), len(days))
+    n = len(days)
+    prices = {k: np.round(v, 4).ravel() for k, v in walks.items() if k != "volume"}
+    frame = pl.DataFrame(
+        {
+            "symbol": np.repeat(names, n),
+            "date": np.tile(days.astype(str), len(names)),
+            **prices,
+            "volume": walks["volume"].ravel(),
+        }
+    )
+    broken = rng.random(frame.height)
+    frame = frame.with_columns(
+        pl.col(c).cast(pl.String) for c in ("open", "high", "low", "close", "volume")
+    ).with_columns(
+        pl.when(pl.Series(broken < 0.0003)).then(pl.lit("")).otherwise(pl.col("close"))
+        .alias("close"),
+        pl.when(pl.Series(broken > 0.9997)).then(pl.col("low")).otherwise(pl.col("high"))
+        .alias("high"),
+    )  # fmt: skip
+    return frame.with_columns(
+        pl.col("symbol").alias("meta_symbol"),
+        pl.lit(str(days[-1])).alias("last_refreshed"),
+        pl.lit("US/Eastern").alias("time_zone"),
+        pl.lit("full").alias("outputsize"),
+        pl.lit("bench://generated").alias("source"),
+        pl.lit(FETCHED_AT).alias("fetched_at"),
+    ).select(list(RAW_SCHEMA))
+
+
+def ensure_raw(data: DataSet, log: Log = print) -> Path:
+    """Generate the raw Parquet files of ``data`` unless they are there already."""
+    done = data.root / "raw.done"
+    if done.exists():
+        return data.raw_dir
+    shutil.rmtree(data.raw_dir, ignore_errors=True)
+    data.raw_dir.mkdir(parents=True)
+    rng = np.random.default_rng(SEED)
+    days = data.days()
+    log(f"generating {data.symbols} symbols x {len(days)} bars of raw Parquet in {data.raw_dir}")
+    names = data.names
+    for at in range(0, len(names), CHUNK_SYMBOLS):
+        chunk = _raw_chunk(names[at : at + CHUNK_SYMBOLS], days, rng)
+        for (symbol,), frame in chunk.group_by("symbol", maintain_order=True):
+            frame.cast(RAW_SCHEMA).reverse().write_parquet(  # type: ignore[arg-type]
+                data.raw_dir / f"{symbol}.parquet", compression="zstd", statistics=True
+            )
+    done.touch()
+    return data.raw_dir
+
+
+CAST_SQL = f"""
+INSERT INTO {TABLE}
+SELECT strptime(date, '%Y-%m-%d') AS timestamp, symbol,
+       TRY_CAST(open AS DOUBLE), TRY_CAST(high AS DOUBLE), TRY_CAST(low AS DOUBLE),
+       TRY_CAST(close AS DOUBLE), TRY_CAST(volume AS BIGINT)
+FROM read_parquet($files)
+WHERE TRY_CAST(close AS DOUBLE) IS NOT NULL
+  AND TRY_CAST(high AS DOUBLE) >= TRY_CAST(low AS DOUBLE)
+ORDER BY symbol, timestamp
+"""
+
+
+def ensure_duckdb(data: DataSet, log: Log = print) -> Path:
+    """The full ``ohlcv_data`` table of ``data`` (valid rows only, clustered by symbol, as the
+    pipeline's batches leave it), for the API benchmarks."""
+    done = data.root / "api.done"
+    if done.exists():
+        return data.duckdb_path
+    ensure_raw(data, log)
+    data.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    data.duckdb_path.unlink(missing_ok=True)
+    log(f"building {data.duckdb_path}")
+    with connect(data.duckdb_path) as conn:
+        conn.execute(CREATE_TABLE_SQL)
+        conn.execute(CAST_SQL, {"files": str(data.raw_dir / "*.parquet")})
+    done.touch()
+    return data.duckdb_path

@@ -1,0 +1,110 @@
+"""Benchmark 6: a 1000-symbol backfill through Dagster vs the same work without it.
+
+Both sides are a fresh process over a fresh data home, fetching compact answers (100 bars) from
+the project's Alpha Vantage stub (``tests/stubs/alpha_vantage.py``, on loopback, unthrottled):
+
+* Dagster: ``python -m market_pipeline.ingest`` (what ``make ingest`` runs): registers the
+  symbols as dynamic partitions on a new instance, then one ``ingest_job`` run over the whole
+  range (``BackfillPolicy.single_run``), with every materialization, check result and log
+  event stored by the instance;
+* direct: ``python -m bench.direct_backfill``: the same resources and ``BatchRunner``, no Dagster.
+
+The difference, divided by the number of symbols, is the orchestration's overhead per symbol.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+from bench.datagen import connect, symbol_names
+from bench.harness import BENCH_DIR, WORK_DIR, Goal, Result, ratios
+from market_core.home import DataHome
+from tests.stubs.alpha_vantage import AlphaVantageStub
+
+TIMEOUT = 900.0
+STEP_DONE = re.compile(r'Finished execution of step "symbol_pipeline" in ([0-9.]+)(m?s)')
+BARS_PER_SYMBOL = 97
+"""A compact sample answer holds 100 bars, three of them broken on purpose (rejected)."""
+
+
+def step_seconds(log: str) -> float:
+    """The step's own duration as Dagster logged it (the run minus process and run set-up)."""
+    found = STEP_DONE.findall(log)
+    if not found:
+        return float("nan")
+    value, unit = found[-1]
+    return float(value) / (1000 if unit == "ms" else 1)
+
+
+def _run(
+    module: str, home: DataHome, stub: AlphaVantageStub, symbols: list[str]
+) -> tuple[float, str]:
+    shutil.rmtree(home.root, ignore_errors=True)
+    home.root.mkdir(parents=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(BENCH_DIR.parent),
+        "MARKET_DATA_HOME": str(home.root),
+        "DAGSTER_HOME": str(home.dagster_home),
+        "MARKET_SYMBOLS": ",".join(symbols),
+        "ALPHAVANTAGE_API_KEY": "BENCHKEY",
+        "ALPHAVANTAGE_BASE_URL": stub.url,
+        "ALPHAVANTAGE_OUTPUTSIZE": "compact",
+        **{f"ALPHAVANTAGE_REQUESTS_PER_{s}": "0" for s in ("SECOND", "MINUTE", "DAY")},
+    }
+    log = WORK_DIR / f"{module.rsplit('.', 1)[-1]}.log"
+    start = time.perf_counter()
+    with log.open("wb") as out:
+        done = subprocess.run([sys.executable, "-m", module], env=env, stdout=out,
+                              stderr=subprocess.STDOUT, timeout=TIMEOUT, check=False)  # fmt: skip
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} exited {done.returncode}; see {log}")
+    with connect(home.duckdb_path) as conn:
+        rows = conn.execute("SELECT count(*) FROM ohlcv_data").fetchall()[0][0]
+    if rows != len(symbols) * BARS_PER_SYMBOL:
+        raise RuntimeError(f"{module} loaded {rows} rows, expected {len(symbols) * 97}")
+    return elapsed, log.read_text(encoding="utf-8", errors="replace")
+
+
+def backfill(count: int, reps: int) -> Result:
+    symbols = symbol_names(count)
+    dagster, direct, step = [], [], []
+    with AlphaVantageStub() as stub:
+        for rep in range(reps):
+            seconds, log = _run("market_pipeline.ingest", DataHome(WORK_DIR / "orch-dagster"),
+                                stub, symbols)  # fmt: skip
+            dagster.append(seconds)
+            step.append(step_seconds(log))
+            seconds, _ = _run("bench.direct_backfill", DataHome(WORK_DIR / "orch-direct"),
+                              stub, symbols)  # fmt: skip
+            direct.append(seconds)
+            print(f"  rep {rep + 1}/{reps}: dagster {dagster[-1]:.1f}s, direct {direct[-1]:.1f}s")
+    result = Result("orchestration", "Orchestration: 1000-symbol backfill (benchmark 6)")
+    result.add("Dagster backfill (make ingest), wall", "s", dagster, better="lower")
+    result.add("Dagster step symbol_pipeline (its own log)", "s", step, better="lower")
+    result.add("direct BatchRunner, wall", "s", direct, better="lower")
+    overhead = [(d - x) * 1000 / count for d, x in zip(dagster, direct, strict=True)]
+    result.add("orchestration overhead per symbol", "ms", overhead, better="lower")
+    result.add("ratio Dagster / direct", "x", ratios(dagster, direct), better="lower")
+    result.add("Dagster backfill per symbol", "ms", [d * 1000 / count for d in dagster],
+               better="lower")  # fmt: skip
+    result.params = {"symbols": count, "outputsize": "compact", "bars_per_answer": 100}
+    result.goals = [
+        Goal(f"{count}-symbol backfill < 5 minutes", "Dagster backfill (make ingest), wall",
+             "<", 300.0),
+        Goal("Orchestration overhead < 50 ms per symbol", "orchestration overhead per symbol",
+             "<", 50.0),
+    ]  # fmt: skip
+    result.notes = [
+        "Wall time from process start to exit, both sides (interpreter start and imports "
+        "included), each over a fresh data home; the stub runs in the benchmark's process.",
+        "Dagster side: python -m market_pipeline.ingest with MARKET_SYMBOLS set to the "
+        "symbols: a new instance, partitions registered, one ingest_job run over the range.",
+    ]
+    return result
