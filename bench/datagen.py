@@ -1,6 +1,6 @@
 """Deterministic data sets: raw Parquet per symbol, and a full ``ohlcv_data`` DuckDB file.
 
-The raw files have the pipeline's raw schema (``market_pipeline.assets.raw.RAW_SCHEMA``: values as
+The raw files have the pipeline's raw schema (``market_pipeline.stages.raw.RAW_SCHEMA``: values as
 strings, newest bar first, as Alpha Vantage sends them), so ``clean_symbol`` reads them exactly
 as it reads fetched ones. Prices are seeded random walks on weekdays; about one bar in two
 thousand is broken the way real answers are (an empty close, high below low) so validation has
@@ -22,7 +22,7 @@ import polars as pl
 
 from bench.harness import DATA_DIR
 from market_core.schema import CREATE_TABLE_SQL, TABLE
-from market_pipeline.assets.raw import RAW_SCHEMA
+from market_pipeline.stages.raw import RAW_SCHEMA
 
 FIRST_DAY = dt.date(2005, 1, 3)
 LAST_DAY = dt.date(2024, 12, 31)

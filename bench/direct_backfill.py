@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 
-import market_pipeline.assets  # noqa: F401  (before batch: see pipeline.py)
 from market_pipeline.batch import CLEAN, OHLCV, RAW, BatchRunner, BatchSettings
 from market_pipeline.definitions import build_resources
 from market_pipeline.partitions import watchlist

@@ -47,7 +47,7 @@ from dagster import (
     sensor,
 )
 
-from market_pipeline.assets import CLEAN, OHLCV, RAW  # (not from batch: see assets/__init__)
+from market_pipeline.batch import CLEAN, OHLCV, RAW
 from market_pipeline.ingest import PARTITIONS, contiguous_blocks, range_tags
 from market_pipeline.partitions import symbols_partitions, watchlist
 from market_pipeline.resources.rate_limit import calls_used_today

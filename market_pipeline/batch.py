@@ -18,9 +18,6 @@ from typing import Any
 import polars as pl
 
 from market_core.home import DataHome
-from market_pipeline.assets.clean import CleanError, clean_symbol
-from market_pipeline.assets.ohlcv import LoadError, LoadStats, read_clean, upsert
-from market_pipeline.assets.raw import fetch_raw
 from market_pipeline.resources.alpha_vantage import AlphaVantageClient
 from market_pipeline.resources.av_errors import (
     AlphaVantageError,
@@ -29,6 +26,9 @@ from market_pipeline.resources.av_errors import (
 )
 from market_pipeline.resources.storage import MarketDuckDB
 from market_pipeline.settings import OutputSize
+from market_pipeline.stages.clean import CleanError, clean_symbol
+from market_pipeline.stages.ohlcv import LoadError, LoadStats, read_clean, upsert
+from market_pipeline.stages.raw import fetch_raw
 from market_pipeline.validation import Rules
 
 RAW, CLEAN, OHLCV = "raw_data", "clean_data", "ohlcv_data"

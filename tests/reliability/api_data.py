@@ -16,8 +16,8 @@ from collections.abc import Iterable
 import polars as pl
 
 from market_core.home import DataHome
-from market_pipeline.assets.ohlcv import upsert
 from market_pipeline.resources.storage import MarketDuckDB
+from market_pipeline.stages.ohlcv import upsert
 
 SYMBOLS = ("AAPL", "AAP", "IBM", "I", "BRK.B", "BRK-B", "BRKB", "SPY", "SSPY", "SS", "S", "FF")
 DAYS = 300

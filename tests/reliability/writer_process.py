@@ -65,7 +65,6 @@ def big_frame(generation: int) -> pl.DataFrame:
 
 def load(home_dir: str, generation: int, prefix: str = "S") -> bool:
     """One load of a generation through the pipeline's load stage; True if every symbol loaded."""
-    import market_pipeline.assets  # noqa: F401  (market_pipeline.batch needs it imported first)
     from market_core.home import DataHome
     from market_pipeline import batch
     from market_pipeline.resources.storage import MarketDuckDB, write_parquet_atomic
@@ -89,7 +88,6 @@ def load(home_dir: str, generation: int, prefix: str = "S") -> bool:
 
 def upsert(home_dir: str, generation: int, prefix: str = "S") -> int:
     """``load``, announcing the upsert itself (``begin``/``end``) for the killer."""
-    import market_pipeline.assets  # noqa: F401  (market_pipeline.batch needs it imported first)
     from market_pipeline import batch
 
     real_upsert = batch.upsert

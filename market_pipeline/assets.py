@@ -3,7 +3,7 @@
 The three assets share one op (a subsettable multi-asset) so that a run over many symbols pushes
 each symbol through its stages in one process and a failed symbol never holds back the others;
 each asset still materializes, and can be selected, on its own. The stage logic lives in
-``raw.py``, ``clean.py`` and ``ohlcv.py``; the loop over symbols in ``market_pipeline.batch``.
+``market_pipeline.stages``; the loop over symbols in ``market_pipeline.batch``.
 """
 
 import datetime as dt
