@@ -44,11 +44,13 @@ api: setup
 dagster: instance
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
 
+## The fast suite: everything not marked `reliability` (about 4 minutes on 2 cores).
 test: setup
 	$(BIN)/python -m pytest -q -m "not reliability"; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
+## The whole reliability and security suite (tests/reliability), the long kill -9 and load tests included.
 test-reliability: setup
-	$(BIN)/python -m pytest -q -m reliability; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+	$(BIN)/python -m pytest -q -m "" tests/reliability; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
 lint: setup
 	$(BIN)/ruff check .
