@@ -50,7 +50,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=OpenAPIConfig(
             title="market-data API",
             version="1.0.0",
-            description="Daily OHLCV bars loaded by the market pipeline, served from DuckDB.",
+            description=(
+                "Daily OHLCV bars loaded by the market pipeline, served from DuckDB. Every GET "
+                "also answers HEAD: the same status and headers, no body."
+            ),
             path="/schema",
         ),
         state=State({"service": service}),

@@ -8,7 +8,10 @@ which validates, answers and stores the entry together with the raw spelling it 
 The routes stay declared in Litestar, so the OpenAPI schema describes them exactly.
 
 Content negotiation (``request_format``) and ``If-None-Match`` (``etag_matches``) live here
-because both paths must decide them the same way.
+because both paths must decide them the same way. So does HEAD: it is answered as the GET it
+mirrors (cache hit or Litestar, same status and headers, ``Content-Length`` included) with the
+body dropped, and ``Allow`` (on a 405 or an ``OPTIONS``) lists it beside GET. Litestar alone
+would need a second handler per route, and would still send the body.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import functools
 from typing import cast
 
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from market_api.cache import CachedResponse, Format, RawKey, ResponseCache
 
@@ -71,14 +74,21 @@ def etag_matches(if_none_match: bytes | None, etag: bytes) -> bool:
 
 
 class CacheFirst:
-    """Wraps Litestar's ASGI handler; serves GETs whose raw spelling is in the cache."""
+    """Wraps Litestar's ASGI handler; serves GETs (and HEADs) whose raw spelling is cached."""
 
     def __init__(self, app: ASGIApp, cache: ResponseCache) -> None:
         self._app = app
         self._cache = cache
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":  # type: ignore[typeddict-item]
+        if scope["type"] == "http":
+            method = scope["method"]  # type: ignore[typeddict-item]
+            if method == "HEAD":
+                scope = cast(Scope, {**scope, "method": "GET"})
+                send = headers_only(send)
+            elif method != "GET":
+                await self._app(scope, receive, allowing_head(send))
+                return
             accept: bytes | None = None
             if_none_match: bytes | None = None
             for name, value in scope["headers"]:
@@ -104,3 +114,33 @@ async def send_cached(send: Send, entry: CachedResponse, if_none_match: bytes | 
         return
     await send({"type": "http.response.start", "status": 200, "headers": entry.headers})
     await send({"type": "http.response.body", "body": entry.body, "more_body": False})
+
+
+def headers_only(send: Send) -> Send:
+    """``send`` for a HEAD: the GET's status and headers, an empty body."""
+
+    async def send_headers_only(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                return
+            message = {"type": "http.response.body", "body": b"", "more_body": False}
+        await send(message)
+
+    return send_headers_only
+
+
+def allowing_head(send: Send) -> Send:
+    """``send`` whose ``Allow`` header, where it lists GET, lists HEAD too."""
+
+    async def send_allowing_head(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [
+                (name, value + b", HEAD")
+                if name.lower() == b"allow" and b"GET" in value and b"HEAD" not in value
+                else (name, value)
+                for name, value in message.get("headers", ())
+            ]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_allowing_head

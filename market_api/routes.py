@@ -51,7 +51,9 @@ _NOT_MODIFIED = ResponseSpec(data_container=None, description="The If-None-Match
 _UNAVAILABLE = _error("A load held the data for too long; retry after Retry-After seconds")
 _SYMBOL_ERRORS = {
     304: _NOT_MODIFIED,
-    400: _error("A parameter is malformed or out of range; `parameter` names it"),
+    400: _error(
+        "A parameter is malformed or out of range, or start is after end; `parameter` names it"
+    ),
     404: _error("No bars are stored for this symbol"),
     503: _UNAVAILABLE,
 }

@@ -1,6 +1,7 @@
 """The Alpha Vantage client and its Dagster resource.
 
-One pooled ``requests`` session with explicit timeouts; every request first takes a permit from
+One pooled ``requests`` session with explicit timeouts (per socket wait, and a deadline for the
+whole call, so a server trickling bytes cannot hold it); every request first takes a permit from
 the shared limiter; retryable answers (rate limits, 429/5xx, timeouts, dropped connections) are
 retried by tenacity with exponential backoff and jitter; everything else fails the symbol with a
 redacted, specific error. With no API key the session answers from the bundled sample instead of
@@ -9,10 +10,12 @@ the network, through exactly the same code.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +135,7 @@ class AlphaVantageClient:
         requests_per_minute: int = 5,
         requests_per_day: int = 25,
         timeout_seconds: float = 30.0,
+        deadline_seconds: float = 120.0,
         max_attempts: int = 6,
         backoff_seconds: float = 1.0,
         max_backoff_seconds: float = 60.0,
@@ -139,6 +143,7 @@ class AlphaVantageClient:
         self._key = api_key
         self._session = requests.Session()
         self._timeout = (min(10.0, timeout_seconds), timeout_seconds)
+        self._deadline = deadline_seconds
         self._attempts = max_attempts
         self._backoff = backoff_seconds
         self._max_backoff = max_backoff_seconds
@@ -198,8 +203,12 @@ class AlphaVantageClient:
         source = f"{self.base_url}?{urlencode(query)}"
         params = {**query, "apikey": self._key} if self._key else query
         fetched_at = dt.datetime.now(dt.UTC)
+        started = time.monotonic()
         try:
-            response = self._session.get(self.base_url, params=params, timeout=self._timeout)
+            response = self._session.get(
+                self.base_url, params=params, timeout=self._timeout, stream=True
+            )
+            self._read_body(symbol, response, started + self._deadline)
         except requests.RequestException as exc:
             # requests puts the full URL, key included, into its messages: never chain them.
             host = urlsplit(self.base_url).netloc or self.base_url
@@ -209,6 +218,40 @@ class AlphaVantageClient:
         payload = self._decode(symbol, response)
         series = classify(symbol, payload, api_key=self._key)
         return Fetched(symbol, payload, series, source, outputsize, fetched_at)
+
+    def _read_body(self, symbol: str, response: requests.Response, deadline: float) -> None:
+        """Read the whole body into ``response.content`` before ``deadline`` (monotonic).
+
+        ``timeout_seconds`` bounds each wait on the socket, so a server sending a few bytes now
+        and then could hold a call forever; at the deadline a timer shuts the socket down
+        (urllib3's ``shutdown``, made to unblock a read from another thread) and the call fails
+        as retryable. The status line and headers are still bounded per wait only."""
+        raw = response.raw
+        if not hasattr(raw, "shutdown"):  # the sample adapter: the body is already there
+            return
+        expired = threading.Event()
+
+        def cut() -> None:
+            expired.set()
+            with contextlib.suppress(Exception):  # done meanwhile, or already released
+                raw.shutdown()
+
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            response.content  # noqa: B018 (reads and keeps the body)
+        except requests.RequestException:
+            if not expired.is_set():
+                raise
+        finally:
+            timer.cancel()
+        if expired.is_set():
+            response.close()
+            raise TransientHTTPError(
+                f"{symbol}: Alpha Vantage was still sending its answer after "
+                f"{self._deadline:g} s (deadline_seconds); gave up on it"
+            )
 
     def _decode(self, symbol: str, response: requests.Response) -> Any:
         if response.status_code in RETRY_STATUS:
@@ -240,6 +283,9 @@ class AlphaVantageResource(ConfigurableResource):
     requests_per_day: int = 25
     outputsize: str = "auto"
     timeout_seconds: float = 30.0
+    """The longest wait for the connection or for any bytes of an answer."""
+    deadline_seconds: float = 120.0
+    """The longest one call may take, connect to last byte (a retry starts a new call)."""
     max_attempts: int = 6
     backoff_seconds: float = 1.0
 
@@ -257,6 +303,7 @@ class AlphaVantageResource(ConfigurableResource):
                     requests_per_minute=self.requests_per_minute,
                     requests_per_day=self.requests_per_day,
                     timeout_seconds=self.timeout_seconds,
+                    deadline_seconds=self.deadline_seconds,
                     max_attempts=self.max_attempts,
                     backoff_seconds=self.backoff_seconds,
                 )

@@ -116,6 +116,32 @@ def test_served_by_granian_over_http(server: str, dataset: Dataset) -> None:
     assert session.get(f"{server}/schema/openapi.json", timeout=5).json()["paths"]
 
 
+def raw_exchange(base: str, request: bytes) -> bytes:
+    """Everything the server sends back to one request on a fresh connection, until it closes."""
+    host, port = base.removeprefix("http://").split(":")
+    received = b""
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+@pytest.mark.e2e
+def test_head_over_http_sends_headers_and_not_one_body_byte(server: str) -> None:
+    path = "/instruments/AAPL/ohlcv?limit=3"
+    expected = requests.get(server + path, timeout=5)
+    request = f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    for _ in range(2):  # a miss answered by Litestar, then a hit answered by the fast path
+        head, _, rest = raw_exchange(server, request).partition(b"\r\n\r\n")
+        assert rest == b"", rest[:100]
+        status, *lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines)
+        assert status == "HTTP/1.1 200 OK", status
+        assert headers["etag"] == expected.headers["etag"].lower()
+        assert int(headers["content-length"]) == len(expected.content)
+
+
 def test_make_api_serves_the_factory_on_loopback() -> None:
     command = make_api_command(8123)
     host = command[command.index("--host") + 1]

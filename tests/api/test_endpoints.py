@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Hashable
 from datetime import date
 from pathlib import Path
@@ -15,7 +16,10 @@ import duckdb
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
+from litestar.types import Message, Receive, Scope, Send
 
+from market_api.app import create_app
+from market_api.settings import Settings
 from market_core import data_version
 from market_core.home import DataHome
 from tests.api.conftest import Dataset, MakeClient
@@ -349,3 +353,77 @@ def test_openapi_describes_the_contract(client: TestClient[Litestar]) -> None:
     bar = schema["components"]["schemas"]["Bar"]
     assert list(bar["properties"]) == ["timestamp", "open", "high", "low", "close", "volume"]
     assert schema["components"]["schemas"]["Interval"]["enum"] == ["1d", "1w", "1mo"]
+
+
+SYMBOL_CANDIDATES = ["A", "a", "aapl", "BRK.B", "brk-b", "9", "ABCDEFGHIJKL", "ABCDEFGHIJKLM",
+                     "A" * 64, ".A", "-A", "A$", "A B", "AA_PL", "\u00c4PL", "\u0131bm", "A..",
+                     "Z-9.Q"]  # fmt: skip
+
+
+@pytest.mark.parametrize("endpoint", ["ohlcv", "stats"])
+def test_the_schema_accepts_exactly_the_symbols_the_api_accepts(
+    client: TestClient[Litestar], endpoint: str
+) -> None:
+    """What the schema allows is never a 400, what it forbids always is: schemathesis'
+    ``positive_data_acceptance`` and ``negative_data_rejection`` rely on this."""
+    schema = client.get("/schema/openapi.json").json()
+    operation = schema["paths"][f"/instruments/{{symbol}}/{endpoint}"]["get"]
+    rule = next(p for p in operation["parameters"] if p["name"] == "symbol")["schema"]
+    for symbol in SYMBOL_CANDIDATES:
+        allowed = (rule["minLength"] <= len(symbol) <= rule["maxLength"]
+                   and re.search(rule["pattern"], symbol) is not None)  # fmt: skip
+        status = client.get(f"/instruments/{quote(symbol, safe='')}/{endpoint}").status_code
+        assert (status != 400) == allowed, f"{symbol!r}: schema allows={allowed}, API {status}"
+        assert status in ((200, 404) if allowed else (400,)), f"{symbol!r}: {status}"
+
+
+class Recorder:
+    """Wraps the app's ASGI handler and keeps every message it sends (the wire, in-process)."""
+
+    def __init__(self, app: Litestar) -> None:
+        self._inner = app.asgi_handler
+        self.sent: list[Message] = []
+        app.asgi_handler = self
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def record(message: Message) -> None:
+            self.sent.append(message)
+            await send(message)
+
+        await self._inner(scope, receive, record)
+
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
+
+
+HEAD_URLS = ["/health", "/instruments", "/instruments/AAPL/ohlcv?limit=3",
+             "/instruments/aapl/stats?start=2024-01-02", "/instruments/ZZZZ/stats",
+             "/instruments/AA$PL/ohlcv", "/instruments/AAPL/ohlcv?limit=0", "/nowhere"]  # fmt: skip
+
+
+def test_head_answers_as_get_does_without_a_body(dataset: Dataset) -> None:
+    """First on a miss (Litestar answers), then on a hit (the fast path): same status and
+    headers as the GET, Content-Length included, and not one body byte sent."""
+    app = create_app(Settings(home=dataset.home))
+    recorder = Recorder(app)
+    with TestClient(app) as client:
+        for url in HEAD_URLS:
+            for attempt in ("miss", "hit"):
+                recorder.sent.clear()
+                head = client.head(url)
+                assert recorder.sent and recorder.body() == b"", f"{attempt} {url}"
+                get = client.get(url)
+                where = f"{attempt} {url}: HEAD {head.status_code}, GET {get.status_code}"
+                assert head.status_code == get.status_code != 405, where
+                assert dict(head.headers) == dict(get.headers), where
+                assert int(head.headers["content-length"]) == len(get.content), where
+        etag = client.get(HEAD_URLS[2]).headers["etag"]
+        assert client.head(HEAD_URLS[2], headers={"If-None-Match": etag}).status_code == 304
+
+
+def test_allow_lists_head_beside_get(client: TestClient[Litestar]) -> None:
+    for response in (client.delete("/instruments"), client.post("/instruments/AAPL/stats"),
+                     client.options("/health")):  # fmt: skip
+        methods = {m.strip() for m in response.headers["allow"].split(",")}
+        assert {"GET", "HEAD"} <= methods, response.headers["allow"]
+    assert client.delete("/instruments").status_code == 405

@@ -6,6 +6,7 @@ Writers run as separate processes (``tests.api.writer``), as the pipeline's load
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -23,7 +24,8 @@ from litestar.testing import TestClient
 from market_api import queries
 from market_api.db import Database, ReadWriteLock
 from market_api.errors import DataUnavailable
-from market_core.handoff import announce_write
+from market_core import data_version
+from market_core.handoff import announce_write, owner_alive, process_start, writers_waiting
 from market_core.home import DataHome
 from tests.api.conftest import REPO_ROOT, Dataset, MakeClient, run_writer, service_of
 
@@ -69,6 +71,47 @@ def test_a_writer_connects_while_the_api_holds_the_file(
         return bool(bars[-1]["timestamp"] == "2024-05-01")
 
     wait_for(sees_new_bar, "the new bar served")
+
+
+def test_a_dead_writers_marker_is_reaped_even_once_its_pid_is_reused(
+    dataset: Dataset, make_client: MakeClient
+) -> None:
+    """The marker's pid now belongs to a live process (this one) that started at another time:
+    the writer is gone, so a miss is answered (not a 503) and readers learn of a new version."""
+    client = make_client(dataset.home, unavailable_wait_seconds=1.0)
+    start = process_start(os.getpid())
+    assert start is not None, "no /proc: the start time cannot be checked here"
+    dataset.home.writers_dir.mkdir(parents=True, exist_ok=True)
+    marker = dataset.home.writers_dir / f"{os.getpid()}-{int(start) - 1}-{'0' * 32}"
+    marker.touch()
+    version = data_version.read(dataset.home.version_path)
+    response = client.get("/instruments/MSFT/stats")
+    assert response.status_code == 200, response.text
+    assert not marker.exists()
+    assert data_version.read(dataset.home.version_path) != version
+    with announce_write(dataset.home.writers_dir):  # a live writer's marker still counts
+        assert writers_waiting(dataset.home.writers_dir)
+
+
+def test_process_start_reads_proc_stat_whatever_the_command_name(tmp_path: Path) -> None:
+    """``/proc/<pid>/stat`` puts the command name, spaces and parentheses included, before
+    the start time; checked against psutil's reading of the same process."""
+    psutil = pytest.importorskip("psutil")
+    odd = tmp_path / "w) (x y"
+    odd.symlink_to(sys.executable)
+    child = subprocess.Popen([str(odd), "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)  # fmt: skip
+    try:
+        start = process_start(child.pid)
+        assert start is not None
+        boot = psutil.boot_time()
+        seconds = int(start) / os.sysconf("SC_CLK_TCK")
+        assert abs(boot + seconds - psutil.Process(child.pid).create_time()) < 0.05
+        assert owner_alive(child.pid, start)
+        assert not owner_alive(child.pid, str(int(start) + 1))
+    finally:
+        child.communicate(timeout=30)
+    assert not owner_alive(child.pid, start)
 
 
 def test_a_writer_that_skips_the_marker_gives_503_not_500(

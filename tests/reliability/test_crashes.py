@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +23,10 @@ import polars as pl
 import pytest
 
 from market_core import data_version
-from market_core.handoff import writers_waiting
+from market_core.handoff import owner_tag, process_start, writers_waiting
 from market_core.home import DataHome
 from market_core.schema import COLUMNS, TABLE
+from market_pipeline.resources.storage import LEGACY_TMP_SECONDS, remove_orphaned_tmp
 from tests.reliability.killer import Worker
 from tests.reliability.writer_process import bars, big_frame
 
@@ -115,11 +119,16 @@ def test_kill_9_during_the_upsert_leaves_the_table_before_or_after_the_batch(
     print(f"upsert kills landed: {dict(landed)}")
 
 
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
 def test_kill_9_during_a_parquet_write_keeps_the_previous_file_readable(tmp_path: Path) -> None:
+    """And leaves no temporary file behind for long: the next write removes the killed one's."""
     path = tmp_path / "clean" / "AAA.parquet"
     rng = random.Random(SEED)
     timing = calibrate("parquet", path, 1)
-    state, landed = 1, Counter[str]()
+    state, landed, left = 1, Counter[str](), 0
     for generation in range(2, 2 + KILLS):
         delay = timing.pick(rng, generation)
         killed = kill_after(delay, "parquet", path, generation)
@@ -129,11 +138,43 @@ def test_kill_9_during_a_parquet_write_keeps_the_previous_file_readable(tmp_path
         assert seen in ([state], [generation]), f"{where}: generations {seen} in one file"
         assert frame.equals(big_frame(seen[0])), f"{where}: the file is not a whole generation"
         assert [p.name for p in path.parent.glob("*.parquet")] == [path.name], where
+        tmp = leftovers(path.parent)  # the just-killed writer's, if any; none of earlier ones
+        assert len(tmp) <= 1, f"{where}: temporary files of earlier kills remain: {tmp}"
+        left += len(tmp)
         landed[
             f"{'after' if seen == [generation] else 'before'}{'' if killed else ' (ended)'}"
         ] += 1
         state = seen[0]
-    print(f"parquet kills landed: {dict(landed)}")
+    print(f"parquet kills landed: {dict(landed)}; {left} left a temporary file")
+    assert left, "no kill landed inside a write: the clean-up was never exercised"
+    worker = Worker("parquet", path, 2 + KILLS)
+    assert worker.finish() == 0, worker.lines
+    assert leftovers(path.parent) == []
+    assert pl.read_parquet(path).equals(big_frame(2 + KILLS))
+
+
+def test_the_sweep_removes_temporary_files_of_writers_gone_and_only_those(
+    tmp_path: Path,
+) -> None:
+    """A pid reused by a live process (this one, started at another time) counts as gone."""
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    start = process_start(os.getpid())
+    assert start is not None, "no /proc: the start time cannot be checked here"
+    ours = f".AAA.parquet.{owner_tag()}-0123456789ab.tmp"
+    reused = f".BRK.B.parquet.{os.getpid()}-{int(start) + 1}-0123456789ab.tmp"
+    dead = f".CCC.parquet.{finished.pid}-1-0123456789ab.tmp"
+    legacy_old, legacy_new = (f".{s}.parquet.{uuid.uuid4().hex}.tmp" for s in ("DDD", "EEE"))
+    others = ["AAA.parquet", ".market_data.version.1.tmp", "notes.tmp", ".x.parquet.1-2-3.tmp"]
+    for name in (ours, reused, dead, legacy_old, legacy_new, *others):
+        (folder / name).write_bytes(b"x")
+    hours_ago = time.time() - 2 * LEGACY_TMP_SECONDS
+    os.utime(folder / legacy_old, (hours_ago, hours_ago))
+    removed = sorted(p.name for p in remove_orphaned_tmp(folder))
+    assert removed == sorted([reused, dead, legacy_old])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([ours, legacy_new, *others])
 
 
 def test_loaders_in_parallel_processes_all_commit(tmp_path: Path) -> None:

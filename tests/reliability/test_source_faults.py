@@ -9,13 +9,18 @@ must load their new bars as if nothing happened; and the key must be nowhere aft
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 from dagster import ExecuteInProcessResult
 
 from market_core.home import DataHome
+from market_pipeline.resources.alpha_vantage import AlphaVantageClient, Fetched
+from market_pipeline.resources.av_errors import TransientHTTPError
 from tests.conftest import TEST_KEY, Run
 from tests.pipeline.helpers import failure_text, materialized, recent_bars
 from tests.reliability.conftest import Traces
@@ -180,3 +185,86 @@ def test_retries_that_run_out_fail_the_symbol_and_keep_its_data(
     assert "AAA: Alpha Vantage answered HTTP 429" in seen.message
     assert seen.untouched("AAA") and seen.loaded("BBB")
     assert not unchanged("AAA", before, Stored.of(home, "AAA"))
+
+
+class TricklingStub(AlphaVantageStub):
+    """The stub plus one behaviour, ``trickle``: a good answer sent ``piece`` bytes every
+    ``every`` seconds, each well within a per-read timeout, the whole taking minutes."""
+
+    def __init__(self, piece: int = 16, every: float = 0.25) -> None:
+        self.piece, self.every = piece, every
+        self.hung_up = 0
+        self._trickling = threading.local()
+        super().__init__()
+
+    def _next(self, symbol: str) -> str:
+        behaviour = super()._next(symbol)
+        self._trickling.on = behaviour == "trickle"
+        return "ok" if behaviour == "trickle" else behaviour
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        stub, base = self, super()._handler()
+
+        class Trickling(base):  # type: ignore[valid-type,misc]
+            def _send(
+                self, status: int, body: bytes, content_type: str, send: int | None = None
+            ) -> None:
+                if not getattr(stub._trickling, "on", False):
+                    super()._send(status, body, content_type, send)
+                    return
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    for start in range(0, len(body), stub.piece):
+                        self.wfile.write(body[start : start + stub.piece])
+                        time.sleep(stub.every)
+                except OSError:  # the client hung up
+                    with stub._lock:
+                        stub.hung_up += 1
+
+        return Trickling
+
+
+def fetch_guarded(client: AlphaVantageClient, symbol: str) -> Fetched | Exception:
+    """``fetch_daily`` in a thread; the 60 s limit only stops a broken build from hanging."""
+    outcome: list[Fetched | Exception] = []
+
+    def fetch() -> None:
+        try:
+            outcome.append(client.fetch_daily(symbol, "compact"))
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=fetch, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert outcome, "the call was still reading a trickling answer after 60 s: no deadline"
+    return outcome[0]
+
+
+def test_a_trickling_answer_is_cut_at_the_deadline_then_retried(home: DataHome) -> None:
+    """Per-read timeouts alone never fire on a trickle; the per-call deadline does."""
+    with TricklingStub() as stub:
+        client = AlphaVantageClient(
+            home=home, api_key=TEST_KEY, base_url=stub.url, requests_per_second=0,
+            requests_per_minute=0, requests_per_day=0, timeout_seconds=1.0,
+            deadline_seconds=1.5, max_attempts=2, backoff_seconds=0.01,
+        )  # fmt: skip
+        stub.script("AAA", "trickle")
+        fetched = fetch_guarded(client, "AAA")
+        assert isinstance(fetched, Fetched), fetched
+        assert fetched.series and stub.count("AAA") == 2
+
+        stub.script("BBB", "trickle", "trickle")
+        failed = fetch_guarded(client, "BBB")
+        assert isinstance(failed, TransientHTTPError), failed
+        assert "BBB: Alpha Vantage was still sending" in str(failed)
+        assert TEST_KEY not in str(failed)
+        assert stub.count("BBB") == 2
+        deadline = time.monotonic() + 60
+        while stub.hung_up < 3:  # the server learns of each hang-up at its next write
+            assert time.monotonic() < deadline, f"{stub.hung_up} hang-ups seen, wanted 3"
+            time.sleep(0.05)
+        client.close()
