@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(MARKET_DATA_HOME)/dagster
 MARKET_API_PORT ?= 8000
 DAGSTER_PORT ?= 3000
 
-.PHONY: setup run ingest api dagster test test-reliability lint format bench lock clean-data
+.PHONY: setup instance run ingest retry-failed api dagster test test-reliability lint format bench lock
 
 setup: $(STAMP)
 
@@ -36,6 +36,10 @@ run: instance
 ## Headless: register the watchlist and materialize all three assets; non-zero if any symbol failed.
 ingest: instance
 	$(BIN)/python -m market_pipeline.ingest
+
+## Load again only the symbols whose latest attempt failed, in as few runs as their order allows.
+retry-failed: instance
+	$(BIN)/python -m market_pipeline.retry
 
 api: setup
 	$(BIN)/granian --interface asgi --factory --host 127.0.0.1 --port $(MARKET_API_PORT) \

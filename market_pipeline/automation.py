@@ -3,6 +3,8 @@
 * ``daily_update`` (schedule, 18:30 New York, Monday to Friday, not on NYSE holidays) updates
   every registered symbol, or, when the key's daily quota has fewer calls left than there are
   symbols, the stalest ones (oldest ``raw_data`` materialization first) and says so in its tick.
+  Calls of the rolling day that leave it while the run goes count as left, so yesterday's
+  update at this hour does not crowd out today's (``rate_limit.calls_available``).
 * ``watchlist`` (sensor) makes the registered partitions follow the watchlist: new symbols are
   registered and get their first load; removed ones are unregistered, so nothing updates them
   any more, while their files, table rows and Dagster history stay.
@@ -48,9 +50,14 @@ from dagster import (
 )
 
 from market_pipeline.batch import CLEAN, OHLCV, RAW
-from market_pipeline.ingest import PARTITIONS, contiguous_blocks, range_tags
-from market_pipeline.partitions import symbols_partitions, watchlist
-from market_pipeline.resources.rate_limit import calls_used_today
+from market_pipeline.partitions import (
+    PARTITIONS,
+    contiguous_blocks,
+    range_tags,
+    symbols_partitions,
+    watchlist,
+)
+from market_pipeline.resources.rate_limit import calls_available
 from market_pipeline.settings import Settings
 
 INGEST_JOB = "ingest_job"
@@ -61,11 +68,20 @@ DEFERRED_TAG = "market/deferred_symbols"
 
 
 def calls_left_today(settings: Settings) -> int | None:
-    """The key's calls left in its rolling day, or ``None`` when there is no daily quota."""
-    if not settings.api_key or settings.requests_per_day <= 0:
+    """The calls a run started now can make, or ``None`` when there is no daily quota.
+
+    Counts as left the calls of the rolling day that leave it while the run makes its own: the
+    calls of yesterday's update, at this time, free up one by one ahead of today's.
+    """
+    if not settings.api_key:
         return None
-    used = calls_used_today(settings.home.state_dir, settings.api_key, settings.requests_per_day)
-    return max(0, settings.requests_per_day - used)
+    return calls_available(
+        settings.home.state_dir,
+        settings.api_key,
+        per_second=settings.requests_per_second,
+        per_minute=settings.requests_per_minute,
+        per_day=settings.requests_per_day,
+    )
 
 
 def last_raw_updates(instance: DagsterInstance) -> Mapping[str, int]:

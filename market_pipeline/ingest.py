@@ -4,6 +4,8 @@ Runs through Dagster (the ``ingest_job`` of the code location, on the data home'
 the runs, materializations and checks show in the UI afterwards. Dynamic partitions can only be
 run as contiguous ranges, so the wanted symbols are grouped into as few ranges as the registered
 order allows (normally one). Exits 1 if any symbol failed, 2 on a configuration error.
+``main(symbols)`` loads the given registered or new symbols instead of the watchlist
+(``market_pipeline.retry`` loads the failed ones that way).
 """
 
 from __future__ import annotations
@@ -14,25 +16,14 @@ from collections.abc import Sequence
 from dagster import DagsterInstance
 
 from market_pipeline.instance import open_instance
-from market_pipeline.partitions import InvalidSymbolError, symbols_partitions, watchlist
+from market_pipeline.partitions import (
+    PARTITIONS,
+    InvalidSymbolError,
+    contiguous_blocks,
+    range_tags,
+    watchlist,
+)
 from market_pipeline.settings import Settings, SettingsError
-
-PARTITIONS = symbols_partitions.name or "symbols"
-
-
-def contiguous_blocks(registered: Sequence[str], wanted: set[str]) -> list[list[str]]:
-    """Maximal runs of consecutive registered keys that are all wanted."""
-    blocks: list[list[str]] = []
-    current: list[str] = []
-    for key in registered:
-        if key in wanted:
-            current.append(key)
-        elif current:
-            blocks.append(current)
-            current = []
-    if current:
-        blocks.append(current)
-    return blocks
 
 
 def register(instance: DagsterInstance, symbols: Sequence[str]) -> list[str]:
@@ -43,17 +34,11 @@ def register(instance: DagsterInstance, symbols: Sequence[str]) -> list[str]:
     return new
 
 
-def range_tags(block: Sequence[str]) -> dict[str, str]:
-    return {
-        "dagster/asset_partition_range_start": block[0],
-        "dagster/asset_partition_range_end": block[-1],
-    }
-
-
-def main() -> int:
+def main(symbols: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
-        symbols = watchlist(settings)
+        if symbols is None:
+            symbols = watchlist(settings)
     except (SettingsError, InvalidSymbolError, OSError) as exc:
         print(f"ingest: {exc}", file=sys.stderr)
         return 2

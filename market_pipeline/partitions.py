@@ -1,13 +1,16 @@
-"""The symbol partitions and the watchlist that feeds them.
+"""The symbol partitions, the watchlist that feeds them, and how runs address them.
 
 One dynamic partitions definition is shared by all three assets, so adding a symbol is a write to
-the instance (by ``make ingest`` or the watchlist sensor), never a code change.
+the instance (by ``make ingest`` or the watchlist sensor), never a code change. A run covers one
+contiguous range of the registered symbols (dynamic partitions can only be run as key ranges), so
+every caller that wants some symbols groups them into as few ranges as the registered order
+allows.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from dagster import DynamicPartitionsDefinition
 
@@ -15,6 +18,7 @@ from market_core.schema import SYMBOL_PATTERN
 from market_pipeline.settings import Settings
 
 symbols_partitions = DynamicPartitionsDefinition(name="symbols")
+PARTITIONS = symbols_partitions.name or "symbols"
 
 _SYMBOL_RE = re.compile(SYMBOL_PATTERN)
 
@@ -47,3 +51,26 @@ def watchlist(settings: Settings) -> list[str]:
     if settings.symbols_override is not None:
         return parse_symbols(settings.symbols_override)
     return parse_symbols(settings.watchlist_path.read_text(encoding="utf-8").splitlines())
+
+
+def contiguous_blocks(registered: Sequence[str], wanted: set[str]) -> list[list[str]]:
+    """Maximal runs of consecutive registered keys that are all wanted."""
+    blocks: list[list[str]] = []
+    current: list[str] = []
+    for key in registered:
+        if key in wanted:
+            current.append(key)
+        elif current:
+            blocks.append(current)
+            current = []
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def range_tags(block: Sequence[str]) -> dict[str, str]:
+    """The tags that make a run cover the partition range ``block[0]..block[-1]``."""
+    return {
+        "dagster/asset_partition_range_start": block[0],
+        "dagster/asset_partition_range_end": block[-1],
+    }

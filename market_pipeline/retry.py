@@ -11,7 +11,6 @@ failed is among the stalest.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from dagster import AssetPartitionStatus, DagsterInstance
@@ -19,12 +18,12 @@ from dagster import AssetPartitionStatus, DagsterInstance
 from market_pipeline import ingest
 from market_pipeline.assets import symbol_pipeline
 from market_pipeline.instance import open_instance
-from market_pipeline.partitions import symbols_partitions
+from market_pipeline.partitions import PARTITIONS, symbols_partitions
 
 
 def failed_symbols(instance: DagsterInstance) -> list[str]:
     """Registered symbols whose latest attempt failed at any stage, in registered order."""
-    registered = instance.get_dynamic_partitions(ingest.PARTITIONS)
+    registered = instance.get_dynamic_partitions(PARTITIONS)
     failed: set[str] = set()
     for asset in symbol_pipeline.keys:
         status = instance.get_status_by_partition(asset, registered, symbols_partitions)
@@ -39,8 +38,7 @@ def main() -> int:
         print("retry: no symbol's latest attempt failed; nothing to do", file=sys.stderr)
         return 0
     print(f"retry: {len(failed)} failed symbols: {', '.join(failed)}")
-    os.environ["MARKET_SYMBOLS"] = ",".join(failed)  # ingest loads exactly these, and no others
-    return ingest.main()
+    return ingest.main(symbols=failed)
 
 
 if __name__ == "__main__":

@@ -1,37 +1,48 @@
 """One Alpha Vantage quota shared by every process that uses the key.
 
 Parallel steps, concurrent runs and a backfill beside the schedule all take permits from the same
-SQLite-backed pyrate-limiter buckets in the data home, guarded by a file lock, so a key's limits
-hold across processes. Two buckets, because they fail differently:
+SQLite-backed pyrate-limiter buckets in the data home, guarded by file locks, so a key's limits
+hold across processes. Two buckets, because they are waited on differently:
 
-* the burst bucket (per second, per minute) is waited on: a permit comes within seconds;
-* the daily bucket is only tried: waiting for it could block a step for hours, so an empty day
-  fails the symbol at once with a message that says when to retry.
+* the burst bucket (per second, per minute) is waited on by pyrate-limiter: a permit comes
+  within seconds;
+* the day bucket is a rolling window of 24 hours and a minute (never more than the quota in any
+  24 hours, stricter than Alpha Vantage's reset at midnight US/Eastern). A call waits for it
+  only when a permit frees up within ``DAY_MAX_WAIT_SECONDS``, and otherwise fails at once with
+  a ``DailyQuotaError`` that says when the next call is free, instead of blocking a step for
+  hours. So the daily update that used the whole quota yesterday at 18:30 runs again today at
+  18:30, each of its calls a minute behind yesterday's (a week of full days drifts 4 minutes;
+  the weekend resets it).
 
-The daily window is a rolling 24 hours, slightly stricter than Alpha Vantage's reset at midnight
-US/Eastern.
+A call takes its day permit right after its burst permit, just before its request is sent; if
+another process took the day permit it waited for, it waits again (or fails) with a fresh burst
+permit. ``calls_available`` tells the schedule how many calls a run started now can make under
+these rules, counting yesterday's calls that leave the window before the run gets to them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import itertools
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from pyrate_limiter import Duration, Limiter, Rate, SQLiteBucket
+from pyrate_limiter import Duration, Limiter, Rate, RateItem, SQLiteBucket
 
 from market_pipeline.resources.av_errors import DailyQuotaError, RateLimitedError
 
-DAY_PROBE_SECONDS = 2.0
-DAY_BUCKET = "day"
+DAY_MARGIN_MS = 60_000
+DAY_MAX_WAIT_SECONDS = 300.0
+DAY_BUCKET, BURST_BUCKET = "day", "burst"
 
 
 def widened(limit: int, interval: Duration) -> Rate:
-    """A rate whose window is a little longer than the vendor's.
+    """A per-second or per-minute rate whose window is a little longer than the vendor's.
 
     A permit is taken a few milliseconds before the request reaches Alpha Vantage, and that
     delay varies (connection set-up, scheduling); a 10 % longer window (at most 2 s) keeps
@@ -41,8 +52,19 @@ def widened(limit: int, interval: Duration) -> Rate:
     return Rate(limit, interval_ms + min(2000, interval_ms // 10))
 
 
+def burst_rates(per_second: int, per_minute: int) -> list[Rate]:
+    pairs = ((per_second, Duration.SECOND), (per_minute, Duration.MINUTE))
+    return [widened(limit, interval) for limit, interval in pairs if limit > 0]
+
+
 def day_rate(per_day: int) -> Rate:
-    return widened(per_day, Duration.DAY)
+    """The daily quota over 24 hours plus ``DAY_MARGIN_MS``.
+
+    The margin covers the time from a permit to the request's arrival (connecting is bounded by
+    a 10 s timeout), as ``widened`` does for the short windows; it is a fixed minute rather than
+    a share of the day because every minute of it delays the next day's update by as much.
+    """
+    return Rate(per_day, int(Duration.DAY.value) + DAY_MARGIN_MS)
 
 
 def bucket_path(state_dir: Path, name: str) -> Path:
@@ -81,8 +103,101 @@ def effective_rates(rates: list[Rate]) -> list[Rate]:
     return kept
 
 
+def open_bucket(state_dir: Path, api_key: str, name: str, rates: list[Rate]) -> SQLiteBucket:
+    """One of the key's buckets in the data home, locked by a file lock beside it."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return SQLiteBucket.init_from_file(
+        rates,
+        table=bucket_table(api_key),
+        db_path=str(bucket_path(state_dir, name)),
+        use_file_lock=True,
+    )
+
+
+def now_ms() -> int:
+    """The bucket's clock: pyrate-limiter's ``SQLiteBucket`` stamps permits with wall time."""
+    return time.time_ns() // 1_000_000
+
+
+def window_stamps(state_dir: Path, api_key: str, day: Rate, at_ms: int) -> list[int]:
+    """The times of the permits in the day window that ends at ``at_ms``, oldest first.
+
+    Read-only and lock-free, straight from the table pyrate-limiter 4 keeps (one row per permit,
+    ``item_timestamp`` in ms, in the window when ``>= at_ms - interval``): a moment-stale answer
+    only makes a caller wait or plan a little off, while the bucket itself still enforces every
+    limit. A missing file or table means no call was made yet.
+    """
+    path = bucket_path(state_dir, DAY_BUCKET)
+    if not path.exists():
+        return []
+    query = (
+        f"SELECT item_timestamp FROM '{bucket_table(api_key)}' "
+        "WHERE item_timestamp >= ? ORDER BY item_timestamp"
+    )
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+            return [int(row[0]) for row in conn.execute(query, (at_ms - day.interval,))]
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+
+
+def day_wait_ms(stamps: Sequence[int], day: Rate, at_ms: int) -> int:
+    """How long from ``at_ms`` until the day window has room for one more call.
+
+    ``stamps`` are the window's permits, oldest first; the one that must leave is the oldest
+    beyond the limit (+1 ms: pyrate-limiter's window includes its lower bound).
+    """
+    excess = len(stamps) - day.limit
+    if excess < 0:
+        return 0
+    return max(0, stamps[excess] + day.interval - at_ms + 1)
+
+
+def earliest_call_ms(burst: Sequence[Rate], call: int) -> int:
+    """The soonest the ``call``-th (0-based) permit of a run can come, the burst limits allow."""
+    return max((call // rate.limit * rate.interval for rate in burst), default=0)
+
+
+def runnable_calls(
+    stamps: Sequence[int], day: Rate, burst: Sequence[Rate], at_ms: int, max_wait_ms: int
+) -> int:
+    """How many calls a run starting at ``at_ms`` makes before one would wait too long.
+
+    The run's calls beyond the free ones each need the window's next-oldest permit to leave. A
+    call comes no sooner than the burst limits allow (``earliest_call_ms``), so it waits at most
+    until that permit leaves minus that time; it counts while that wait is within ``max_wait_ms``
+    (the limiter's own bound), and the first that is not ends the run's calls (a quota error
+    stops a run).
+    """
+    free = day.limit - len(stamps)
+    calls = max(0, free)
+    for stamp in stamps[max(0, -free) :]:
+        if stamp + day.interval > at_ms + earliest_call_ms(burst, calls) + max_wait_ms:
+            break
+        calls += 1
+    return calls
+
+
+def calls_available(
+    state_dir: Path, api_key: str, *, per_second: int, per_minute: int, per_day: int
+) -> int | None:
+    """Calls a run started now can make under the daily quota, or ``None`` when there is none.
+
+    Yesterday's calls made at this time count as available: they leave the window while the run
+    makes its own (see ``runnable_calls``).
+    """
+    if per_day <= 0:
+        return None
+    day, at = day_rate(per_day), now_ms()
+    stamps = window_stamps(state_dir, api_key, day, at)
+    burst = burst_rates(per_second, per_minute)
+    return runnable_calls(stamps, day, burst, at, int(DAY_MAX_WAIT_SECONDS * 1000))
+
+
 class SharedRateLimiter:
-    """Blocking permits for one API key, shared through a file under the data home."""
+    """Blocking permits for one API key, shared through files under the data home."""
 
     def __init__(
         self,
@@ -93,76 +208,61 @@ class SharedRateLimiter:
         per_minute: int,
         per_day: int,
         max_wait_seconds: float = 300.0,
+        day_max_wait_seconds: float = DAY_MAX_WAIT_SECONDS,
     ) -> None:
         self._state_dir = state_dir
-        self._table = bucket_table(api_key)
-        self._burst_rates = effective_rates(
-            [
-                widened(limit, interval)
-                for limit, interval in (
-                    (per_second, Duration.SECOND),
-                    (per_minute, Duration.MINUTE),
-                )
-                if limit > 0
-            ]
-        )
-        self._day_rates = [day_rate(per_day)] if per_day > 0 else []
+        self._api_key = api_key
+        self._burst_rates = effective_rates(burst_rates(per_second, per_minute))
+        self._day_rate = day_rate(per_day) if per_day > 0 else None
         self._max_wait = max_wait_seconds
+        self._day_max_wait = day_max_wait_seconds
         self._lock = threading.Lock()
         self._burst: Limiter | None = None
-        self._day: Limiter | None = None
+        self._day: SQLiteBucket | None = None
 
-    def _limiter(self, name: str, rates: list[Rate]) -> Limiter:
-        self._state_dir.mkdir(parents=True, exist_ok=True)
-        bucket = SQLiteBucket.init_from_file(
-            rates,
-            table=self._table,
-            db_path=str(bucket_path(self._state_dir, name)),
-            use_file_lock=True,
-        )
-        return Limiter(bucket, buffer_ms=50)
+    def _open(self) -> None:
+        with self._lock:
+            if self._day_rate is not None and self._day is None:
+                self._day = open_bucket(
+                    self._state_dir, self._api_key, DAY_BUCKET, [self._day_rate]
+                )
+                self._day.leak(now_ms())  # nothing else drops old day permits: no Limiter runs it
+            if self._burst_rates and self._burst is None:
+                bucket = open_bucket(
+                    self._state_dir, self._api_key, BURST_BUCKET, self._burst_rates
+                )
+                self._burst = Limiter(bucket, buffer_ms=50)
+
+    def _day_wait_ms(self, day: Rate) -> int:
+        at = now_ms()
+        return day_wait_ms(window_stamps(self._state_dir, self._api_key, day, at), day, at)
 
     def acquire(self, symbol: str) -> None:
-        """Wait for a permit; raise if the day is used up or the wait would be too long."""
-        with self._lock:
-            if self._day_rates and self._day is None:
-                self._day = self._limiter(DAY_BUCKET, self._day_rates)
-            if self._burst_rates and self._burst is None:
-                self._burst = self._limiter("burst", self._burst_rates)
-        if self._day is not None and not self._day.try_acquire(
-            symbol, blocking=True, timeout=DAY_PROBE_SECONDS
-        ):
-            raise DailyQuotaError(
-                f"{symbol}: the configured daily limit (ALPHAVANTAGE_REQUESTS_PER_DAY="
-                f"{self._day_rates[0].limit}) is used up; retry after the quota resets"
-            )
-        if self._burst is not None and not self._burst.try_acquire(
-            symbol, blocking=True, timeout=self._max_wait
-        ):
-            raise RateLimitedError(
-                f"{symbol}: no Alpha Vantage permit within {self._max_wait:.0f}s; other "
-                "processes are using the key's per-second/per-minute budget"
-            )
+        """Wait for a permit; raise if the day's quota does not free up soon enough."""
+        self._open()
+        deadline = time.monotonic() + self._day_max_wait
+        while True:
+            if self._day_rate is not None:
+                wait_ms = self._day_wait_ms(self._day_rate)
+                if wait_ms / 1000 > deadline - time.monotonic():
+                    raise self._quota_error(symbol, self._day_rate.limit, wait_ms)
+                time.sleep(wait_ms / 1000)
+            if self._burst is not None and not self._burst.try_acquire(
+                symbol, blocking=True, timeout=self._max_wait
+            ):
+                raise RateLimitedError(
+                    f"{symbol}: no Alpha Vantage permit within {self._max_wait:.0f}s; other "
+                    "processes are using the key's per-second/per-minute budget"
+                )
+            # The bucket's own put: under its file lock, and never waiting on the day window.
+            if self._day is None or self._day.put(RateItem(symbol, now_ms())):
+                return
 
-
-def calls_used_today(state_dir: Path, api_key: str, per_day: int) -> int:
-    """Permits the key's daily bucket has handed out in its current (rolling) window.
-
-    Read-only and lock-free: the schedule asks this to size its request to the calls left, and
-    a count that is a moment stale is harmless there (the limiter itself still enforces the
-    quota). A missing file or table means no call was made yet.
-    """
-    if per_day <= 0:
-        return 0
-    path = bucket_path(state_dir, DAY_BUCKET)
-    if not path.exists():
-        return 0
-    since_ms = time.time_ns() // 1_000_000 - day_rate(per_day).interval
-    query = f"SELECT count(*) FROM '{bucket_table(api_key)}' WHERE item_timestamp >= ?"
-    try:
-        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
-            return int(conn.execute(query, (since_ms,)).fetchone()[0])
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return 0
-        raise
+    @staticmethod
+    def _quota_error(symbol: str, per_day: int, wait_ms: int) -> DailyQuotaError:
+        free_at = dt.datetime.now().astimezone() + dt.timedelta(milliseconds=wait_ms)
+        return DailyQuotaError(
+            f"{symbol}: the configured daily limit (ALPHAVANTAGE_REQUESTS_PER_DAY={per_day}, "
+            "over any 24 hours) is used up; retry after the quota resets: the next call is "
+            f"free at {free_at:%Y-%m-%d %H:%M %Z}"
+        )

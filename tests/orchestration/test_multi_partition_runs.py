@@ -78,11 +78,13 @@ def test_retry_fetches_only_the_failed_symbols(stub: AlphaVantageStub, home: Dat
     assert command("market_pipeline.ingest", env).returncode == 1
     assert {row[1] for row in table_rows(home)} == {"A", "C", "D", "F"}
 
+    del env["MARKET_SYMBOLS"]  # the watchlist (now the bundled file) is not what a retry loads
     done = command("market_pipeline.retry", env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "retry: 2 failed symbols: B, E" in done.stdout
     assert {row[1] for row in table_rows(home)} == {"A", "B", "C", "D", "E", "F"}
     assert {s: stub.count(s) for s in "ABCDEF"} == {"A": 1, "B": 2, "C": 1, "D": 1, "E": 2, "F": 1}
+    assert stub.count() == 8, "no watchlist symbol was fetched"
 
     with open_instance() as instance:  # the data home's own instance, as the commands used it
         assert failed_symbols(instance) == []

@@ -8,13 +8,23 @@ from zoneinfo import ZoneInfo
 import pytest
 from dagster import DagsterInstance, build_schedule_context, materialize
 from dagster._core.definitions.schedule_definition import ScheduleExecutionData
+from pyrate_limiter import RateItem
 
 from market_core.home import DataHome
 from market_pipeline.assets import symbol_pipeline
 from market_pipeline.automation import DEFERRED_TAG, TRIGGER_TAG, daily_update
 from market_pipeline.definitions import build_resources
+from market_pipeline.resources.rate_limit import (
+    DAY_BUCKET,
+    DAY_MARGIN_MS,
+    DAY_MAX_WAIT_SECONDS,
+    day_rate,
+    now_ms,
+    open_bucket,
+    window_stamps,
+)
 from market_pipeline.settings import Settings
-from tests.conftest import Run
+from tests.conftest import TEST_KEY, Run
 from tests.orchestration.helpers import ranges
 from tests.pipeline.helpers import table_rows
 from tests.stubs.alpha_vantage import AlphaVantageStub
@@ -22,6 +32,7 @@ from tests.stubs.alpha_vantage import AlphaVantageStub
 NY = ZoneInfo("America/New_York")
 TRADING_DAY = dt.datetime(2025, 3, 4, 18, 30, tzinfo=NY)  # a Tuesday
 CHRISTMAS = dt.datetime(2025, 12, 25, 18, 30, tzinfo=NY)  # a Thursday
+DAY_S = 86_400
 
 
 def tick(instance: DagsterInstance, when: dt.datetime = TRADING_DAY) -> ScheduleExecutionData:
@@ -90,3 +101,74 @@ def test_exchange_holidays_and_an_empty_registry_are_skipped(instance: DagsterIn
     assert ranges(tick(instance, CHRISTMAS + dt.timedelta(days=1)).run_requests) == [
         ("AAPL", "AAPL")
     ]
+
+
+def spend_yesterday(home: DataHome, per_day: int, *offsets_s: float) -> list[float]:
+    """Yesterday's update: calls made 24 hours ago plus ``offsets_s``, in the key's real bucket.
+
+    Returns their times in seconds, to compare with the stub's.
+    """
+    start = now_ms() - DAY_S * 1000
+    stamps = [start + int(offset * 1000) for offset in offsets_s]
+    bucket = open_bucket(home.state_dir, TEST_KEY, DAY_BUCKET, [day_rate(per_day)])
+    try:
+        for stamp in stamps:
+            assert bucket.put(RateItem("YESTERDAY", stamp))
+    finally:
+        bucket.close()
+    return [stamp / 1000 for stamp in stamps]
+
+
+def test_the_day_after_a_full_quota_day_updates_every_symbol(
+    quota: AlphaVantageStub,
+    instance: DagsterInstance,
+    home: DataHome,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ALPHAVANTAGE_REQUESTS_PER_SECOND", "1")
+    monkeypatch.setenv("ALPHAVANTAGE_REQUESTS_PER_MINUTE", "5")
+    instance.add_dynamic_partitions("symbols", list("ABCDEFG"))
+    # Yesterday's run began 20 s after its tick, paced by the same limits as today's: 1/s, then
+    # the sixth call a minute (and the widened 10 %) after the first.
+    spend_yesterday(home, 7, 20, 21.1, 22.2, 23.3, 24.4, 86, 87.1)
+    in_window = window_stamps(home.state_dir, TEST_KEY, day_rate(7), now_ms())
+    assert len(in_window) == 7, "right now, not one call of the quota is left"
+
+    requests = tick(instance).run_requests or []
+    assert ranges(requests) == [("A", "G")], "yesterday's calls free up ahead of today's"
+    assert {r.tags[DEFERRED_TAG] for r in requests} == {"0"}
+
+
+def test_calls_that_free_up_too_late_for_the_run_count_as_used(
+    quota: AlphaVantageStub, instance: DagsterInstance, home: DataHome
+) -> None:
+    """Yesterday's run was held up (behind a backfill, say) for its last three calls."""
+    instance.add_dynamic_partitions("symbols", list("ABCDEFG"))
+    late = DAY_MAX_WAIT_SECONDS + 1  # they leave the window after today's run may wait for them
+    spend_yesterday(home, 7, 20, 21, 22, 23, late, late, late)
+    requests = tick(instance).run_requests or []
+    assert ranges(requests) == [("A", "D")]
+    assert {r.tags[DEFERRED_TAG] for r in requests} == {"3"}
+
+
+def test_the_update_waits_for_yesterdays_calls_and_never_exceeds_the_quota(
+    quota: AlphaVantageStub,
+    instance: DagsterInstance,
+    home: DataHome,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ALPHAVANTAGE_REQUESTS_PER_DAY", "3")
+    instance.add_dynamic_partitions("symbols", ["A", "B", "C"])
+    margin = DAY_MARGIN_MS / 1000  # the three leave the window 1, 1.5 and 2 s from now
+    earlier = spend_yesterday(home, 3, 1 - margin, 1.5 - margin, 2 - margin)
+    [request] = tick(instance).run_requests or []
+    assert ranges([request]) == [("A", "C")]
+
+    resources = build_resources(Settings.from_env())
+    assert materialize(
+        [symbol_pipeline], instance=instance, resources=resources, tags=request.tags
+    ).success
+    times = sorted(r.at for r in quota.requests)
+    assert len(times) == 3
+    # Never more than 3 calls in any 24 hours: the k-th new call a day after the k-th old one.
+    assert all(new - old >= DAY_S for old, new in zip(earlier, times, strict=True))

@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from pyrate_limiter import Duration, Rate
+from pyrate_limiter import Duration, Rate, RateItem
 
 from market_core.home import DataHome
 from market_pipeline.resources.alpha_vantage import AlphaVantageClient
 from market_pipeline.resources.av_errors import DailyQuotaError
-from market_pipeline.resources.rate_limit import effective_rates
+from market_pipeline.resources.rate_limit import (
+    DAY_BUCKET,
+    DAY_MAX_WAIT_SECONDS,
+    day_rate,
+    earliest_call_ms,
+    effective_rates,
+    now_ms,
+    open_bucket,
+    runnable_calls,
+)
 from tests.conftest import TEST_KEY
 from tests.stubs.alpha_vantage import AlphaVantageStub
 
 REPO = Path(__file__).resolve().parents[2]
+VENDOR_DAY = 86_400.0  # the window a counting stub applies: any 24 hours, in seconds
 
 
 def max_in_window(times: list[float], window: float) -> int:
@@ -27,6 +39,33 @@ def max_in_window(times: list[float], window: float) -> int:
             start += 1
         best = max(best, end - start + 1)
     return best
+
+
+def spend(home: DataHome, per_day: int, stamps_ms: Sequence[int]) -> list[float]:
+    """Calls made earlier (yesterday's update): permits written into the key's real bucket.
+
+    Returns their times in seconds, to count beside the stub's own.
+    """
+    bucket = open_bucket(home.state_dir, TEST_KEY, DAY_BUCKET, [day_rate(per_day)])
+    try:
+        for stamp in stamps_ms:
+            assert bucket.put(RateItem("EARLIER", stamp))
+    finally:
+        bucket.close()
+    return [stamp / 1000 for stamp in stamps_ms]
+
+
+def leaving_in(*seconds: float, per_day: int) -> list[int]:
+    """Permit times that leave the day window that many seconds from now."""
+    start = now_ms() - day_rate(per_day).interval
+    return [start + int(s * 1000) for s in seconds]
+
+
+def day_client(home: DataHome, stub: AlphaVantageStub, per_day: int) -> AlphaVantageClient:
+    return AlphaVantageClient(
+        home=home, api_key=TEST_KEY, base_url=stub.url, requests_per_second=0,
+        requests_per_minute=0, requests_per_day=per_day,
+    )  # fmt: skip
 
 
 def test_two_processes_share_the_per_second_limit(stub: AlphaVantageStub, home: DataHome) -> None:
@@ -47,15 +86,80 @@ def test_two_processes_share_the_per_second_limit(stub: AlphaVantageStub, home: 
 
 
 def test_daily_limit_fails_fast_without_calling(stub: AlphaVantageStub, home: DataHome) -> None:
-    client = AlphaVantageClient(
-        home=home, api_key=TEST_KEY, base_url=stub.url, requests_per_second=0,
-        requests_per_minute=0, requests_per_day=2,
-    )  # fmt: skip
+    client = day_client(home, stub, per_day=2)
     client.fetch_daily("AAA", "compact")
     client.fetch_daily("BBB", "compact")
-    with pytest.raises(DailyQuotaError, match=r"CCC: .*retry after the quota resets"):
+    started = time.monotonic()
+    with pytest.raises(DailyQuotaError, match=r"CCC: .*retry after the quota resets: the next "
+                       r"call is free at \d{4}-\d\d-\d\d \d\d:\d\d"):  # fmt: skip
         client.fetch_daily("CCC", "compact")
+    assert time.monotonic() - started < 1.0, "no waiting for a day that frees up tomorrow"
     assert stub.count() == 2
+
+
+def test_a_call_waits_for_a_day_permit_about_to_free_up(
+    stub: AlphaVantageStub, home: DataHome
+) -> None:
+    earlier = spend(home, 2, leaving_in(1.5, 30_000, per_day=2))
+    started = time.monotonic()
+    day_client(home, stub, per_day=2).fetch_daily("AAA", "compact")
+    assert time.monotonic() - started >= 1.4, "it waited for the oldest call to leave"
+    [request] = stub.requests
+    assert request.at - earlier[0] >= day_rate(2).interval / 1000
+    assert max_in_window([*earlier, request.at], VENDOR_DAY) <= 2
+
+
+def test_a_quota_that_frees_up_only_after_the_bound_fails_at_once(
+    stub: AlphaVantageStub, home: DataHome
+) -> None:
+    spend(home, 2, leaving_in(DAY_MAX_WAIT_SECONDS + 5, 30_000, per_day=2))
+    started = time.monotonic()
+    with pytest.raises(DailyQuotaError, match=r"AAA: .*used up; retry after the quota resets"):
+        day_client(home, stub, per_day=2).fetch_daily("AAA", "compact")
+    assert time.monotonic() - started < 1.0
+    assert stub.count() == 0
+
+
+def test_two_processes_share_the_daily_limit_and_the_calls_leaving_it(
+    stub: AlphaVantageStub, home: DataHome
+) -> None:
+    """Two calls of the window leave it while two processes wait; the third stays all day."""
+    per_day = 3
+    earlier = spend(home, per_day, leaving_in(6, 7, 20 * 3600, per_day=per_day))
+
+    def worker(prefix: str) -> subprocess.Popen[str]:
+        command = ["-m", "tests.pipeline.limiter_worker", str(home.root), stub.url, TEST_KEY,
+                   "0", f"{prefix}1,{prefix}2", str(per_day)]  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, *command], cwd=REPO, stdout=subprocess.PIPE, text=True
+        )
+
+    workers = [worker("A"), worker("B")]
+    refused = []
+    for process in workers:
+        out, _ = process.communicate(timeout=60)
+        assert process.returncode == 0
+        refused += out.split()[1::2]
+    times = [r.at for r in stub.requests]
+    assert len(times) == 2 and len(refused) == 2, "each leaving call was used once, no more"
+    assert min(times) - earlier[0] >= day_rate(per_day).interval / 1000
+    assert max_in_window(earlier + times, VENDOR_DAY) <= per_day
+
+
+def test_a_run_counts_the_calls_that_leave_the_window_before_it_reaches_them() -> None:
+    day, burst = day_rate(5), [Rate(1, 1100), Rate(2, 66_000)]
+    assert [earliest_call_ms(burst, n) for n in range(5)] == [0, 1100, 66_000, 66_000, 132_000]
+    wait = 300_000
+    start = -day.interval  # permits that leave the window at 0 ms (now) plus their offset
+
+    def calls(*offsets_ms: int) -> int:
+        return runnable_calls([start + o for o in offsets_ms], day, burst, 0, wait)
+
+    assert calls() == 5
+    assert calls(0, 1100) == 5, "three free; the other two leave before the run needs them"
+    assert calls(0, 1100, 66_000, 66_000, 132_000) == 5, "yesterday's pace, a day later"
+    assert calls(0, 1100, 66_000, 132_000 + wait + 1) == 4, "the fifth call would wait too long"
+    assert calls(wait + 1, *[wait + 2] * 4) == 0, "none frees up within the bound"
 
 
 def test_a_second_key_has_its_own_budget(stub: AlphaVantageStub, home: DataHome) -> None:
