@@ -10,6 +10,7 @@ generation's number of bars (``writer_process.days_in``).
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
 import threading
 import time
@@ -31,16 +32,13 @@ class Tally:
     failures: Counter[str] = field(default_factory=Counter)  # no HTTP answer at all
     torn: list[str] = field(default_factory=list)
     distinct: dict[tuple[str, str, str], int] = field(default_factory=dict)  # url, accept, etag
+    distinct_bytes: int = 0
+    """What a cache that never evicts would have held: every distinct answer's body."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def requests(self) -> int:
         return sum(self.statuses.values()) + sum(self.failures.values())
-
-    @property
-    def distinct_bytes(self) -> int:
-        """What a cache that never evicts would have held: every distinct answer's body."""
-        return sum(self.distinct.values())
 
 
 def _day(first: dt.date, span: int, rng: random.Random) -> str:
@@ -81,10 +79,10 @@ def _check_generation(url: str, body: dict[str, object], whole: bool, tally: Tal
         tally.torn.append(f"{url}: {len(bars)} bars, not one whole generation")
 
 
-def _connection(base: str, deadline: float, seed: int, tally: Tally) -> None:
+def _connection(base: str, deadline: float, seed: int, tally: Tally, enough: float) -> None:
     rng = random.Random(seed)
     session = requests.Session()
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and tally.distinct_bytes < enough:
         url, headers, whole = question(rng)
         try:
             response = session.get(base + url, headers=headers, timeout=60)
@@ -97,17 +95,23 @@ def _connection(base: str, deadline: float, seed: int, tally: Tally) -> None:
             tally.statuses[response.status_code] += 1
             if response.status_code == 200:
                 key = (url, headers.get("Accept", ""), response.headers.get("etag", ""))
-                tally.distinct[key] = len(response.content)
+                if key not in tally.distinct:
+                    tally.distinct[key] = len(response.content)
+                    tally.distinct_bytes += len(response.content)
         if response.status_code == 200 and not headers and "interval=1d" in url:
             _check_generation(url, response.json(), whole, tally)
 
 
-def hammer(base: str, seconds: float, connections: int, seed: int) -> Tally:
-    """``connections`` clients asking questions back to back for ``seconds``."""
+def hammer(
+    base: str, seconds: float, connections: int, seed: int, until_distinct_bytes: float = math.inf
+) -> Tally:
+    """``connections`` clients asking questions back to back for ``seconds``, or until their
+    distinct answers add up to ``until_distinct_bytes``: a goal in bytes, not seconds, keeps a
+    test that needs that much data meaningful on a slower machine."""
     tally = Tally()
     deadline = time.monotonic() + seconds
-    threads = [threading.Thread(target=_connection, args=(base, deadline, seed + i, tally))
-               for i in range(connections)]  # fmt: skip
+    args = [(base, deadline, seed + i, tally, until_distinct_bytes) for i in range(connections)]
+    threads = [threading.Thread(target=_connection, args=a) for a in args]
     for thread in threads:
         thread.start()
     for thread in threads:
