@@ -11,14 +11,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from market_core.env import env_float, env_int
 from market_core.home import DataHome
 
 MAX_LIMIT = 100_000
 """The largest ``limit`` a client may ask for: more than any symbol's daily history."""
-
-
-class SettingsError(ValueError):
-    """An environment variable holds a value the API cannot use."""
 
 
 @dataclass(frozen=True)
@@ -43,36 +40,10 @@ class Settings:
         env = os.environ if environ is None else environ
         return cls(
             home=DataHome.from_env(),
-            cache_entries=_int(env, "MARKET_API_CACHE_ENTRIES", cls.cache_entries, minimum=0),
-            cache_bytes=_int(env, "MARKET_API_CACHE_BYTES", cls.cache_bytes, minimum=0),
-            poll_seconds=_float(env, "MARKET_API_POLL_SECONDS", cls.poll_seconds, 0.001, 1.0),
-            unavailable_wait_seconds=_float(
+            cache_entries=env_int(env, "MARKET_API_CACHE_ENTRIES", cls.cache_entries, minimum=0),
+            cache_bytes=env_int(env, "MARKET_API_CACHE_BYTES", cls.cache_bytes, minimum=0),
+            poll_seconds=env_float(env, "MARKET_API_POLL_SECONDS", cls.poll_seconds, 0.001, 1.0),
+            unavailable_wait_seconds=env_float(
                 env, "MARKET_API_UNAVAILABLE_WAIT_SECONDS", cls.unavailable_wait_seconds, 0.0, 300.0
             ),
         )
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    raw = env.get(name, "").strip().replace("_", "")
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={value} must be at least {minimum}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number of seconds") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name}={value} must be between {low} and {high} seconds")
-    return value

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from dagster import DagsterInstance
 
+from market_core.env import SettingsError
 from market_pipeline.instance import open_instance
 from market_pipeline.partitions import (
     PARTITIONS,
@@ -23,7 +24,7 @@ from market_pipeline.partitions import (
     range_tags,
     watchlist,
 )
-from market_pipeline.settings import Settings, SettingsError
+from market_pipeline.settings import Settings
 
 
 def register(instance: DagsterInstance, symbols: Sequence[str]) -> list[str]:

@@ -12,28 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from market_core.env import SettingsError, env_int
 from market_core.home import DataHome
 
 DEFAULT_BASE_URL = "https://www.alphavantage.co/query"
 DEFAULT_WATCHLIST = Path(__file__).with_name("watchlist.txt")
 OutputSize = Literal["compact", "full", "auto"]
-
-
-class SettingsError(ValueError):
-    """An environment variable holds a value the pipeline cannot use."""
-
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 0:
-        raise SettingsError(f"{name} must be >= 0 (0 = no limit), got {value}")
-    return value
 
 
 def _outputsize() -> OutputSize:
@@ -73,9 +57,9 @@ class Settings:
             home=DataHome.from_env(),
             api_key=os.environ.get("ALPHAVANTAGE_API_KEY", "").strip() or None,
             base_url=os.environ.get("ALPHAVANTAGE_BASE_URL", "").strip() or DEFAULT_BASE_URL,
-            requests_per_second=_int("ALPHAVANTAGE_REQUESTS_PER_SECOND", 1),
-            requests_per_minute=_int("ALPHAVANTAGE_REQUESTS_PER_MINUTE", 5),
-            requests_per_day=_int("ALPHAVANTAGE_REQUESTS_PER_DAY", 25),
+            requests_per_second=env_int(os.environ, "ALPHAVANTAGE_REQUESTS_PER_SECOND", 1),
+            requests_per_minute=env_int(os.environ, "ALPHAVANTAGE_REQUESTS_PER_MINUTE", 5),
+            requests_per_day=env_int(os.environ, "ALPHAVANTAGE_REQUESTS_PER_DAY", 25),
             outputsize=_outputsize(),
             history_start=_history_start(),
             watchlist_path=Path(os.environ.get("MARKET_WATCHLIST", "") or DEFAULT_WATCHLIST),

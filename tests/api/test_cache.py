@@ -12,8 +12,9 @@ from litestar.testing import TestClient
 
 from market_api.cache import MAX_ALIASES, ResponseCache, build_response
 from market_api.fastpath import etag_matches, request_format
-from market_api.settings import Settings, SettingsError
+from market_api.settings import Settings
 from market_core import data_version
+from market_core.env import SettingsError
 from market_core.handoff import announce_write
 from tests.api.conftest import Dataset, MakeClient, service_of
 from tests.api.writer import Row, load
