@@ -2,82 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import shlex
-import shutil
-import signal
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.api.conftest import REPO_ROOT, Dataset
-
-GRANIAN = Path(sys.executable).with_name("granian")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def make_api_command(port: int) -> list[str]:
-    """The `make api` recipe (from `make -n`), so this runs exactly what the Makefile runs."""
-    if shutil.which("make") is None:
-        return [str(GRANIAN), "--interface", "asgi", "--factory", "--host", "127.0.0.1",
-                "--port", str(port), "--workers", "1", "--no-ws",
-                "market_api.app:create_app"]  # fmt: skip
-    # Without the flags of a make we may run under (`make test`): its jobserver is not ours.
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
-    dry = subprocess.run(
-        ["make", "-s", "-n", "api", f"MARKET_API_PORT={port}"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    recipe = dry.stdout.replace("\\\n", " ")
-    line = next(line for line in recipe.splitlines() if "granian" in line)
-    command = shlex.split(line)
-    return [str(GRANIAN), *command[1:]]  # the granian of the interpreter running the tests
+from tests.api.conftest import Dataset
+from tests.served_api import make_api_command, serve
 
 
 @pytest.fixture
 def server(dataset: Dataset, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "MARKET_DATA_HOME": str(dataset.home.root),
-        "MARKET_API_CACHE_ENTRIES": "100",
-    }
-    log = (tmp_path / "granian.log").open("w")
-    proc = subprocess.Popen(
-        make_api_command(port), cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (tmp_path / "granian.log").read_text()
-            try:
-                requests.get(f"{base}/health", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline, "granian did not start"
-                time.sleep(0.1)
-        yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with serve(dataset.home, tmp_path / "granian.log", MARKET_API_CACHE_ENTRIES="100") as served:
+        yield served.base
 
 
 @pytest.mark.e2e

@@ -25,7 +25,7 @@ from tests.reliability import api_data
 from tests.reliability.killer import Worker
 from tests.reliability.load import hammer
 from tests.reliability.probes import probes, verdict
-from tests.reliability.server import Served, serve
+from tests.served_api import Served, serve
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
 

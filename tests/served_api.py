@@ -1,10 +1,17 @@
-"""The API as users run it: the ``make api`` command (granian) on a free loopback port."""
+"""The API as users run it: the ``make api`` command (granian) on a free loopback port.
+
+Shared by the API's end-to-end test and the reliability suite."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shlex
+import shutil
 import signal
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,10 +21,35 @@ import psutil
 import requests
 
 from market_core.home import DataHome
-from tests.api.test_e2e import free_port, make_api_command
 from tests.reliability.processes import REPO, clean_env
 
 START_SECONDS = 60.0
+GRANIAN = Path(sys.executable).with_name("granian")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def make_api_command(port: int) -> list[str]:
+    """The `make api` recipe (from `make -n`), so this runs exactly what the Makefile runs."""
+    if shutil.which("make") is None:
+        return [str(GRANIAN), "--interface", "asgi", "--factory", "--host", "127.0.0.1",
+                "--port", str(port), "--workers", "1", "--no-ws",
+                "market_api.app:create_app"]  # fmt: skip
+    # Without the flags of a make we may run under (`make test`): its jobserver is not ours.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    dry = subprocess.run(
+        ["make", "-s", "-n", "api", f"MARKET_API_PORT={port}"],
+        cwd=REPO, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    recipe = dry.stdout.replace("\\\n", " ")
+    line = next(line for line in recipe.splitlines() if "granian" in line)
+    command = shlex.split(line)
+    return [str(GRANIAN), *command[1:]]  # the granian of the interpreter running the tests
 
 
 @dataclass(frozen=True)
