@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -68,17 +68,36 @@ def day_client(home: DataHome, stub: AlphaVantageStub, per_day: int) -> AlphaVan
     )  # fmt: skip
 
 
-def test_two_processes_share_the_per_second_limit(stub: AlphaVantageStub, home: DataHome) -> None:
+@pytest.fixture
+def spawn() -> Iterator[Callable[[list[str]], subprocess.Popen[str]]]:
+    """Starts limiter workers and kills any still running when the test ends, failed or not."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(args: list[str]) -> subprocess.Popen[str]:
+        command = [sys.executable, "-m", "tests.pipeline.limiter_worker", *args]
+        started.append(subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True))
+        return started[-1]
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_two_processes_share_the_per_second_limit(
+    stub: AlphaVantageStub, home: DataHome, spawn: Callable[[list[str]], subprocess.Popen[str]]
+) -> None:
     per_second, calls_each = 2, 6
 
-    def worker(prefix: str) -> subprocess.Popen[bytes]:
+    def worker(prefix: str) -> subprocess.Popen[str]:
         symbols = ",".join(f"{prefix}{i}" for i in range(calls_each))
-        command = ["-m", "tests.pipeline.limiter_worker", str(home.root), stub.url, TEST_KEY]
-        return subprocess.Popen([sys.executable, *command, str(per_second), symbols], cwd=REPO)
+        return spawn([str(home.root), stub.url, TEST_KEY, str(per_second), symbols])
 
     workers = [worker("A"), worker("B")]
     for worker in workers:
-        assert worker.wait(timeout=60) == 0
+        worker.communicate(timeout=60)
+        assert worker.returncode == 0
     times = [r.at for r in stub.requests]
     assert len(times) == 2 * calls_each
     assert max_in_window(times, 1.0) <= per_second
@@ -121,17 +140,15 @@ def test_a_quota_that_frees_up_only_after_the_bound_fails_at_once(
 
 
 def test_two_processes_share_the_daily_limit_and_the_calls_leaving_it(
-    stub: AlphaVantageStub, home: DataHome
+    stub: AlphaVantageStub, home: DataHome, spawn: Callable[[list[str]], subprocess.Popen[str]]
 ) -> None:
     """Two calls of the window leave it while two processes wait; the third stays all day."""
     per_day = 3
     earlier = spend(home, per_day, leaving_in(6, 7, 20 * 3600, per_day=per_day))
 
     def worker(prefix: str) -> subprocess.Popen[str]:
-        command = ["-m", "tests.pipeline.limiter_worker", str(home.root), stub.url, TEST_KEY,
-                   "0", f"{prefix}1,{prefix}2", str(per_day)]  # fmt: skip
-        return subprocess.Popen(
-            [sys.executable, *command], cwd=REPO, stdout=subprocess.PIPE, text=True
+        return spawn(
+            [str(home.root), stub.url, TEST_KEY, "0", f"{prefix}1,{prefix}2", str(per_day)]
         )
 
     workers = [worker("A"), worker("B")]
