@@ -75,7 +75,11 @@ class PipelineConfig(Config):
         default=None, description="Keep bars from this ISO date on (default MARKET_HISTORY_START)."
     )
     load_batch_symbols: int = Field(
-        default=100, description="Symbols upserted per DuckDB transaction."
+        default=1000, description="At most this many symbols per DuckDB transaction."
+    )
+    load_batch_rows: int = Field(
+        default=500_000,
+        description="At most about this many bars per DuckDB transaction (the API waits for it).",
     )
 
 
@@ -120,6 +124,7 @@ def symbol_pipeline(
             outputsize=alpha_vantage.outputsize,  # type: ignore[arg-type]
             rules=_rules(config),
             load_batch_symbols=config.load_batch_symbols,
+            load_batch_rows=config.load_batch_rows,
         ),
         log=context.log.info,
     )

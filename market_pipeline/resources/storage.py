@@ -64,7 +64,8 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
         _swept.add(path.parent)
     tmp = path.with_name(f".{path.name}.{owner_tag()}-{uuid.uuid4().hex[:12]}.tmp")
     try:
-        frame.write_parquet(tmp, compression="zstd", statistics=True)
+        # zstd level 1: files a fifth bigger than the default level 3, a quarter less CPU.
+        frame.write_parquet(tmp, compression="zstd", compression_level=1, statistics=True)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

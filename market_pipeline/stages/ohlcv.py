@@ -4,10 +4,14 @@ A batch of symbols goes in as one Arrow table, one statement, one transaction: t
 either before or after the batch, never half. ``ON CONFLICT ... DO UPDATE`` makes a revised bar
 (a partial day fetched before the close, a vendor correction) replace the old one, and its
 ``WHERE`` clause leaves identical bars alone, so loading the same data twice changes nothing.
+A batch none of whose symbols has a stored bar has nothing to conflict with: it goes in as a
+plain ``INSERT``, which skips the upsert's per-row conflict handling (a third of its CPU in a
+backfill) and gives the counts for free.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -15,6 +19,7 @@ import polars as pl
 
 from market_core.home import DataHome
 from market_core.schema import COLUMNS, TABLE
+from market_pipeline.stages.files import read_many
 
 _VALUES = ("open", "high", "low", "close", "volume")
 UPSERT_SQL = f"""
@@ -24,6 +29,9 @@ ON CONFLICT (symbol, timestamp) DO UPDATE SET
     {", ".join(f"{c} = excluded.{c}" for c in _VALUES)}
 WHERE {" OR ".join(f"{TABLE}.{c} IS DISTINCT FROM excluded.{c}" for c in _VALUES)}
 """
+INSERT_SQL = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM incoming"
+COUNT_SQL = f"SELECT count(*) FROM {TABLE}"
+STORED_SQL = f"SELECT EXISTS (SELECT 1 FROM {TABLE} WHERE symbol IN (SELECT symbol FROM incoming))"
 
 
 class LoadError(Exception):
@@ -48,19 +56,40 @@ def read_clean(home: DataHome, symbol: str) -> pl.DataFrame:
     return pl.read_parquet(path, columns=list(COLUMNS))
 
 
-def _count(conn: duckdb.DuckDBPyConnection) -> int:
-    return int(conn.execute(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0])
+def read_cleans(home: DataHome, symbols: Sequence[str]) -> dict[str, pl.DataFrame | LoadError]:
+    """Each symbol's clean bars, or its own failure (``files.read_many``)."""
+    stored = {s: home.clean_file(s) for s in symbols if home.clean_file(s).exists()}
+    frames = read_many(stored, COLUMNS)
+    return {s: frames[s] if frames and s in frames else _read_or_fail(home, s) for s in symbols}
+
+
+def _read_or_fail(home: DataHome, symbol: str) -> pl.DataFrame | LoadError:
+    try:
+        return read_clean(home, symbol)
+    except LoadError as exc:
+        return exc
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        return LoadError(f"{symbol}: cannot read {home.clean_file(symbol)}: {exc}")
+
+
+def _execute(conn: duckdb.DuckDBPyConnection, sql: str) -> int:
+    return int(conn.execute(sql).fetchall()[0][0])
 
 
 def upsert(conn: duckdb.DuckDBPyConnection, frames: list[pl.DataFrame]) -> LoadStats:
-    """Upsert the frames in one transaction; roll back on any error."""
+    """Upsert the frames in one transaction; roll back on any error.
+
+    ``frames`` hold each (symbol, timestamp) once, as validation leaves them."""
     incoming = pl.concat(frames, how="vertical").select(COLUMNS).to_arrow()
     conn.begin()
     try:
-        before = _count(conn)
         conn.register("incoming", incoming)
-        affected = int(conn.execute(UPSERT_SQL).fetchall()[0][0])
-        inserted = _count(conn) - before
+        if _execute(conn, STORED_SQL):
+            before = _execute(conn, COUNT_SQL)
+            affected = _execute(conn, UPSERT_SQL)
+            inserted = _execute(conn, COUNT_SQL) - before
+        else:
+            affected = inserted = _execute(conn, INSERT_SQL)
         conn.unregister("incoming")
         conn.commit()
     except BaseException:

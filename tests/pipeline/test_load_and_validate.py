@@ -11,7 +11,7 @@ from dagster import AssetKey
 from market_core import data_version
 from market_core.home import DataHome
 from tests.conftest import Run
-from tests.pipeline.helpers import failure_text, recent_bars, table_rows
+from tests.pipeline.helpers import failure_text, materialized, recent_bars, snapshot, table_rows
 from tests.stubs.alpha_vantage import AlphaVantageStub
 
 
@@ -139,3 +139,29 @@ def test_every_materialization_carries_metadata(keyed: AlphaVantageStub, run: Ru
     assert clean["first_date"].value == recent_bars(12)[0][0]
     assert "| symbol |" in clean["preview"].value
     assert ohlcv["rows"].value == 12 and ohlcv["table"].value == "ohlcv_data"
+
+
+def test_a_symbol_with_no_valid_bar_fails_alone_in_its_batch(
+    keyed: AlphaVantageStub, run: Run, home: DataHome
+) -> None:
+    """The batch is validated in one query; its failures stay per symbol."""
+    for symbol in ("AAA", "BBB", "CCC"):
+        keyed.set_bars(symbol, recent_bars(15))
+    assert run(["AAA", "BBB", "CCC"]).success
+    before = snapshot([home.clean_file("BBB"), home.rejects_file("BBB")])
+    keyed.set_bars(
+        "BBB", [(d, _bar("100", "99", "98", "100.5", "1000")) for d, _ in recent_bars(15)]
+    )
+    keyed.set_bars("AAA", recent_bars(16))
+
+    result = run(["AAA", "BBB", "CCC"])
+
+    assert not result.success
+    assert "BBB: no valid bar in the latest response (15 rows; rejected: high_inconsistent=15" in (
+        failure_text(result)
+    )
+    assert (
+        materialized(result, "clean_data") == materialized(result, "ohlcv_data") == {"AAA", "CCC"}
+    )
+    assert snapshot([home.clean_file("BBB"), home.rejects_file("BBB")]) == before
+    assert len(table_rows(home, "AAA")) == 16 and len(table_rows(home, "BBB")) == 15
