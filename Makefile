@@ -16,7 +16,9 @@ setup: $(STAMP)
 $(STAMP): requirements/bootstrap.txt requirements/base.txt requirements/dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --require-hashes -r requirements/bootstrap.txt
-	$(BIN)/uv pip install -q --python $(BIN)/python --require-hashes \
+	# --compile-bytecode: every process (each Dagster run, the daemon's ticks) starts ~3 s faster
+	# where PYTHONDONTWRITEBYTECODE keeps Python from caching what it compiles.
+	$(BIN)/uv pip install -q --python $(BIN)/python --require-hashes --compile-bytecode \
 		-r requirements/base.txt -r requirements/dev.txt
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
