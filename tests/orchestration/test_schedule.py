@@ -8,25 +8,22 @@ from zoneinfo import ZoneInfo
 import pytest
 from dagster import DagsterInstance, build_schedule_context, materialize
 from dagster._core.definitions.schedule_definition import ScheduleExecutionData
-from pyrate_limiter import RateItem
 
 from market_core.home import DataHome
 from market_pipeline.assets import symbol_pipeline
 from market_pipeline.automation import DEFERRED_TAG, TRIGGER_TAG, daily_update
 from market_pipeline.definitions import build_resources
 from market_pipeline.resources.rate_limit import (
-    DAY_BUCKET,
     DAY_MARGIN_MS,
     DAY_MAX_WAIT_SECONDS,
     day_rate,
     now_ms,
-    open_bucket,
     window_stamps,
 )
 from market_pipeline.settings import Settings
 from tests.conftest import TEST_KEY, Run
 from tests.orchestration.helpers import ranges
-from tests.pipeline.helpers import table_rows
+from tests.pipeline.helpers import spend, table_rows
 from tests.stubs.alpha_vantage import AlphaVantageStub
 
 NY = ZoneInfo("America/New_York")
@@ -104,19 +101,9 @@ def test_exchange_holidays_and_an_empty_registry_are_skipped(instance: DagsterIn
 
 
 def spend_yesterday(home: DataHome, per_day: int, *offsets_s: float) -> list[float]:
-    """Yesterday's update: calls made 24 hours ago plus ``offsets_s``, in the key's real bucket.
-
-    Returns their times in seconds, to compare with the stub's.
-    """
+    """Yesterday's update: calls made 24 hours ago plus ``offsets_s``, in the key's real bucket."""
     start = now_ms() - DAY_S * 1000
-    stamps = [start + int(offset * 1000) for offset in offsets_s]
-    bucket = open_bucket(home.state_dir, TEST_KEY, DAY_BUCKET, [day_rate(per_day)])
-    try:
-        for stamp in stamps:
-            assert bucket.put(RateItem("YESTERDAY", stamp))
-    finally:
-        bucket.close()
-    return [stamp / 1000 for stamp in stamps]
+    return spend(home, per_day, [start + int(offset * 1000) for offset in offsets_s])
 
 
 def test_the_day_after_a_full_quota_day_updates_every_symbol(

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
 from dagster import ExecuteInProcessResult
+from pyrate_limiter import RateItem
 
 from market_core.home import DataHome
+from market_pipeline.resources.rate_limit import DAY_BUCKET, day_rate, open_bucket
+from tests.conftest import TEST_KEY
 
 
 def table_rows(home: DataHome, symbol: str | None = None) -> list[tuple[object, ...]]:
@@ -61,3 +65,17 @@ def materialized(result: ExecuteInProcessResult, asset: str) -> set[str]:
 
 def snapshot(paths: list[Path]) -> dict[Path, bytes | None]:
     return {p: p.read_bytes() if p.exists() else None for p in paths}
+
+
+def spend(home: DataHome, per_day: int, stamps_ms: Sequence[int]) -> list[float]:
+    """Calls made earlier (yesterday's update): permits written into the key's real bucket.
+
+    Returns their times in seconds, to count beside the stub's own.
+    """
+    bucket = open_bucket(home.state_dir, TEST_KEY, DAY_BUCKET, [day_rate(per_day)])
+    try:
+        for stamp in stamps_ms:
+            assert bucket.put(RateItem("EARLIER", stamp))
+    finally:
+        bucket.close()
+    return [stamp / 1000 for stamp in stamps_ms]

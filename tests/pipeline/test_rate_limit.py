@@ -5,26 +5,25 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pyrate_limiter import Duration, Rate, RateItem
+from pyrate_limiter import Duration, Rate
 
 from market_core.home import DataHome
 from market_pipeline.resources.alpha_vantage import AlphaVantageClient
 from market_pipeline.resources.av_errors import DailyQuotaError
 from market_pipeline.resources.rate_limit import (
-    DAY_BUCKET,
     DAY_MAX_WAIT_SECONDS,
     day_rate,
     earliest_call_ms,
     effective_rates,
     now_ms,
-    open_bucket,
     runnable_calls,
 )
 from tests.conftest import TEST_KEY
+from tests.pipeline.helpers import spend
 from tests.stubs.alpha_vantage import AlphaVantageStub
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,20 +38,6 @@ def max_in_window(times: list[float], window: float) -> int:
             start += 1
         best = max(best, end - start + 1)
     return best
-
-
-def spend(home: DataHome, per_day: int, stamps_ms: Sequence[int]) -> list[float]:
-    """Calls made earlier (yesterday's update): permits written into the key's real bucket.
-
-    Returns their times in seconds, to count beside the stub's own.
-    """
-    bucket = open_bucket(home.state_dir, TEST_KEY, DAY_BUCKET, [day_rate(per_day)])
-    try:
-        for stamp in stamps_ms:
-            assert bucket.put(RateItem("EARLIER", stamp))
-    finally:
-        bucket.close()
-    return [stamp / 1000 for stamp in stamps_ms]
 
 
 def leaving_in(*seconds: float, per_day: int) -> list[int]:
