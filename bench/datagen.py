@@ -1,7 +1,7 @@
 """Deterministic data sets: raw Parquet per symbol, and a full ``ohlcv_data`` DuckDB file.
 
 The raw files have the pipeline's raw schema (``market_pipeline.stages.raw.RAW_SCHEMA``: values as
-strings, newest bar first, as Alpha Vantage sends them), so ``clean_symbol`` reads them exactly
+strings, newest bar first, as Alpha Vantage sends them), so ``clean_symbols`` reads them exactly
 as it reads fetched ones. Prices are seeded random walks on weekdays; about one bar in two
 thousand is broken the way real answers are (an empty close, high below low) so validation has
 rejects to write. A data set is generated once into ``bench/data/`` and reused until its

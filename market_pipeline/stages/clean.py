@@ -23,7 +23,7 @@ import polars as pl
 
 from market_core.home import DataHome
 from market_pipeline.resources.storage import write_parquet_atomic
-from market_pipeline.stages.files import read_many
+from market_pipeline.stages.files import read_each
 from market_pipeline.validation import (
     INPUT_COLUMNS,
     REJECT_COLUMNS,
@@ -85,13 +85,9 @@ def read_raw(home: DataHome, symbol: str) -> pl.DataFrame:
 def read_raws(
     home: DataHome, symbols: Sequence[str], pool: Executor
 ) -> dict[str, pl.DataFrame | SymbolError]:
-    """Each symbol's raw frame, or its own failure (``files.read_many``)."""
-    read_one = partial(attempt, partial(read_raw, home))
-    stored = {s: home.raw_file(s) for s in symbols if home.raw_file(s).exists()}
-    frames = read_many(stored, RAW_COLUMNS)
-    if frames is None:  # one of them is bad: find it
-        return dict(zip(symbols, pool.map(read_one, symbols), strict=True))
-    return {s: frames[s] if s in frames else read_one(s) for s in symbols}
+    """Each symbol's raw frame, or its own failure (``files.read_each``)."""
+    paths = {s: home.raw_file(s) for s in symbols}
+    return read_each(paths, RAW_COLUMNS, partial(attempt, partial(read_raw, home)), pool.map)
 
 
 def attempt(work: Callable[[str], T], symbol: str) -> T | SymbolError:

@@ -8,10 +8,13 @@ which one it was, and fail that symbol alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
+
+R = TypeVar("R")
 
 
 def read_many(paths: Mapping[str, Path], columns: Sequence[str]) -> dict[str, pl.DataFrame] | None:
@@ -31,3 +34,21 @@ def read_many(paths: Mapping[str, Path], columns: Sequence[str]) -> dict[str, pl
     frames = {keys[str(path)]: frame for (path,), frame in parts.items()}
     empty = stacked.clear().drop("_path")  # a file without a row has no part
     return {key: frames.get(key, empty) for key in paths}
+
+
+def read_each(
+    paths: Mapping[str, Path],
+    columns: Sequence[str],
+    read_one: Callable[[str], R],
+    map_each: Callable[[Callable[[str], R], Iterable[str]], Iterator[R]] = map,
+) -> dict[str, pl.DataFrame | R]:
+    """Each key's frame, or what ``read_one`` returns for it (its frame or its failure).
+
+    The files that exist are read in one scan; a key without a file, or every key when the scan
+    failed, goes through ``read_one`` (mapped with ``map_each``, e.g. a pool's ``map``), so only
+    the missing or damaged file fails its key.
+    """
+    frames = read_many({key: path for key, path in paths.items() if path.exists()}, columns)
+    if frames is None:
+        return dict(zip(paths, map_each(read_one, paths), strict=True))
+    return {key: frames[key] if key in frames else read_one(key) for key in paths}

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import duckdb
 import polars as pl
 
 from market_core.home import DataHome
 from market_core.schema import COLUMNS, TABLE
-from market_pipeline.stages.files import read_many
+from market_pipeline.stages.files import read_each
 
 _VALUES = ("open", "high", "low", "close", "volume")
 UPSERT_SQL = f"""
@@ -57,10 +58,9 @@ def read_clean(home: DataHome, symbol: str) -> pl.DataFrame:
 
 
 def read_cleans(home: DataHome, symbols: Sequence[str]) -> dict[str, pl.DataFrame | LoadError]:
-    """Each symbol's clean bars, or its own failure (``files.read_many``)."""
-    stored = {s: home.clean_file(s) for s in symbols if home.clean_file(s).exists()}
-    frames = read_many(stored, COLUMNS)
-    return {s: frames[s] if frames and s in frames else _read_or_fail(home, s) for s in symbols}
+    """Each symbol's clean bars, or its own failure (``files.read_each``)."""
+    paths = {s: home.clean_file(s) for s in symbols}
+    return read_each(paths, COLUMNS, partial(_read_or_fail, home))
 
 
 def _read_or_fail(home: DataHome, symbol: str) -> pl.DataFrame | LoadError:

@@ -165,3 +165,26 @@ def test_a_symbol_with_no_valid_bar_fails_alone_in_its_batch(
     )
     assert snapshot([home.clean_file("BBB"), home.rejects_file("BBB")]) == before
     assert len(table_rows(home, "AAA")) == 16 and len(table_rows(home, "BBB")) == 15
+
+
+@pytest.mark.parametrize(
+    ("stage_file", "selection"),
+    [("raw_file", ["clean_data", "ohlcv_data"]), ("clean_file", ["ohlcv_data"])],
+)
+def test_an_unreadable_file_fails_its_symbol_alone(
+    keyed: AlphaVantageStub, run: Run, home: DataHome, stage_file: str, selection: list[str]
+) -> None:
+    """Files of a batch are read in one scan; a damaged one must not fail its neighbours."""
+    symbols = ["AAA", "BBB", "CCC"]
+    for symbol in symbols:
+        keyed.set_bars(symbol, recent_bars(15))
+    assert run(symbols).success
+    rows_before = table_rows(home, "BBB")
+    getattr(home, stage_file)("BBB").write_bytes(b"PAR1 this is not a parquet file")
+
+    result = run(symbols, selection=selection)
+
+    assert not result.success
+    assert "BBB: cannot read" in failure_text(result)
+    assert materialized(result, "ohlcv_data") == {"AAA", "CCC"}
+    assert table_rows(home, "BBB") == rows_before
