@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from market_pipeline.batch import CLEAN, OHLCV, RAW, BatchRunner, BatchSettings
+from market_core.assets import CLEAN, OHLCV, RAW
+from market_pipeline.batch import BatchRunner, BatchSettings
 from market_pipeline.definitions import build_resources
 from market_pipeline.partitions import watchlist
 from market_pipeline.resources.alpha_vantage import AlphaVantageResource

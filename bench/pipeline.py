@@ -18,9 +18,10 @@ import polars as pl
 from bench.baselines import pandas_load
 from bench.datagen import NEXT_DAY, DataSet, connect, ensure_duckdb, ensure_raw
 from bench.harness import WORK_DIR, Goal, Result, ratios
+from market_core.assets import CLEAN, OHLCV
 from market_core.home import DataHome
 from market_core.schema import COLUMNS, CREATE_TABLE_SQL, TABLE
-from market_pipeline.batch import CLEAN, OHLCV, BatchRunner, BatchSettings
+from market_pipeline.batch import BatchRunner, BatchSettings
 from market_pipeline.resources.storage import MarketDuckDB
 from market_pipeline.stages.ohlcv import upsert
 from market_pipeline.validation import CLEAN_SCHEMA, Rules

@@ -27,7 +27,7 @@ from market_api.service import (
     StatsQuestion,
 )
 from market_api.settings import MAX_LIMIT
-from market_core.schema import SYMBOL_PATTERN
+from market_core.symbols import SYMBOL_PATTERN
 
 _CACHE_HEADERS = [
     ResponseHeader(

@@ -9,7 +9,6 @@ event loop never runs SQL or encodes a large body.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from dataclasses import dataclass
 from datetime import date
@@ -36,11 +35,10 @@ from market_api.schemas import (
     json_encoder,
 )
 from market_api.settings import MAX_LIMIT, Settings
-from market_core.schema import SYMBOL_PATTERN
+from market_core.symbols import SYMBOL_RULE, InvalidSymbolError, normalize_symbol
 
 log = logging.getLogger(__name__)
 
-_SYMBOL = re.compile(SYMBOL_PATTERN)
 _JSON_ONLY: frozenset[Format] = frozenset({"json"})
 
 
@@ -55,18 +53,12 @@ class Question(Protocol):
 
 
 def parse_symbol(raw: str) -> str:
-    """Symbols are case-insensitive on the way in and upper-case everywhere after.
-
-    ASCII only, checked before upper-casing: ``str.upper()`` turns some other letters into
-    another ticker (the dotless i into ``I``, the sharp s into ``SS``, the ff ligature into
-    ``FF``)."""
-    symbol = raw.strip().upper()
-    if not raw.isascii() or not _SYMBOL.fullmatch(symbol):
-        raise InvalidParameter(
-            "symbol",
-            "symbol must be 1-12 letters, digits, '.' or '-', starting with a letter or digit",
-        )
-    return symbol
+    """Symbols are case-insensitive on the way in and upper-case everywhere after
+    (``market_core.symbols``, the rule the pipeline applies too)."""
+    try:
+        return normalize_symbol(raw)
+    except InvalidSymbolError:
+        raise InvalidParameter("symbol", f"symbol must be {SYMBOL_RULE}") from None
 
 
 def check_range(start: date | None, end: date | None) -> None:

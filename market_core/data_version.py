@@ -2,8 +2,8 @@
 
 The API compares the file's ``stat()`` (a few microseconds) instead of asking DuckDB, so it can
 check on every request or every few hundred milliseconds and drop its cache as soon as a load
-commits. The file is replaced atomically (write to a temporary file, then ``os.replace``), so a
-reader sees either the old or the new version, never a torn one.
+commits. The file is replaced atomically (``market_core.atomic``), so a reader sees either the
+old or the new version, never a torn one.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import time
 import uuid
 from pathlib import Path
 
+from market_core.atomic import write_text_atomic
+
 
 def publish(path: Path) -> str:
     """Record that a load has committed; return the new version string."""
     version = f"{time.time_ns():x}-{uuid.uuid4().hex[:8]}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(version + "\n", encoding="ascii")
-    os.replace(tmp, path)
+    write_text_atomic(path, version + "\n")
     return version
 
 

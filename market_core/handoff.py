@@ -15,8 +15,6 @@ protocol:
   publishes a new data version: the writer may have committed and died before it published its
   own, and readers must not go on serving what they cached before.
 
-The same owner tag (``owner_tag``, ``owner_alive``) names the pipeline's temporary Parquet files,
-so that those of a killed writer can be told from those of a running one and removed.
 """
 
 from __future__ import annotations
@@ -29,49 +27,7 @@ from pathlib import Path
 
 from market_core import data_version
 from market_core.home import DataHome
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def process_start(pid: int) -> str | None:
-    """When ``pid`` started (field 22 of ``/proc/<pid>/stat``, clock ticks after boot).
-
-    ``None`` where there is no ``/proc`` (macOS) or the process is not visible; the owner is
-    then known by its pid alone, as before. A pid is reused, its start time never is."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return fields[19].decode() if len(fields) > 19 else None
-
-
-def owner_tag() -> str:
-    """``{pid}-{start}`` of this process (``x`` for an unknown start); no dots, one dash."""
-    pid = os.getpid()
-    return f"{pid}-{process_start(pid) or 'x'}"
-
-
-def owner_alive(pid: int, start: str | None) -> bool:
-    """Whether the process that wrote an owner tag still runs: same pid, same start time.
-
-    Only a start time that differs proves a reuse; one that cannot be read counts as alive
-    (at worst a reader waits its bounded time, as with any live writer)."""
-    if not _pid_alive(pid):
-        return False
-    if start is None or start == "x":
-        return True
-    now = process_start(pid)
-    return now is None or now == start
+from market_core.processes import owner_alive, owner_tag
 
 
 def _marker_owner_alive(name: str) -> bool:

@@ -19,6 +19,3 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     UNIQUE (symbol, timestamp)
 )
 """
-
-# A symbol as users type it: letters, digits, dot and dash (BRK.B, RDS-A), at most 12 chars.
-SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9.\-]{0,11}$"

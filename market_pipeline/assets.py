@@ -24,7 +24,8 @@ from dagster import (
 )
 from pydantic import Field
 
-from market_pipeline.batch import CLEAN, OHLCV, RAW, BatchRunner, BatchSettings
+from market_core.assets import CLEAN, OHLCV, RAW
+from market_pipeline.batch import BatchRunner, BatchSettings
 from market_pipeline.checks import CHECK_SPECS, check_results
 from market_pipeline.partitions import symbols_partitions
 from market_pipeline.resources.alpha_vantage import AlphaVantageResource

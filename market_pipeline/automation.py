@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
 import holidays
 from dagster import (
@@ -49,7 +48,8 @@ from dagster import (
     sensor,
 )
 
-from market_pipeline.batch import CLEAN, OHLCV, RAW
+from market_core.assets import CLEAN, OHLCV, RAW
+from market_core.exchange import EXCHANGE_TZ
 from market_pipeline.partitions import (
     PARTITIONS,
     contiguous_blocks,
@@ -61,7 +61,6 @@ from market_pipeline.resources.rate_limit import calls_available
 from market_pipeline.settings import Settings
 
 INGEST_JOB = "ingest_job"
-EXCHANGE_TZ = ZoneInfo("America/New_York")
 DAILY_UPDATE_CRON = "30 18 * * 1-5"
 TRIGGER_TAG = "market/trigger"
 DEFERRED_TAG = "market/deferred_symbols"

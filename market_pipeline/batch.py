@@ -21,7 +21,9 @@ from typing import Any
 
 import polars as pl
 
+from market_core.assets import CLEAN, OHLCV, RAW, STAGES
 from market_core.home import DataHome
+from market_core.schema import TABLE
 from market_pipeline.resources.alpha_vantage import AlphaVantageClient
 from market_pipeline.resources.av_errors import (
     AlphaVantageError,
@@ -35,8 +37,6 @@ from market_pipeline.stages.ohlcv import LoadError, LoadStats, read_cleans, upse
 from market_pipeline.stages.raw import fetch_raw
 from market_pipeline.validation import Rules
 
-RAW, CLEAN, OHLCV = "raw_data", "clean_data", "ohlcv_data"
-STAGES = (RAW, CLEAN, OHLCV)
 # Errors we expect per symbol; anything else is a bug and fails the step loudly.
 SYMBOL_ERRORS = (AlphaVantageError, CleanError, LoadError, OSError)
 # Errors after which no later symbol can succeed: the rest of the batch is not attempted.
@@ -277,7 +277,7 @@ class BatchRunner:
                 "rows": frame.height,
                 "first_date": first,
                 "last_date": last,
-                "table": "ohlcv_data",
+                "table": TABLE,
                 "database": str(self.duckdb.database),
                 "batch_inserted": stats.inserted,
                 "batch_revised": stats.updated,

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dagster import DagsterInstance
 
 from market_core.env import SettingsError
+from market_core.symbols import InvalidSymbolError
 from market_pipeline.instance import open_instance
 from market_pipeline.partitions import (
     PARTITIONS,
-    InvalidSymbolError,
     contiguous_blocks,
     range_tags,
     watchlist,

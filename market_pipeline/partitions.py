@@ -9,31 +9,15 @@ allows.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 
 from dagster import DynamicPartitionsDefinition
 
-from market_core.schema import SYMBOL_PATTERN
+from market_core.symbols import normalize_symbol
 from market_pipeline.settings import Settings
 
 symbols_partitions = DynamicPartitionsDefinition(name="symbols")
 PARTITIONS = symbols_partitions.name or "symbols"
-
-_SYMBOL_RE = re.compile(SYMBOL_PATTERN)
-
-
-class InvalidSymbolError(ValueError):
-    """A watchlist entry that cannot be a ticker symbol."""
-
-
-def normalize_symbol(text: str) -> str:
-    symbol = text.strip().upper()
-    if not _SYMBOL_RE.fullmatch(symbol):
-        raise InvalidSymbolError(
-            f"{text!r} is not a ticker symbol (letters, digits, '.', '-'; at most 12 characters)"
-        )
-    return symbol
 
 
 def parse_symbols(entries: Iterable[str]) -> list[str]:

@@ -33,6 +33,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from market_core.atomic import write_text_atomic
 from market_core.home import DataHome
 from market_pipeline.resources.av_errors import (
     MalformedResponseError,
@@ -92,10 +93,8 @@ class KeyFacts:
             return False
 
     def mark_full_refused(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"full_refused": True, "since": dt.date.today().isoformat()}))
-        tmp.replace(self._path)
+        facts = {"full_refused": True, "since": dt.date.today().isoformat()}
+        write_text_atomic(self._path, json.dumps(facts))
 
 
 class _RedactingFilter(logging.Filter):

@@ -17,10 +17,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
-from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from market_core.exchange import exchange_today
 from market_core.home import DataHome
 from market_pipeline.resources.storage import write_parquet_atomic
 from market_pipeline.stages.files import read_each
@@ -32,7 +32,6 @@ from market_pipeline.validation import (
     validate_many,
 )
 
-EXCHANGE_TZ = ZoneInfo("America/New_York")
 RAW_COLUMNS = [*INPUT_COLUMNS, "last_refreshed"]
 T = TypeVar("T")
 
@@ -51,10 +50,6 @@ class CleanResult:
     validated: Validated
     path: str
     rejects_path: str
-
-
-def exchange_today() -> dt.date:
-    return dt.datetime.now(EXCHANGE_TZ).date()
 
 
 def provisional_date(raw: pl.DataFrame) -> dt.date | None:

@@ -25,8 +25,9 @@ from market_api import queries
 from market_api.db import Database, ReadWriteLock
 from market_api.errors import DataUnavailable
 from market_core import data_version
-from market_core.handoff import announce_write, owner_alive, process_start, writers_waiting
+from market_core.handoff import announce_write, writers_waiting
 from market_core.home import DataHome
+from market_core.processes import owner_alive, process_start
 from tests.api.conftest import REPO_ROOT, Dataset, MakeClient, run_writer, service_of
 
 

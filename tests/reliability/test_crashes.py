@@ -13,7 +13,6 @@ import random
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,11 @@ import polars as pl
 import pytest
 
 from market_core import data_version
-from market_core.handoff import owner_tag, process_start, writers_waiting
+from market_core.atomic import remove_orphaned_tmp
+from market_core.handoff import writers_waiting
 from market_core.home import DataHome
+from market_core.processes import owner_tag, process_start
 from market_core.schema import COLUMNS, TABLE
-from market_pipeline.resources.storage import LEGACY_TMP_SECONDS, remove_orphaned_tmp
 from tests.reliability.killer import Worker
 from tests.reliability.writer_process import bars, big_frame
 
@@ -166,15 +166,12 @@ def test_the_sweep_removes_temporary_files_of_writers_gone_and_only_those(
     ours = f".AAA.parquet.{owner_tag()}-0123456789ab.tmp"
     reused = f".BRK.B.parquet.{os.getpid()}-{int(start) + 1}-0123456789ab.tmp"
     dead = f".CCC.parquet.{finished.pid}-1-0123456789ab.tmp"
-    legacy_old, legacy_new = (f".{s}.parquet.{uuid.uuid4().hex}.tmp" for s in ("DDD", "EEE"))
     others = ["AAA.parquet", ".market_data.version.1.tmp", "notes.tmp", ".x.parquet.1-2-3.tmp"]
-    for name in (ours, reused, dead, legacy_old, legacy_new, *others):
+    for name in (ours, reused, dead, *others):
         (folder / name).write_bytes(b"x")
-    hours_ago = time.time() - 2 * LEGACY_TMP_SECONDS
-    os.utime(folder / legacy_old, (hours_ago, hours_ago))
     removed = sorted(p.name for p in remove_orphaned_tmp(folder))
-    assert removed == sorted([reused, dead, legacy_old])
-    assert sorted(p.name for p in folder.iterdir()) == sorted([ours, legacy_new, *others])
+    assert removed == sorted([reused, dead])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([ours, *others])
 
 
 def test_loaders_in_parallel_processes_all_commit(tmp_path: Path) -> None:
