@@ -33,7 +33,7 @@ from market_pipeline.resources.av_errors import (
 from market_pipeline.resources.storage import MarketDuckDB
 from market_pipeline.settings import OutputSize
 from market_pipeline.stages.clean import CleanError, CleanResult, clean_symbols
-from market_pipeline.stages.ohlcv import LoadError, LoadStats, read_cleans, upsert
+from market_pipeline.stages.ohlcv import LoadError, LoadStats, read_cleans
 from market_pipeline.stages.raw import fetch_raw
 from market_pipeline.validation import Rules
 
@@ -245,14 +245,7 @@ class BatchRunner:
 
     def _upsert(self, batch: dict[str, pl.DataFrame]) -> LoadStats:
         assert self.duckdb is not None
-        with self.duckdb.write_connection() as conn:
-            stats = upsert(conn, list(batch.values()))
-            conn.close()  # checkpoint now, while the marker keeps readers away
-            if stats.inserted or stats.updated:  # readers' caches stay valid otherwise
-                # Before the marker goes: if this process dies first, whoever removes its
-                # marker publishes instead (market_core.handoff).
-                self.duckdb.publish_version()
-        return stats
+        return self.duckdb.load(list(batch.values()))
 
     def _finish_load(self) -> None:
         """Wait for the load in flight, if any, and record its symbols' outcome."""

@@ -9,7 +9,7 @@ previous file readable.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -21,6 +21,7 @@ from market_core.atomic import write_atomic
 from market_core.handoff import announce_write
 from market_core.home import DataHome
 from market_core.schema import CREATE_TABLE_SQL
+from market_pipeline.stages.ohlcv import LoadStats, upsert
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
@@ -58,3 +59,14 @@ class MarketDuckDB(DuckDBResource):
 
     def publish_version(self) -> str:
         return data_version.publish(self.home.version_path)
+
+    def load(self, frames: Sequence[pl.DataFrame]) -> LoadStats:
+        """Upsert ``frames`` (clean bars) in one transaction and tell readers if rows changed."""
+        with self.write_connection() as conn:
+            stats = upsert(conn, list(frames))
+            conn.close()  # checkpoint now, while the marker keeps readers away
+            if stats.inserted or stats.updated:  # readers' caches stay valid otherwise
+                # Before the marker goes: if this process dies first, whoever removes its
+                # marker publishes instead (market_core.handoff).
+                self.publish_version()
+        return stats

@@ -88,9 +88,9 @@ def load(home_dir: str, generation: int, prefix: str = "S") -> bool:
 
 def upsert(home_dir: str, generation: int, prefix: str = "S") -> int:
     """``load``, announcing the upsert itself (``begin``/``end``) for the killer."""
-    from market_pipeline import batch
+    from market_pipeline.resources import storage
 
-    real_upsert = batch.upsert
+    real_upsert = storage.upsert
 
     def announced(*args: Any) -> Any:
         say("begin")
@@ -98,7 +98,7 @@ def upsert(home_dir: str, generation: int, prefix: str = "S") -> int:
         say("end")
         return stats
 
-    batch.upsert = announced  # type: ignore[assignment]
+    storage.upsert = announced  # type: ignore[assignment]
     ok = load(home_dir, generation, prefix)
     say("done")
     return 0 if ok else 1
