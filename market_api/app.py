@@ -13,9 +13,9 @@ from litestar import Litestar, MediaType, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.openapi import OpenAPIConfig
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from market_api.docs import openapi_config
 from market_api.errors import ApiError, DataUnavailable, InvalidParameter
 from market_api.fastpath import CacheFirst
 from market_api.routes import HealthController, InstrumentController
@@ -47,14 +47,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         on_startup=[service.start],
         on_shutdown=[service.stop],
-        openapi_config=OpenAPIConfig(
+        openapi_config=openapi_config(
             title="market-data API",
             version="1.0.0",
             description=(
                 "Daily OHLCV bars loaded by the market pipeline, served from DuckDB. Every GET "
                 "also answers HEAD: the same status and headers, no body."
             ),
-            path="/schema",
         ),
         state=State({"service": service}),
     )
