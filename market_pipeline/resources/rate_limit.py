@@ -26,11 +26,11 @@ import contextlib
 import datetime as dt
 import hashlib
 import itertools
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from pyrate_limiter import Duration, Limiter, Rate, RateItem, SQLiteBucket
 
@@ -119,40 +119,56 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def window_stamps(state_dir: Path, api_key: str, day: Rate, at_ms: int) -> list[int]:
+class PermitLog(Protocol):
+    """What the day logic reads of a bucket: pyrate-limiter's public ``peek``.
+
+    ``peek(i)`` is the ``i``-th newest permit, the same lookup pyrate-limiter makes for its own
+    waits, so the answer holds for any bucket class and any storage layout a release chooses.
+    """
+
+    def peek(self, index: int) -> RateItem | None: ...
+
+
+def permits_in_window(bucket: PermitLog, day: Rate, at_ms: int) -> list[int]:
     """The times of the permits in the day window that ends at ``at_ms``, oldest first.
 
-    Read-only and lock-free, straight from the table pyrate-limiter 4 keeps (one row per permit,
-    ``item_timestamp`` in ms, in the window when ``>= at_ms - interval``): a moment-stale answer
-    only makes a caller wait or plan a little off, while the bucket itself still enforces every
-    limit. A missing file or table means no call was made yet.
+    Walks from the newest permit back to the first one outside the window, so permits that were
+    not leaked yet are never counted.
     """
-    path = bucket_path(state_dir, DAY_BUCKET)
-    if not path.exists():
+    stamps: list[int] = []
+    while (item := bucket.peek(len(stamps))) is not None and item.timestamp >= at_ms - day.interval:
+        stamps.append(item.timestamp)
+    return stamps[::-1]
+
+
+def window_stamps(state_dir: Path, api_key: str, day: Rate, at_ms: int) -> list[int]:
+    """``permits_in_window`` of the key's day bucket; no bucket file means no call was made yet.
+
+    Read under the bucket's file lock, so a permit taken or leaked by another process meanwhile
+    cannot shift the newest-first positions under the walk. The answer is still a snapshot: a
+    moment-stale one only makes a caller plan a little off, while the bucket enforces the limit.
+    """
+    if not bucket_path(state_dir, DAY_BUCKET).exists():
         return []
-    query = (
-        f"SELECT item_timestamp FROM '{bucket_table(api_key)}' "
-        "WHERE item_timestamp >= ? ORDER BY item_timestamp"
-    )
+    bucket = open_bucket(state_dir, api_key, DAY_BUCKET, [day])
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
-            return [int(row[0]) for row in conn.execute(query, (at_ms - day.interval,))]
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise
+        with bucket.limiter_lock() or contextlib.nullcontext():
+            return permits_in_window(bucket, day, at_ms)
+    finally:
+        bucket.close()
 
 
-def day_wait_ms(stamps: Sequence[int], day: Rate, at_ms: int) -> int:
+def day_wait_ms(bucket: PermitLog, day: Rate, at_ms: int) -> int:
     """How long from ``at_ms`` until the day window has room for one more call.
 
-    ``stamps`` are the window's permits, oldest first; the one that must leave is the oldest
-    beyond the limit (+1 ms: pyrate-limiter's window includes its lower bound).
+    The permit that must leave is the ``limit``-th newest, pyrate-limiter's own rule for a
+    sliding window; +1 ms because its window includes its lower bound. With fewer permits, or
+    that one already out of the window, there is room now.
     """
-    excess = len(stamps) - day.limit
-    if excess < 0:
+    blocking = bucket.peek(day.limit - 1)
+    if blocking is None:
         return 0
-    return max(0, stamps[excess] + day.interval - at_ms + 1)
+    return max(0, blocking.timestamp + day.interval - at_ms + 1)
 
 
 def earliest_call_ms(burst: Sequence[Rate], call: int) -> int:
@@ -233,17 +249,13 @@ class SharedRateLimiter:
                 )
                 self._burst = Limiter(bucket, buffer_ms=50)
 
-    def _day_wait_ms(self, day: Rate) -> int:
-        at = now_ms()
-        return day_wait_ms(window_stamps(self._state_dir, self._api_key, day, at), day, at)
-
     def acquire(self, symbol: str) -> None:
         """Wait for a permit; raise if the day's quota does not free up soon enough."""
         self._open()
         deadline = time.monotonic() + self._day_max_wait
         while True:
-            if self._day_rate is not None:
-                wait_ms = self._day_wait_ms(self._day_rate)
+            if self._day is not None and self._day_rate is not None:
+                wait_ms = day_wait_ms(self._day, self._day_rate, now_ms())
                 if wait_ms / 1000 > deadline - time.monotonic():
                     raise self._quota_error(symbol, self._day_rate.limit, wait_ms)
                 time.sleep(wait_ms / 1000)

@@ -9,18 +9,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pyrate_limiter import Duration, Rate
+from pyrate_limiter import Duration, InMemoryBucket, Rate, RateItem, SQLiteBucket
 
 from market_core.home import DataHome
 from market_pipeline.resources.alpha_vantage import AlphaVantageClient
 from market_pipeline.resources.av_errors import DailyQuotaError
 from market_pipeline.resources.rate_limit import (
+    DAY_BUCKET,
     DAY_MAX_WAIT_SECONDS,
     day_rate,
+    day_wait_ms,
     earliest_call_ms,
     effective_rates,
     now_ms,
+    open_bucket,
+    permits_in_window,
     runnable_calls,
+    window_stamps,
 )
 from tests.conftest import TEST_KEY
 from tests.pipeline.helpers import spend
@@ -162,6 +167,48 @@ def test_a_run_counts_the_calls_that_leave_the_window_before_it_reaches_them() -
     assert calls(0, 1100, 66_000, 66_000, 132_000) == 5, "yesterday's pace, a day later"
     assert calls(0, 1100, 66_000, 132_000 + wait + 1) == 4, "the fifth call would wait too long"
     assert calls(wait + 1, *[wait + 2] * 4) == 0, "none frees up within the bound"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_the_day_window_is_read_through_pyrates_public_api(home: DataHome, kind: str) -> None:
+    """The same answers from the key's SQLite bucket and from a bucket with no table at all.
+
+    Permits go in through ``put`` of the installed pyrate-limiter, one of them old enough to be
+    outside the window but not leaked: a reader of a storage layout, rather than of ``peek``,
+    cannot see the in-memory bucket's permits and fails here.
+    """
+    day = day_rate(3)
+    at = now_ms()
+    outside, first, second, third = (at - day.interval - 5_000, at - day.interval + 2_000,
+                                     at - 60_000, at - 1_000)  # fmt: skip
+    bucket: SQLiteBucket | InMemoryBucket = (
+        open_bucket(home.state_dir, TEST_KEY, DAY_BUCKET, [day])
+        if kind == "sqlite"
+        else InMemoryBucket([day])
+    )
+    try:
+        for stamp in (outside, first, second):
+            assert bucket.put(RateItem("EARLIER", stamp))
+        assert bucket.count() == 3, "the old permit is still stored"
+        assert permits_in_window(bucket, day, at) == [first, second]
+        assert day_wait_ms(bucket, day, at) == 0, "one permit is free"
+
+        assert bucket.put(RateItem("EARLIER", third))
+        assert not bucket.put(RateItem("REFUSED", at)), "pyrate agrees the window is full"
+        assert permits_in_window(bucket, day, at) == [first, second, third]
+        assert day_wait_ms(bucket, day, at) == 2_001, "until the oldest leaves, past the bound"
+        assert day_wait_ms(bucket, day, at + 2_001) == 0
+        assert bucket.put(RateItem("LATER", at + 2_001)), "and pyrate admits one then"
+    finally:
+        bucket.close()
+    if kind == "sqlite":
+        in_file = window_stamps(home.state_dir, TEST_KEY, day, at + 2_001)
+        assert in_file == [second, third, at + 2_001], "another opening of the file reads the same"
+
+
+def test_no_bucket_file_means_no_calls_yet(home: DataHome) -> None:
+    assert window_stamps(home.state_dir, TEST_KEY, day_rate(3), now_ms()) == []
+    assert not home.state_dir.exists() or not any(home.state_dir.iterdir()), "nothing created"
 
 
 def test_a_second_key_has_its_own_budget(stub: AlphaVantageStub, home: DataHome) -> None:
