@@ -7,8 +7,9 @@ remembers up to ``MAX_ALIASES`` raw spellings of its request (path, query string
 the ASGI fast path (``fastpath.py``) can find it with one dict lookup before Litestar parses
 anything. Both bounds, entries and bytes, count everything an entry keeps alive.
 
-The pipeline rewrites ``market_data.version`` after every commit. ``poll`` (from the background
-thread) compares the file's ``stat`` and, when it changed, empties the cache and bumps
+The cache follows the data version its store's reader hands out (``StoreReader.data_version``:
+the loaders' version record for the DuckDB file, a snapshot id for a lake). ``poll`` (from the
+background thread) asks for it and, when it changed, empties the cache and bumps
 ``generation``. A miss computed against the old data but finished after the change carries the
 old generation and is not stored, so no stale entry outlives the change.
 """
@@ -18,12 +19,9 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
-
-from market_core import data_version
 
 Format = Literal["json", "csv"]
 RawKey = tuple[str, bytes, Format]
@@ -78,16 +76,17 @@ def build_response(key: Hashable, body: bytes, fmt: Format, version: str | None)
 class ResponseCache:
     """Thread-safe LRU bounded in entries and bytes; emptied when the data version changes."""
 
-    def __init__(self, max_entries: int, max_bytes: int, version_path: Path) -> None:
+    def __init__(
+        self, max_entries: int, max_bytes: int, data_version: Callable[[], str | None]
+    ) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self._version_path = version_path
+        self._data_version = data_version
         self._lock = threading.Lock()
         self._entries: OrderedDict[Hashable, CachedResponse] = OrderedDict()
         self._aliases: dict[RawKey, CachedResponse] = {}
         self._bytes = 0
-        self._stamp = data_version.stamp(version_path)
-        self._version = data_version.read(version_path)
+        self._version = data_version()
         self._generation = 0
 
     def __len__(self) -> int:
@@ -146,13 +145,11 @@ class ResponseCache:
                 self._evict()
 
     def poll(self) -> bool:
-        """Empty the cache if the pipeline published a new data version; True if it did."""
-        stamp = data_version.stamp(self._version_path)
-        if stamp == self._stamp:
-            return False
-        version = data_version.read(self._version_path)
+        """Empty the cache if the data version changed; True if it did."""
+        version = self._data_version()
         with self._lock:
-            self._stamp = stamp
+            if version == self._version:
+                return False
             self._version = version
             self._generation += 1
             self._entries.clear()

@@ -1,11 +1,12 @@
 """The API's side of the DuckDB hand-off (``market_core.handoff``): one read-only connection.
 
-DuckDB lets one process hold the file read-write or many hold it read-only, never both. The API
-keeps a single long-lived read-only connection, because opening one costs tens of milliseconds
-and a query on an open one a few. It lets go as soon as a writer announces itself (a marker in
-``home.writers_dir``), seen either by the background poll (``poll``, every ~25 ms) or by the
-check before every query, and it does not reopen while a marker is there. The next query after
-the writer is done reopens it.
+``Database`` is the file implementation of ``market_core.store.StoreReader``. DuckDB lets one
+process hold the file read-write or many hold it read-only, never both. The API keeps a single
+long-lived read-only connection, because opening one costs tens of milliseconds and a query on
+an open one a few. It lets go as soon as a loader holds the write lock, seen either by the
+background poll (``poll``, every ~25 ms) or by the check before every query, and it does not
+reopen while the lock is held. The next query after the loader is done reopens it. Both checks
+only ask the kernel: a dead loader's lock is already gone, and nothing on disk changes.
 
 Queries run concurrently on per-thread cursors of that connection. A readers-writer lock keeps
 ``close`` from pulling the connection from under a running query: queries hold it shared,
@@ -29,7 +30,7 @@ from typing import TypeVar
 import duckdb
 
 from market_api.errors import DataUnavailable
-from market_core.handoff import writers_waiting
+from market_core.handoff import VersionWatch, write_locked
 from market_core.home import DataHome
 from market_core.schema import CREATE_TABLE_SQL, TABLE
 
@@ -102,8 +103,9 @@ class Database:
         retry_seconds: float = 0.025,
         retry_after_seconds: int = 1,
     ) -> None:
+        self._home = home
         self._path = home.duckdb_path
-        self._writers_dir = home.writers_dir
+        self._version = VersionWatch(home)
         self._wait_seconds = wait_seconds
         self._retry_seconds = retry_seconds
         self._retry_after_seconds = retry_after_seconds
@@ -138,10 +140,15 @@ class Database:
                 )
             time.sleep(self._retry_seconds)
 
+    def data_version(self) -> str | None:
+        """The data version the file is at (``market_core.handoff.VersionWatch``)."""
+        return self._version.current()
+
     def poll(self) -> None:
-        """Let go of the file if a writer is waiting; called from the background thread."""
-        if self._conn is not None and writers_waiting(self._writers_dir):
-            log.debug("writer announced; closing the read-only DuckDB connection")
+        """Let go of the file if a loader holds the write lock; called from the background
+        thread."""
+        if self._conn is not None and write_locked(self._home):
+            log.debug("a loader holds the write lock; closing the read-only DuckDB connection")
             self.close()
 
     def close(self) -> None:
@@ -163,11 +170,11 @@ class Database:
     def _attempt(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T | _Signal:
         """One try: query the open connection, or open it and query; ``_BUSY`` if we cannot.
 
-        The loop only covers a close (by a writer's marker) between our open and our query."""
+        The loop only covers a close (for a loader) between our open and our query."""
         for _ in range(3):
             if self._shut_down:
                 return _BUSY
-            if writers_waiting(self._writers_dir):
+            if write_locked(self._home):
                 if self._conn is not None:
                     self.close()
                 return _BUSY
@@ -208,14 +215,14 @@ class Database:
         with self._lock.exclusive():
             if self._source is not None:
                 return True
-            if self._shut_down or writers_waiting(self._writers_dir):
+            if self._shut_down or write_locked(self._home):
                 return False
             try:
                 conn = duckdb.connect(
                     str(self._path), read_only=True, config={"enable_external_access": False}
                 )
             except duckdb.Error as exc:
-                # Most often a writer that raced past the marker check holds the lock.
+                # Most often a loader that took the write lock after our check holds the file.
                 log.debug("cannot open %s read-only yet: %s", self._path, exc)
                 return False
             try:

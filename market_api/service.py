@@ -153,7 +153,10 @@ class StatsQuestion:
 
 
 class MarketService:
-    """Owns the cache, the database and the background watch thread of one app."""
+    """Owns the cache, the store's reader and the background watch thread of one app.
+
+    Only the ``market_core.store.StoreReader`` side of ``db`` is used here, so another store's
+    reader can take its place."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -163,14 +166,15 @@ class MarketService:
             retry_seconds=settings.poll_seconds,
             retry_after_seconds=settings.retry_after_seconds,
         )
+        # The cache follows the reader's data version: the store's own change signal.
         self.cache = ResponseCache(
-            settings.cache_entries, settings.cache_bytes, settings.home.version_path
+            settings.cache_entries, settings.cache_bytes, self.db.data_version
         )
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start watching for writers and new data versions (Litestar ``on_startup``)."""
+        """Start watching for loaders and new data versions (Litestar ``on_startup``)."""
         self._stop.clear()
         self._watcher = threading.Thread(target=self._watch, name="market-api-watch", daemon=True)
         self._watcher.start()

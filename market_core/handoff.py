@@ -1,71 +1,173 @@
-"""How the loader and the API share one DuckDB file.
+"""How loaders and the API share one DuckDB file: a kernel lock, and checks without side effects.
 
 DuckDB lets one process open a file read-write, or many open it read-only, never both. The API
 wants a long-lived read-only connection (a fresh connect costs ~50 ms, a query on an open one
-~3 ms); the loader needs the file to itself for a few hundred milliseconds per batch. The
+~3 ms); a loader needs the file to itself for a few hundred milliseconds per batch. The
 protocol:
 
-* A writer first drops a marker file in ``DataHome.writers_dir`` (``announce_write``), then
-  connects read-write, retrying lock errors with a short backoff until readers have let go.
-* A reader checks ``writers_waiting`` before it opens the file and, from a background poll and
-  before every query, closes its connection as soon as a marker appears. While a marker exists it
-  does not reopen; it serves from its cache and retries misses for a bounded time.
-* Markers carry the writer's pid and its start time, so a marker left by a killed writer is
-  ignored and removed, even once the pid has been given to another process. Whoever removes it
-  publishes a new data version: the writer may have committed and died before it published its
-  own, and readers must not go on serving what they cached before.
+* A loader takes an exclusive ``flock`` on ``DataHome.writers_dir / "lock"`` and holds it for
+  its whole read-write session (``exclusive_write``): connect (retrying lock errors with a
+  short backoff until readers have let go), commit, close, record the data version
+  (``market_core.data_version``), release. Loaders queue on the lock, so one writes at a time;
+  between two of them a reader may reopen the file, and the next loader's connect retries until
+  the reader's poll sees the lock and lets go again.
+* A reader asks ``write_locked`` before it opens the file and, from a background poll and
+  before every query, closes its connection as soon as the lock is held. It does not reopen
+  while the lock is held; it serves from its cache and retries misses for a bounded time. The
+  question is a non-blocking shared lock, released at once: it creates, removes and writes
+  nothing, so it works on a read-only data home and two readers never race to clean up.
+* The kernel releases the lock when its holder dies, ``kill -9`` included, and a pid reused by
+  another process holds nothing. A loader killed after its commit but before it recorded the
+  data version is caught by the fingerprint in the record (``data_version.current``), which
+  every reader compares on its own (``VersionWatch``).
 
+Why ``flock`` and not ``fcntl`` (POSIX) record locks: ``flock`` belongs to an open file
+description, so two writers, or a writer and a reader's test, exclude each other inside one
+process too (the tests, an in-process benchmark), whereas POSIX locks are per process and
+dropped by closing any descriptor of the file. The lock file is never removed: unlinking it
+while another loader waits would let two loaders lock two different files. Python opens it
+non-inheritable, so a child process started by a loader does not keep the lock after it dies.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
-import uuid
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from market_core import data_version
 from market_core.home import DataHome
-from market_core.processes import owner_alive, owner_tag
+
+WRITE_LOCK_WAIT_SECONDS = 600.0
+"""How long a loader waits for another to finish: a batch holds the lock for seconds, so ten
+minutes means the holder is stuck, not busy."""
+
+_FIRST_RETRY_SECONDS = 0.005
+_MAX_RETRY_SECONDS = 0.1
 
 
-def _marker_owner_alive(name: str) -> bool:
-    """A marker is ``{pid}-{start}-{uuid}``; markers of earlier versions are ``{pid}-{uuid}``."""
-    parts = name.split("-")
-    if not parts[0].isdigit():
-        return False
-    start = parts[1] if len(parts) >= 3 else None
-    return owner_alive(int(parts[0]), start)
+class WriteLockTimeout(Exception):
+    """Another loader held the write lock for longer than a loader waits."""
+
+
+def lock_path(home: DataHome) -> Path:
+    return home.writers_dir / "lock"
 
 
 @contextlib.contextmanager
-def announce_write(writers_dir: Path) -> Iterator[None]:
-    """Hold a writer marker for the duration of a read-write connection."""
-    writers_dir.mkdir(parents=True, exist_ok=True)
-    marker = writers_dir / f"{owner_tag()}-{uuid.uuid4().hex}"
-    marker.touch()
+def write_lock(home: DataHome, wait_seconds: float = WRITE_LOCK_WAIT_SECONDS) -> Iterator[None]:
+    """Hold the exclusive write lock; wait (polling, bounded) while another loader holds it.
+
+    Polling rather than a blocking ``flock``: a thread blocked in the kernel cannot be
+    interrupted, so a run being stopped would hang until killed."""
+    path = lock_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        yield
+        _acquire(fd, path, wait_seconds)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
-        marker.unlink(missing_ok=True)
+        os.close(fd)
 
 
-def writers_waiting(writers_dir: Path) -> bool:
-    """True while a live process wants (or holds) the file read-write."""
+def _acquire(fd: int, path: Path, wait_seconds: float) -> None:
+    deadline = time.monotonic() + wait_seconds
+    delay = _FIRST_RETRY_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise WriteLockTimeout(
+                    f"another loader has held {path} for over {wait_seconds:.0f} s; "
+                    "look for a hung ingest or Dagster run on this data home and stop it"
+                ) from None
+            time.sleep(delay)
+            delay = min(2 * delay, _MAX_RETRY_SECONDS)
+
+
+def write_locked(home: DataHome) -> bool:
+    """True while a loader holds the write lock. Changes nothing on disk."""
     try:
-        entries = list(os.scandir(writers_dir))
-    except FileNotFoundError:
+        fd = os.open(lock_path(home), os.O_RDONLY)
+    except FileNotFoundError:  # no loader ever came through this data home
         return False
-    waiting = reaped = False
-    for entry in entries:
-        if _marker_owner_alive(entry.name):
-            waiting = True
-            continue
-        with contextlib.suppress(OSError):  # another reader was first, or a read-only home
-            os.unlink(entry.path)
-            reaped = True
-    if reaped:
-        with contextlib.suppress(OSError):
-            data_version.publish(DataHome(writers_dir.parent).version_path)
-    return waiting
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also releases the test lock if it was granted
+    return False
+
+
+class WriteHandoff:
+    """A loader's side of the hand-off while it holds the lock (``exclusive_write``)."""
+
+    def __init__(self, home: DataHome, adopted: data_version.Record) -> None:
+        self._home = home
+        self._adopted = adopted
+
+    def finish(self, changed: bool) -> str | None:
+        """After the commit and the close: record the file as left; the data version.
+
+        Skipped if the load failed: a commit that happened anyway then shows as a file the
+        record does not describe, which readers treat as a new version."""
+        left = data_version.fingerprint(self._home.duckdb_path)
+        return data_version.settle(self._home.version_path, self._adopted, left, changed)
+
+
+@contextlib.contextmanager
+def exclusive_write(
+    home: DataHome, wait_seconds: float = WRITE_LOCK_WAIT_SECONDS
+) -> Iterator[WriteHandoff]:
+    """Hold the write lock for one read-write session; readers let go while it is held."""
+    home.root.mkdir(parents=True, exist_ok=True)
+    with write_lock(home, wait_seconds):
+        found = data_version.fingerprint(home.duckdb_path)
+        yield WriteHandoff(home, data_version.adopt(home.version_path, found))
+
+
+class VersionWatch:
+    """The data version a reader follows, cheap enough to ask every few milliseconds.
+
+    A call ``stat``s the record, the DuckDB file and its WAL; only when one of them changed
+    does it read the record and derive the version (``data_version.current``). While a loader
+    holds the lock the file is in flux, so the last version stands: readers keep their cache
+    during a load and see the new version once the loader is done, since it records before it
+    releases. Thread-safe."""
+
+    def __init__(self, home: DataHome) -> None:
+        self._home = home
+        self._lock = threading.Lock()
+        self._seen: tuple[data_version.Fingerprint, data_version.Stat | None] | None = None
+        self._version: str | None = None
+        self.current()
+
+    def current(self) -> str | None:
+        home = self._home
+        with self._lock:
+            if write_locked(home):
+                if self._seen is None:  # started during a load: the published version for now
+                    self._version = data_version.read(home.version_path)
+                return self._version
+            seen = (
+                data_version.fingerprint(home.duckdb_path),
+                data_version.stamp(home.version_path),
+            )
+            if seen == self._seen:
+                return self._version
+            record = data_version.read_record(home.version_path)
+            if write_locked(home):  # a loader came in meanwhile: look again once it is done
+                return self._version
+            self._version = data_version.current(record, seen[0])
+            self._seen = seen
+            return self._version

@@ -3,7 +3,7 @@
 Parquet files are replaced atomically (``market_core.atomic``), so a crash mid-write leaves the
 previous file readable.
 ``MarketDuckDB`` is dagster-duckdb's ``DuckDBResource`` plus the write hand-off with the API
-(``market_core.handoff``).
+(``market_core.handoff``): the file implementation of ``market_core.store.StoreWriter``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import duckdb
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from market_core import data_version
 from market_core.atomic import write_atomic
-from market_core.handoff import announce_write
+from market_core.handoff import WriteHandoff, exclusive_write
 from market_core.home import DataHome
 from market_core.schema import CREATE_TABLE_SQL
-from market_pipeline.stages.ohlcv import LoadStats, upsert
+from market_core.store import LoadStats
+from market_pipeline.stages.ohlcv import upsert
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
@@ -35,11 +35,11 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
 
 
 class MarketDuckDB(DuckDBResource):
-    """The ``ohlcv_data`` DuckDB file of a data home, opened read-write only when needed.
+    """The ``ohlcv_data`` DuckDB file of a data home: the pipeline's ``StoreWriter``.
 
-    The connection is short-lived on purpose: while it is open the API cannot read the file, so
-    it serves from its cache. ``write_connection`` announces the write first so that the API
-    lets go of the file, and publishes a new data version after the caller has committed.
+    Read-write connections are short-lived on purpose: while one is open the API cannot read
+    the file, so it serves from its cache. Each is held under the write lock
+    (``market_core.handoff``), so that the API lets go of the file and loaders take turns.
     """
 
     @property
@@ -47,26 +47,28 @@ class MarketDuckDB(DuckDBResource):
         return DataHome(Path(self.database).parent)
 
     @contextlib.contextmanager
-    def write_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        home = self.home
-        home.root.mkdir(parents=True, exist_ok=True)
-        with announce_write(home.writers_dir), self.get_connection() as conn:
+    def _session(self) -> Iterator[tuple[duckdb.DuckDBPyConnection, WriteHandoff]]:
+        with exclusive_write(self.home) as handoff, self.get_connection() as conn:
             try:
                 conn.execute(CREATE_TABLE_SQL)
-                yield conn
+                yield conn, handoff
             finally:
                 conn.close()
 
-    def publish_version(self) -> str:
-        return data_version.publish(self.home.version_path)
+    @contextlib.contextmanager
+    def write_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection for work other than ``load`` (benchmarks, maintenance).
+
+        Readers are told of a new data version afterwards, whatever the caller did."""
+        with self._session() as (conn, handoff):
+            yield conn
+            conn.close()
+            handoff.finish(changed=True)
 
     def load(self, frames: Sequence[pl.DataFrame]) -> LoadStats:
         """Upsert ``frames`` (clean bars) in one transaction and tell readers if rows changed."""
-        with self.write_connection() as conn:
+        with self._session() as (conn, handoff):
             stats = upsert(conn, list(frames))
-            conn.close()  # checkpoint now, while the marker keeps readers away
-            if stats.inserted or stats.updated:  # readers' caches stay valid otherwise
-                # Before the marker goes: if this process dies first, whoever removes its
-                # marker publishes instead (market_core.handoff).
-                self.publish_version()
+            conn.close()  # checkpoint now, under the lock, so the record sees the file as left
+            handoff.finish(changed=bool(stats.inserted or stats.updated))
         return stats

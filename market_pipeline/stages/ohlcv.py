@@ -12,7 +12,6 @@ backfill) and gives the counts for free.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 
 import duckdb
@@ -20,6 +19,7 @@ import polars as pl
 
 from market_core.home import DataHome
 from market_core.schema import COLUMNS, TABLE
+from market_core.store import LoadStats
 from market_pipeline.stages.files import read_each
 
 _VALUES = ("open", "high", "low", "close", "volume")
@@ -37,17 +37,6 @@ STORED_SQL = f"SELECT EXISTS (SELECT 1 FROM {TABLE} WHERE symbol IN (SELECT symb
 
 class LoadError(Exception):
     """The symbol has no clean file to load."""
-
-
-@dataclass(frozen=True)
-class LoadStats:
-    rows: int
-    inserted: int
-    updated: int
-
-    @property
-    def unchanged(self) -> int:
-        return self.rows - self.inserted - self.updated
 
 
 def read_clean(home: DataHome, symbol: str) -> pl.DataFrame:

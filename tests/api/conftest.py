@@ -92,11 +92,12 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
 
 @pytest.fixture
 def dataset(template: Dataset, tmp_path: Path) -> Dataset:
-    """A private copy of the data home, so a test may write to it."""
+    """A private copy of the data home, so a test may write to it; mtimes kept, so it is the
+    same data version (``market_core.data_version``)."""
     home = DataHome(tmp_path / "home")
     home.root.mkdir()
     for path in (template.home.duckdb_path, template.home.version_path):
-        shutil.copyfile(path, home.root / path.name)
+        shutil.copy2(path, home.root / path.name)
     return Dataset(home, template.rows)
 
 

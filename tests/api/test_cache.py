@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from litestar import Litestar
@@ -15,7 +14,7 @@ from market_api.fastpath import etag_matches, request_format
 from market_api.settings import Settings
 from market_core import data_version
 from market_core.env import SettingsError
-from market_core.handoff import announce_write
+from market_core.handoff import write_lock
 from tests.api.conftest import Dataset, MakeClient, service_of
 from tests.api.writer import Row, load
 
@@ -57,7 +56,7 @@ def test_a_hit_does_no_duckdb_work(dataset: Dataset, make_client: MakeClient) ->
     client = make_client(dataset.home, unavailable_wait_seconds=0.2)
     cached = client.get(URL)
     cached_lower = client.get("/instruments/aapl/ohlcv?limit=5")
-    with announce_write(dataset.home.writers_dir):
+    with write_lock(dataset.home):
         service_of(client).db.close()
         again = client.get(URL)
         assert again.status_code == 200
@@ -106,8 +105,8 @@ def test_byte_bound_holds_under_many_distinct_queries(
     assert all(entry.size <= bound for entry in cache._entries.values())
 
 
-def test_lru_evicts_the_least_recently_used(tmp_path: Path) -> None:
-    cache = ResponseCache(max_entries=2, max_bytes=10**6, version_path=tmp_path / "v")
+def test_lru_evicts_the_least_recently_used() -> None:
+    cache = ResponseCache(max_entries=2, max_bytes=10**6, data_version=lambda: None)
     gen, version = cache.snapshot()
     for name in ("a", "b"):
         cache.put(
@@ -120,8 +119,8 @@ def test_lru_evicts_the_least_recently_used(tmp_path: Path) -> None:
     assert cache.get_raw(("/b", b"", "json")) is None  # its alias went with it
 
 
-def test_aliases_per_entry_are_bounded_and_counted(tmp_path: Path) -> None:
-    cache = ResponseCache(max_entries=10, max_bytes=10**6, version_path=tmp_path / "v")
+def test_aliases_per_entry_are_bounded_and_counted() -> None:
+    cache = ResponseCache(max_entries=10, max_bytes=10**6, data_version=lambda: None)
     gen, version = cache.snapshot()
     entry = build_response("k", b"body", "json", version)
     cache.put(entry, None, gen)
@@ -135,11 +134,13 @@ def test_aliases_per_entry_are_bounded_and_counted(tmp_path: Path) -> None:
     assert cache.size_bytes < before + 1000
 
 
-def test_a_miss_computed_before_a_new_version_is_not_stored(tmp_path: Path) -> None:
-    version_path = tmp_path / "market_data.version"
-    cache = ResponseCache(max_entries=10, max_bytes=10**6, version_path=version_path)
+def test_a_miss_computed_before_a_new_version_is_not_stored() -> None:
+    """The cache follows whatever data version its store's reader hands out."""
+    versions = ["v1"]
+    cache = ResponseCache(max_entries=10, max_bytes=10**6, data_version=lambda: versions[-1])
     generation, version = cache.snapshot()
-    data_version.publish(version_path)
+    assert version == "v1"
+    versions.append("v2")
     assert cache.poll()
     assert not cache.put(build_response("k", b"old", "json", version), None, generation)
     assert cache.get("k") is None

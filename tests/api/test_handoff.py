@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ from market_api import queries
 from market_api.db import Database, ReadWriteLock
 from market_api.errors import DataUnavailable
 from market_core import data_version
-from market_core.handoff import announce_write, writers_waiting
+from market_core.handoff import VersionWatch, exclusive_write, write_lock, write_locked
 from market_core.home import DataHome
 from market_core.processes import owner_alive, process_start
 from tests.api.conftest import REPO_ROOT, Dataset, MakeClient, run_writer, service_of
@@ -46,9 +47,9 @@ def test_api_lets_go_for_a_writer_and_reopens_lazily_after(
     db = service_of(client).db
     assert client.get("/instruments/AAPL/stats").status_code == 200
     assert db.is_open
-    with announce_write(dataset.home.writers_dir):
+    with write_lock(dataset.home):
         wait_for(lambda: not db.is_open, "the read-only connection closed")
-        response = client.get("/instruments/MSFT/stats")  # a miss while the marker is there
+        response = client.get("/instruments/MSFT/stats")  # a miss while the lock is held
         assert response.status_code == 503
         assert not db.is_open, "reopened while a writer was waiting"
     assert not db.is_open  # lazily: nothing reopens it until a query needs it
@@ -74,24 +75,59 @@ def test_a_writer_connects_while_the_api_holds_the_file(
     wait_for(sees_new_bar, "the new bar served")
 
 
-def test_a_dead_writers_marker_is_reaped_even_once_its_pid_is_reused(
+def files_of(root: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every file under ``root`` with its size, mtime and content."""
+    return {
+        str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns,
+                                      path.read_bytes())
+        for path in sorted(root.rglob("*")) if path.is_file()
+    }  # fmt: skip
+
+
+def test_a_writer_killed_after_its_commit_blocks_no_reader_and_its_commit_reaches_them(
     dataset: Dataset, make_client: MakeClient
 ) -> None:
-    """The marker's pid now belongs to a live process (this one) that started at another time:
-    the writer is gone, so a miss is answered (not a 503) and readers learn of a new version."""
+    """``kill -9`` after the commit, before the close and the data-version record: the kernel
+    dropped the writer's lock, so a miss is answered (not a 503), and readers see the commit
+    under a new data version that nobody published. Their checks change nothing on disk."""
     client = make_client(dataset.home, unavailable_wait_seconds=1.0)
-    start = process_start(os.getpid())
-    assert start is not None, "no /proc: the start time cannot be checked here"
-    dataset.home.writers_dir.mkdir(parents=True, exist_ok=True)
-    marker = dataset.home.writers_dir / f"{os.getpid()}-{int(start) - 1}-{'0' * 32}"
-    marker.touch()
-    version = data_version.read(dataset.home.version_path)
-    response = client.get("/instruments/MSFT/stats")
-    assert response.status_code == 200, response.text
-    assert not marker.exists()
-    assert data_version.read(dataset.home.version_path) != version
-    with announce_write(dataset.home.writers_dir):  # a live writer's marker still counts
-        assert writers_waiting(dataset.home.writers_dir)
+    published = data_version.read(dataset.home.version_path)
+    assert client.get("/health").json()["data_version"] == published
+    assert client.get("/instruments/AAPL/ohlcv?limit=1").status_code == 200  # cached
+    rows = [["2024-05-01T00:00:00", "AAPL", 1.0, 2.0, 0.5, 1.5, 7]]
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "tests.api.writer", "commit", str(dataset.home.root),
+         json.dumps(rows)],
+        cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "committed"
+        assert write_locked(dataset.home)
+    finally:
+        writer.kill()  # SIGKILL
+        writer.wait(timeout=30)
+    assert writer.returncode == -signal.SIGKILL
+    on_disk = files_of(dataset.home.root)
+    assert not write_locked(dataset.home)
+
+    def sees_new_version() -> bool:
+        return bool(client.get("/health").json()["data_version"] != published)
+
+    wait_for(sees_new_version, "the unpublished commit served as a new data version")
+    bars = client.get("/instruments/AAPL/ohlcv?limit=1").json()["bars"]
+    assert bars[-1]["timestamp"] == "2024-05-01"  # the cached answer is gone
+    assert client.get("/instruments/MSFT/stats").status_code == 200
+    served = client.get("/health").json()["data_version"]
+    assert VersionWatch(dataset.home).current() == served  # the same in a reader started now
+    assert files_of(dataset.home.root) == on_disk, "a reader changed the data home"
+    assert data_version.read(dataset.home.version_path) == published
+
+    # The next loader publishes a real version for what it found, even if it changes nothing.
+    with exclusive_write(dataset.home) as handoff:
+        handoff.finish(changed=False)
+    adopted = data_version.read(dataset.home.version_path)
+    assert adopted not in (None, published)
+    assert VersionWatch(dataset.home).current() == adopted
 
 
 def test_process_start_reads_proc_stat_whatever_the_command_name(tmp_path: Path) -> None:
@@ -115,10 +151,11 @@ def test_process_start_reads_proc_stat_whatever_the_command_name(tmp_path: Path)
     assert not owner_alive(child.pid, start)
 
 
-def test_a_writer_that_skips_the_marker_gives_503_not_500(
+def test_a_writer_that_skips_the_lock_gives_503_not_500(
     dataset: Dataset, make_client: MakeClient
 ) -> None:
-    """A lock held without a marker: opening fails with IOException, which means 'wait'."""
+    """The file held read-write without the write lock: opening fails with IOException, which
+    means 'wait'."""
     client = make_client(dataset.home, unavailable_wait_seconds=0.3)
     cached = client.get("/instruments")
     service_of(client).db.close()
@@ -232,7 +269,7 @@ def test_queries_racing_with_close_never_fail(dataset: Dataset) -> None:
 
 def test_unavailable_is_bounded_and_typed(dataset: Dataset) -> None:
     db = Database(dataset.home, wait_seconds=0.1, retry_after_seconds=3)
-    with announce_write(dataset.home.writers_dir), pytest.raises(DataUnavailable) as caught:
+    with write_lock(dataset.home), pytest.raises(DataUnavailable) as caught:
         db.run(queries.instruments)
     assert caught.value.retry_after_seconds == 3
     assert not db.is_open

@@ -1,13 +1,16 @@
 """A stand-in for the pipeline's loader: the writer side of ``market_core.handoff``.
 
-It does what ``market_pipeline.resources.storage.MarketDuckDB`` does (announce, connect
-read-write retrying lock errors with Dagster's backoff of 0.1, 0.2, 0.4 s..., upsert, close,
-publish the data version) without importing Dagster, so the API tests stay independent of the
-pipeline. Run as a module it is a separate writer process, as the loader is in production:
+It does what ``market_pipeline.resources.storage.MarketDuckDB`` does (take the write lock,
+connect read-write retrying lock errors with Dagster's backoff of 0.1, 0.2, 0.4 s..., upsert,
+close, record the data version) without importing Dagster, so the API tests stay independent of
+the pipeline. Run as a module it is a separate writer process, as the loader is in production:
 
     python -m tests.api.writer once HOME ROWS_JSON [MAX_RETRIES]   # one load, prints retries
     python -m tests.api.writer loop HOME SECONDS                   # loads until SECONDS pass
-    python -m tests.api.writer hold HOME    # holds the file WITHOUT a marker until stdin closes
+    python -m tests.api.writer hold HOME    # holds the file WITHOUT the lock until stdin closes
+    python -m tests.api.writer commit HOME ROWS_JSON   # commits under the lock, says
+                                            # "committed", then waits (for a kill -9) before
+                                            # its close and its data-version record
 """
 
 from __future__ import annotations
@@ -21,8 +24,7 @@ from pathlib import Path
 
 import duckdb
 
-from market_core import data_version
-from market_core.handoff import announce_write
+from market_core.handoff import exclusive_write
 from market_core.home import DataHome
 from market_core.schema import CREATE_TABLE_SQL, TABLE
 
@@ -62,16 +64,25 @@ def connect_with_backoff(
 
 def load(home: DataHome, rows: Sequence[Row], max_retries: int = 10) -> int:
     """Upsert ``rows`` the way the pipeline does; return how many connect retries it took."""
-    home.root.mkdir(parents=True, exist_ok=True)
-    with announce_write(home.writers_dir):
+    with exclusive_write(home) as handoff:
         conn, retries = connect_with_backoff(home.duckdb_path, max_retries)
         try:
             conn.execute(CREATE_TABLE_SQL)
             conn.executemany(UPSERT_SQL, [list(row) for row in rows])
         finally:
             conn.close()
-    data_version.publish(home.version_path)
+        handoff.finish(changed=True)
     return retries
+
+
+def commit_and_wait(home: DataHome, rows: Sequence[Row]) -> None:
+    """Commit ``rows`` under the write lock, then wait for stdin to close (or a kill -9)."""
+    with exclusive_write(home):
+        conn, _ = connect_with_backoff(home.duckdb_path)
+        conn.execute(CREATE_TABLE_SQL)
+        conn.executemany(UPSERT_SQL, [list(row) for row in rows])
+        print("committed", flush=True)
+        sys.stdin.read()
 
 
 def _loop(home: DataHome, seconds: float) -> dict[str, int]:
@@ -92,15 +103,19 @@ def _loop(home: DataHome, seconds: float) -> dict[str, int]:
     return {"writes": writes, "failures": failures}
 
 
+def _rows(text: str) -> list[Row]:
+    return [
+        (datetime.fromisoformat(r[0]), r[1], r[2], r[3], r[4], r[5], r[6]) for r in json.loads(text)
+    ]
+
+
 def main(argv: list[str]) -> None:
     mode, home = argv[0], DataHome(Path(argv[1]))
     if mode == "once":
-        rows = [
-            (datetime.fromisoformat(r[0]), r[1], r[2], r[3], r[4], r[5], r[6])
-            for r in json.loads(argv[2])
-        ]
-        retries = load(home, rows, max_retries=int(argv[3]) if len(argv) > 3 else 10)
+        retries = load(home, _rows(argv[2]), max_retries=int(argv[3]) if len(argv) > 3 else 10)
         print(json.dumps({"retries": retries}))
+    elif mode == "commit":
+        commit_and_wait(home, _rows(argv[2]))
     elif mode == "loop":
         print(json.dumps(_loop(home, float(argv[2]))))
     elif mode == "hold":

@@ -5,7 +5,7 @@ Symbols come in confusable groups: prefixes and LIKE wildcards (``AAP``/``AAPL``
 (dotless i -> ``I``, sharp s -> ``SS``, the ff ligature -> ``FF``, long s -> ``S``). Every
 price of a symbol lies in its own band of ten (``owners``), daily or aggregated, so any response
 can be checked for data of a symbol it did not ask for. Loaded with the pipeline's own writer
-(``write_connection``, ``upsert``, data version).
+(``MarketDuckDB.load``: write lock, upsert, data version).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import polars as pl
 
 from market_core.home import DataHome
 from market_pipeline.resources.storage import MarketDuckDB
-from market_pipeline.stages.ohlcv import upsert
 
 SYMBOLS = ("AAPL", "AAP", "IBM", "I", "BRK.B", "BRK-B", "BRKB", "SPY", "SSPY", "SS", "S", "FF")
 DAYS = 300
@@ -41,10 +40,7 @@ def frame() -> pl.DataFrame:
 
 
 def build(home: DataHome) -> None:
-    duckdb = MarketDuckDB(database=str(home.duckdb_path))
-    with duckdb.write_connection() as conn:
-        upsert(conn, [frame()])
-    duckdb.publish_version()
+    MarketDuckDB(database=str(home.duckdb_path)).load([frame()])
 
 
 def owners(prices: Iterable[float]) -> set[str]:

@@ -23,7 +23,7 @@ import pytest
 
 from market_core import data_version
 from market_core.atomic import remove_orphaned_tmp
-from market_core.handoff import writers_waiting
+from market_core.handoff import VersionWatch, write_locked
 from market_core.home import DataHome
 from market_core.processes import owner_tag, process_start
 from market_core.schema import COLUMNS, TABLE
@@ -91,18 +91,20 @@ def test_kill_9_during_the_upsert_leaves_the_table_before_or_after_the_batch(
     rng = random.Random(SEED)
     timing = calibrate("upsert", home.root, 1)
     state, landed = 1, Counter[str]()
+    reader = VersionWatch(home)  # as a running API follows the data version
     for generation in range(2, 2 + KILLS):
-        version = data_version.read(home.version_path)
+        version = reader.current()
         delay = timing.pick(rng, generation)
         killed = kill_after(delay, "upsert", home.root, generation)
         where = f"kill at +{delay:.3f}s, step ends +{timing.end:.3f}s (seed {SEED})"
         seen = generation_in(table(home), state, generation)
         assert seen is not None, f"{where}: the table is neither before nor after the batch"
-        assert not writers_waiting(home.writers_dir), f"{where}: the dead writer blocks readers"
+        assert not write_locked(home), f"{where}: the dead writer's lock blocks readers"
         if seen != state:
-            assert data_version.read(home.version_path) != version, (
+            assert reader.current() != version, (
                 f"{where}: the batch committed but readers were never told (data version)"
             )
+        assert VersionWatch(home).current() == reader.current(), f"{where}: readers disagree"
         landed[f"{'after' if seen == generation else 'before'}{'' if killed else ' (ended)'}"] += 1
         state = seen
 
@@ -111,11 +113,13 @@ def test_kill_9_during_the_upsert_leaves_the_table_before_or_after_the_batch(
     assert worker.finish() == 0, worker.lines
     assert generation_in(table(home), last) == last, f"the run after the kills failed: {landed}"
     version = data_version.read(home.version_path)
+    assert reader.current() == version, "the run after the kills publishes what it found"
     worker = Worker("upsert", home.root, last)
     assert worker.finish() == 0, worker.lines
     assert any("0 new, 0 revised" in line for line in worker.lines), "idempotent re-run"
     assert generation_in(table(home), last) == last
     assert data_version.read(home.version_path) == version, "nothing changed, nothing published"
+    assert reader.current() == version
     print(f"upsert kills landed: {dict(landed)}")
 
 
@@ -182,4 +186,4 @@ def test_loaders_in_parallel_processes_all_commit(tmp_path: Path) -> None:
     assert [w.finish() for w in workers] == [0, 0, 0], [w.lines[-5:] for w in workers]
     expected = pl.concat([bars(1, prefix) for prefix in prefixes]).select(COLUMNS)
     assert table(home).equals(expected)
-    assert not writers_waiting(home.writers_dir)
+    assert not write_locked(home)

@@ -2,10 +2,11 @@
 
 ``python -m tests.reliability.writer_process upsert HOME GEN [PREFIX]`` writes the clean files
 of generation GEN (symbols PREFIX000..PREFIX099, default S) and runs the pipeline's load stage
-(``BatchRunner`` with ``ohlcv_data`` only: the real ``write_connection``, ``upsert`` and
-data-version publish) over all its symbols, in one batch. ``... parquet PATH GEN`` writes one
-big frame with ``write_parquet_atomic``. ``... loop HOME SECONDS [PAUSE]`` loads generation
-after generation of symbols L000..L099, as a schedule would, while the API is under load.
+(``BatchRunner`` with ``ohlcv_data`` only: the real ``MarketDuckDB.load``, with its write
+lock, ``upsert`` and data-version record) over all its symbols, in one batch.
+``... parquet PATH GEN`` writes one big frame with ``write_parquet_atomic``.
+``... loop HOME SECONDS [PAUSE]`` loads generation after generation of symbols L000..L099,
+as a schedule would, while the API is under load.
 
 Both print ``begin`` just before the step a test wants to interrupt, ``end`` after it, and
 ``done`` last, flushing each line, so the killer can aim. Every generation's content is a pure

@@ -1,0 +1,70 @@
+"""The storage seam: what the pipeline writes through and what the API reads through.
+
+The stages and the routes know only these two small protocols, so another store can sit
+behind them without either side changing. Today's implementation is one DuckDB file per data
+home: the pipeline's ``MarketDuckDB`` (``market_pipeline.resources.storage``) writes it under
+a kernel lock and records a data version, and the API's ``Database`` (``market_api.db``) holds
+it read-only, lets go while a loader writes, and follows the recorded version
+(``market_core.handoff``). A shared lake for several machines (DuckLake with a Postgres
+catalog) would commit a snapshot per load and hand the snapshot id out as the data version,
+with no lock, no version file and no hand-off at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    import duckdb
+    import polars as pl
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    """What one load did: bars offered, bars new to the table, stored bars given new values."""
+
+    rows: int
+    inserted: int
+    updated: int
+
+    @property
+    def unchanged(self) -> int:
+        return self.rows - self.inserted - self.updated
+
+
+class StoreWriter(Protocol):
+    """The pipeline's one way to write bars."""
+
+    def load(self, frames: Sequence[pl.DataFrame]) -> LoadStats:
+        """Upsert clean bars (the ``ohlcv_data`` columns, each (symbol, timestamp) once) in one
+        transaction. When it returns, readers can see the change, and if rows changed they see
+        a new data version; if it raises, nothing of the batch is stored."""
+        ...
+
+
+class StoreReader(Protocol):
+    """The API's one way to read bars, and to learn that they changed."""
+
+    def run(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``query`` on a read-only connection (blocking: call it from a worker thread).
+
+        Raises ``market_api.errors.DataUnavailable`` if the data cannot be read in time."""
+        ...
+
+    def data_version(self) -> str | None:
+        """A token that changes whenever committed data changed (``None`` before any load).
+
+        Cheap: the API's cache asks every poll tick and empties itself when it changes."""
+        ...
+
+    def poll(self) -> None:
+        """Housekeeping from the API's background thread, every poll tick."""
+        ...
+
+    def shutdown(self) -> None:
+        """Let go of everything; later queries fail as unavailable."""
+        ...
