@@ -6,17 +6,27 @@ and gives the ``alpha_vantage`` pool (every step that calls the API or writes Du
 run granularity: a second backfill, the daily update or a sensor's run waits in the queue instead
 of fighting over the key's quota or the DuckDB file. An existing file is left alone, so users can
 edit it.
+
+Dagster creates (and migrates) its SQLite storage when an instance is first opened, without any
+guard against a second process doing the same at the same moment: one of two ``make ingest``
+started together on a fresh data home died on ``table ... already exists``. Every opening here
+therefore holds a file lock beside ``dagster.yaml``, so the first process creates the storage and
+the others open what it made. ``make run`` and ``make dagster`` open the instance this way before
+``dagster dev`` starts, so its webserver, daemon and code servers only ever find it made.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dagster import DagsterInstance
-from dagster._core.instance.ref import InstanceRef
+from filelock import FileLock, Timeout
 
+from market_core.atomic import write_text_atomic
 from market_core.home import DataHome
 from market_pipeline.assets import ALPHA_VANTAGE_POOL
 
@@ -34,6 +44,12 @@ run_monitoring:
 telemetry:
   enabled: false
 """
+LOCK_NAME = "dagster.yaml.lock"
+LOCK_TIMEOUT_SECONDS = 120.0
+
+
+class InstanceBusyError(TimeoutError):
+    """Another process kept the instance's lock for longer than a creation or migration takes."""
 
 
 def dagster_home() -> Path:
@@ -45,7 +61,7 @@ def ensure_instance(home: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text(DAGSTER_YAML)
+        write_text_atomic(config, DAGSTER_YAML)
     return config
 
 
@@ -61,12 +77,55 @@ def ensure_pool_limit(instance: DagsterInstance) -> None:
         storage.initialize_concurrency_limit_to_default(ALPHA_VANTAGE_POOL)
 
 
+@contextmanager
+def instance_lock(home: Path, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
+    """Held while an instance is opened: creating, migrating or seeding it is one process's job.
+
+    The lock is an ``flock`` on a file beside ``dagster.yaml``: the kernel releases it when its
+    holder dies, so a killed process never leaves the data home locked.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(home / LOCK_NAME)
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout as exc:
+        raise InstanceBusyError(
+            f"another process has been creating or migrating the Dagster instance in {home} for "
+            f"more than {timeout:.0f} s (it holds {home / LOCK_NAME}); let it finish or stop it, "
+            "then try again"
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextmanager
+def _dagster_home_env(home: Path) -> Iterator[None]:
+    """``DagsterInstance.get()``, Dagster's public way in, reads the folder from the environment."""
+    before = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["DAGSTER_HOME"]
+        else:
+            os.environ["DAGSTER_HOME"] = before
+
+
 def open_instance() -> DagsterInstance:
-    """The data home's instance, whether or not ``DAGSTER_HOME`` is set."""
+    """The data home's instance, whether or not ``DAGSTER_HOME`` is set; safe to race."""
     home = dagster_home().resolve()
-    ensure_instance(home)
-    instance = DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
-    ensure_pool_limit(instance)
+    with instance_lock(home):
+        ensure_instance(home)
+        with _dagster_home_env(home):
+            instance = DagsterInstance.get()
+        try:
+            ensure_pool_limit(instance)
+        except BaseException:
+            instance.dispose()
+            raise
     return instance
 
 
