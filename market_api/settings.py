@@ -26,10 +26,10 @@ class Settings:
     cache_bytes: int = 256 * 1024 * 1024
     """Most bytes (bodies, headers and keys) kept in the LRU."""
     poll_seconds: float = 0.025
-    """How often the background thread looks for writer markers and a new data version.
+    """How often the background thread looks for a loader's write lock and a new data version.
 
-    Both checks are a ``scandir``/``stat``; 25 ms keeps the hand-off well inside the writer's
-    first 100 ms backoff step and a new load visible well inside a second."""
+    Both checks are a lock test and a few ``stat`` calls; 25 ms keeps the hand-off well inside
+    the writer's first 100 ms backoff step and a new load visible well inside a second."""
     unavailable_wait_seconds: float = 10.0
     """How long a cache miss waits for the DuckDB file while a writer holds it, before a 503."""
     retry_after_seconds: int = 1

@@ -40,12 +40,12 @@ class DataHome:
 
     @property
     def version_path(self) -> Path:
-        """Rewritten (atomically) after every committed load; the API stats it."""
+        """The data-version record: rewritten (atomically) by loaders, stat-ed by readers."""
         return self.root / "market_data.version"
 
     @property
     def writers_dir(self) -> Path:
-        """One marker file per process that wants to write the DuckDB file (see ``handoff``)."""
+        """Home of the DuckDB write lock, held by a loader while it writes (see ``handoff``)."""
         return self.root / ".duckdb-writers"
 
     @property

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
@@ -30,6 +30,7 @@ from market_core.handoff import VersionWatch, exclusive_write, write_lock, write
 from market_core.home import DataHome
 from market_core.processes import owner_alive, process_start
 from tests.api.conftest import REPO_ROOT, Dataset, MakeClient, run_writer, service_of
+from tests.api.writer import load
 
 
 def wait_for(condition: Callable[[], bool], what: str, limit: float = 5.0) -> None:
@@ -285,7 +286,25 @@ def test_a_missing_file_reads_as_empty_and_is_not_created(tmp_path: Path) -> Non
     assert not db.run(lambda cur: queries.symbol_exists(cur, "AAPL"))
     assert db.run(lambda cur: queries.bars(cur, "AAPL", queries.Interval.WEEK,
                                            date(2024, 1, 1), None, 5)) == []  # fmt: skip
-    assert not home.duckdb_path.exists()
+    assert db.data_version() is None
+    assert not home.root.exists()  # nor the lock, nor the version record
+    db.shutdown()
+
+
+def test_the_data_version_moves_only_when_rows_may_have_changed(dataset: Dataset) -> None:
+    """A load that changed nothing leaves the version (and so every reader's cache) alone; one
+    that did, or one that cannot tell (``tests.api.writer``), publishes a new one."""
+    db = Database(dataset.home, wait_seconds=1.0)
+    published = db.data_version()
+    assert published is not None and published == data_version.read(dataset.home.version_path)
+    with exclusive_write(dataset.home) as handoff:
+        assert write_locked(dataset.home)
+        assert db.data_version() == published  # the file is in flux: the last version stands
+        handoff.finish(changed=False)
+    assert db.data_version() == published
+    load(dataset.home, [(datetime(2024, 5, 1), "AAPL", 1.0, 2.0, 0.5, 1.5, 7)])
+    assert db.data_version() not in (None, published)
+    assert db.data_version() == data_version.read(dataset.home.version_path)
     db.shutdown()
 
 
