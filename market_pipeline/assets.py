@@ -6,7 +6,6 @@ each asset still materializes, and can be selected, on its own. The stage logic 
 ``market_pipeline.stages``; the loop over symbols in ``market_pipeline.batch``.
 """
 
-import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,10 +26,9 @@ from pydantic import Field
 from market_core.assets import CLEAN, OHLCV, RAW
 from market_pipeline.batch import BatchRunner, BatchSettings
 from market_pipeline.checks import CHECK_SPECS, check_results
-from market_pipeline.partitions import symbols_partitions
+from market_pipeline.partitions import WatchlistResource, symbols_partitions
 from market_pipeline.resources.alpha_vantage import AlphaVantageResource
 from market_pipeline.resources.storage import MarketDuckDB
-from market_pipeline.settings import Settings
 from market_pipeline.validation import Rules
 
 ALPHA_VANTAGE_POOL = "alpha_vantage"
@@ -72,9 +70,6 @@ class PipelineConfig(Config):
     volume_ratio: float = Field(
         default=100.0, description="Flag a volume this many times off its neighbours' median."
     )
-    history_start: str | None = Field(
-        default=None, description="Keep bars from this ISO date on (default MARKET_HISTORY_START)."
-    )
     load_batch_symbols: int = Field(
         default=1000, description="At most this many symbols per DuckDB transaction."
     )
@@ -84,13 +79,8 @@ class PipelineConfig(Config):
     )
 
 
-def _rules(config: PipelineConfig) -> Rules:
-    start = (
-        dt.date.fromisoformat(config.history_start)
-        if config.history_start
-        else Settings.from_env().history_start
-    )
-    return Rules(config.move_threshold, config.volume_ratio, start)
+def _rules(config: PipelineConfig, watchlist: WatchlistResource) -> Rules:
+    return Rules(config.move_threshold, config.volume_ratio, watchlist.start_date())
 
 
 def _metadata(values: dict[str, Any]) -> dict[str, Any]:
@@ -113,6 +103,7 @@ def symbol_pipeline(
     config: PipelineConfig,
     alpha_vantage: AlphaVantageResource,
     duckdb: MarketDuckDB,
+    watchlist: WatchlistResource,
 ) -> Iterator[AssetMaterialization | AssetCheckResult]:
     stages = {key.to_user_string() for key in context.selected_asset_keys}
     symbols = list(context.partition_keys)
@@ -123,7 +114,7 @@ def symbol_pipeline(
         stages=sorted(stages),
         settings=BatchSettings(
             outputsize=alpha_vantage.outputsize,  # type: ignore[arg-type]
-            rules=_rules(config),
+            rules=_rules(config, watchlist),
             load_batch_symbols=config.load_batch_symbols,
             load_batch_rows=config.load_batch_rows,
         ),

@@ -52,35 +52,17 @@ from market_core.assets import CLEAN, OHLCV, RAW
 from market_core.exchange import EXCHANGE_TZ
 from market_pipeline.partitions import (
     PARTITIONS,
+    WatchlistResource,
     contiguous_blocks,
     range_tags,
     symbols_partitions,
-    watchlist,
 )
-from market_pipeline.resources.rate_limit import calls_available
-from market_pipeline.settings import Settings
+from market_pipeline.resources.alpha_vantage import AlphaVantageResource
 
 INGEST_JOB = "ingest_job"
 DAILY_UPDATE_CRON = "30 18 * * 1-5"
 TRIGGER_TAG = "market/trigger"
 DEFERRED_TAG = "market/deferred_symbols"
-
-
-def calls_left_today(settings: Settings) -> int | None:
-    """The calls a run started now can make, or ``None`` when there is no daily quota.
-
-    Counts as left the calls of the rolling day that leave it while the run makes its own: the
-    calls of yesterday's update, at this time, free up one by one ahead of today's.
-    """
-    if not settings.api_key:
-        return None
-    return calls_available(
-        settings.home.state_dir,
-        settings.api_key,
-        per_second=settings.requests_per_second,
-        per_minute=settings.requests_per_minute,
-        per_day=settings.requests_per_day,
-    )
 
 
 def last_raw_updates(instance: DagsterInstance) -> Mapping[str, int]:
@@ -159,7 +141,9 @@ def _exchange_date(moment: dt.datetime) -> dt.date:
         "ones when the key's daily quota has fewer calls left than there are symbols."
     ),
 )
-def daily_update(context: ScheduleEvaluationContext) -> SkipReason | list[RunRequest]:
+def daily_update(
+    context: ScheduleEvaluationContext, alpha_vantage: AlphaVantageResource
+) -> SkipReason | list[RunRequest]:
     day = _exchange_date(context.scheduled_execution_time)
     holiday = exchange_holiday(day)
     if holiday:
@@ -168,7 +152,7 @@ def daily_update(context: ScheduleEvaluationContext) -> SkipReason | list[RunReq
     if not registered:
         return SkipReason("no symbols registered yet (the watchlist sensor registers them)")
     plan = plan_update(
-        registered, last_raw_updates(context.instance), calls_left_today(Settings.from_env())
+        registered, last_raw_updates(context.instance), alpha_vantage.calls_left_today()
     )
     if not plan.symbols:
         return SkipReason(
@@ -201,9 +185,12 @@ class WatchlistChange:
         "them; unregisters removed ones, whose data stays."
     ),
 )
-def watchlist_sensor(context: SensorEvaluationContext) -> SkipReason | SensorResult:
-    settings = Settings.from_env()
-    wanted = watchlist(settings)
+def watchlist_sensor(
+    context: SensorEvaluationContext,
+    watchlist: WatchlistResource,
+    alpha_vantage: AlphaVantageResource,
+) -> SkipReason | SensorResult:
+    wanted = watchlist.wanted()
     if not wanted:  # an emptied (or half-written) file must not unregister everything
         return SkipReason("the watchlist is empty; the registered symbols are kept")
     registered = context.instance.get_dynamic_partitions(PARTITIONS)
@@ -216,7 +203,7 @@ def watchlist_sensor(context: SensorEvaluationContext) -> SkipReason | SensorRes
     if change.removed:
         requests.append(symbols_partitions.build_delete_request(change.removed))
         context.log.info(f"no longer updated (data kept): {', '.join(change.removed)}")
-    calls_left = calls_left_today(settings)
+    calls_left = alpha_vantage.calls_left_today()
     first_loads = change.added if calls_left is None else change.added[:calls_left]
     if len(first_loads) < len(change.added):
         context.log.warning(

@@ -4,33 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
+from dagster import AssetSelection, ConfigurableResource, Definitions, define_asset_job
 
+from market_core.home import DataHome
 from market_pipeline.assets import symbol_pipeline
 from market_pipeline.automation import INGEST_JOB, daily_update, follow_raw_data, watchlist_sensor
-from market_pipeline.partitions import symbols_partitions
+from market_pipeline.partitions import WatchlistResource, symbols_partitions
 from market_pipeline.resources.alpha_vantage import AlphaVantageResource
 from market_pipeline.resources.storage import MarketDuckDB
-from market_pipeline.settings import Settings
 
 
-def build_resources(settings: Settings, **client_overrides: Any) -> dict[str, object]:
-    """Resources from the environment; the key goes in as ``EnvVar`` so the UI never shows it.
+def resources_from_env(**alpha_vantage: Any) -> dict[str, ConfigurableResource]:
+    """The resources every op, schedule and sensor of the location gets, from the environment.
 
-    ``client_overrides`` set other fields of the Alpha Vantage resource (tests shorten backoff).
+    The data home is read once and handed to both resources that need it as an absolute path:
+    the DuckDB file's path is built from it, so it cannot stay an ``EnvVar``. ``alpha_vantage``
+    sets other fields of that resource (tests shorten its backoff and timeouts).
     """
+    home = DataHome.from_env()
     return {
-        "alpha_vantage": AlphaVantageResource(
-            data_home=str(settings.home.root),
-            api_key=EnvVar("ALPHAVANTAGE_API_KEY") if settings.api_key else None,
-            base_url=settings.base_url,
-            requests_per_second=settings.requests_per_second,
-            requests_per_minute=settings.requests_per_minute,
-            requests_per_day=settings.requests_per_day,
-            outputsize=settings.outputsize,
-            **client_overrides,
-        ),
-        "duckdb": MarketDuckDB(database=str(settings.home.duckdb_path)),
+        "alpha_vantage": AlphaVantageResource.from_env(str(home.root), **alpha_vantage),
+        "duckdb": MarketDuckDB(database=str(home.duckdb_path)),
+        "watchlist": WatchlistResource.from_env(),
     }
 
 
@@ -41,10 +36,11 @@ ingest_job = define_asset_job(
     description="raw_data -> clean_data -> ohlcv_data for a range of symbols, in one run.",
 )
 
+resources = resources_from_env()
 defs = Definitions(
     assets=[symbol_pipeline],
     jobs=[ingest_job],
     schedules=[daily_update],
     sensors=[watchlist_sensor, follow_raw_data],
-    resources=build_resources(Settings.from_env()),
+    resources=resources,
 )

@@ -11,20 +11,40 @@ order allows (normally one). Exits 1 if any symbol failed, 2 on a configuration 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
-from dagster import DagsterInstance
+from dagster import DagsterInstance, build_resources
 
-from market_core.env import SettingsError
 from market_core.symbols import InvalidSymbolError
+from market_pipeline.definitions import defs, resources
 from market_pipeline.instance import open_instance
 from market_pipeline.partitions import (
     PARTITIONS,
+    WatchlistResource,
     contiguous_blocks,
     range_tags,
-    watchlist,
 )
-from market_pipeline.settings import Settings
+from market_pipeline.resources.alpha_vantage import AlphaVantageResource
+from market_pipeline.resources.storage import MarketDuckDB
+from market_pipeline.settings import configuration_problems
+
+
+class ConfigurationError(Exception):
+    """The environment (or a watchlist) holds something the pipeline cannot use."""
+
+
+@contextmanager
+def _resolved() -> Iterator[tuple[AlphaVantageResource, MarketDuckDB, WatchlistResource]]:
+    """The code location's own resources, resolved here so a bad value stops us before a run."""
+    try:
+        with build_resources(resources) as resolved:
+            yield resolved.alpha_vantage, resolved.duckdb, resolved.watchlist
+    except Exception as exc:
+        problems = configuration_problems(exc)
+        if problems is None:
+            raise
+        raise ConfigurationError("; ".join(problems)) from None
 
 
 def register(instance: DagsterInstance, symbols: Sequence[str]) -> list[str]:
@@ -37,24 +57,22 @@ def register(instance: DagsterInstance, symbols: Sequence[str]) -> list[str]:
 
 def main(symbols: Sequence[str] | None = None) -> int:
     try:
-        settings = Settings.from_env()
-        if symbols is None:
-            symbols = watchlist(settings)
-    except (SettingsError, InvalidSymbolError, OSError) as exc:
+        with _resolved() as (alpha_vantage, duckdb, watchlist):
+            wanted = list(symbols) if symbols is not None else watchlist.wanted()
+            source = "the bundled offline sample" if alpha_vantage.uses_sample else "Alpha Vantage"
+            target = duckdb.database
+    except (ConfigurationError, InvalidSymbolError, OSError) as exc:
         print(f"ingest: {exc}", file=sys.stderr)
         return 2
-    if not symbols:
+    if not wanted:
         print("ingest: the watchlist is empty", file=sys.stderr)
         return 2
-    from market_pipeline.definitions import defs  # after the settings are known to be valid
-
-    source = "Alpha Vantage" if settings.api_key else "the bundled offline sample"
-    print(f"ingest: {len(symbols)} symbols from {source} into {settings.home.duckdb_path}")
+    print(f"ingest: {len(wanted)} symbols from {source} into {target}")
     job = defs.resolve_job_def("ingest_job")
     failed = False
     with open_instance() as instance:
-        register(instance, symbols)
-        blocks = contiguous_blocks(instance.get_dynamic_partitions(PARTITIONS), set(symbols))
+        register(instance, wanted)
+        blocks = contiguous_blocks(instance.get_dynamic_partitions(PARTITIONS), set(wanted))
         for block in blocks:
             result = job.execute_in_process(
                 instance=instance, tags=range_tags(block), raise_on_error=False

@@ -9,12 +9,18 @@ allows.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
 
-from dagster import DynamicPartitionsDefinition
+from dagster import ConfigurableResource, DynamicPartitionsDefinition
+from pydantic import Field, field_validator
 
 from market_core.symbols import normalize_symbol
-from market_pipeline.settings import Settings
+from market_pipeline.settings import env_fields, is_unresolved
+
+DEFAULT_WATCHLIST = Path(__file__).with_name("watchlist.txt")
 
 symbols_partitions = DynamicPartitionsDefinition(name="symbols")
 PARTITIONS = symbols_partitions.name or "symbols"
@@ -30,11 +36,65 @@ def parse_symbols(entries: Iterable[str]) -> list[str]:
     return list(seen)
 
 
-def watchlist(settings: Settings) -> list[str]:
-    """``MARKET_SYMBOLS`` if set, else the watchlist file."""
-    if settings.symbols_override is not None:
-        return parse_symbols(settings.symbols_override)
-    return parse_symbols(settings.watchlist_path.read_text(encoding="utf-8").splitlines())
+class WatchlistResource(ConfigurableResource):
+    """What the pipeline follows: which symbols, and their bars from which day on.
+
+    The watchlist sensor, ``make ingest`` and the op read it, so they agree on both.
+    """
+
+    ENV: ClassVar[dict[str, str]] = {
+        "symbols": "MARKET_SYMBOLS",
+        "path": "MARKET_WATCHLIST",
+        "history_start": "MARKET_HISTORY_START",
+    }
+
+    symbols: str | None = Field(
+        default=None, description="MARKET_SYMBOLS: comma-separated; overrides the file."
+    )
+    path: str = Field(
+        default=str(DEFAULT_WATCHLIST), description="MARKET_WATCHLIST: one symbol per line."
+    )
+    history_start: str | None = Field(
+        default=None,
+        description="MARKET_HISTORY_START: ISO date; older bars are not kept (unset = all).",
+    )
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> WatchlistResource:
+        return cls(**{**env_fields(cls, cls.ENV), **overrides})
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _symbols(cls, value: object) -> object:
+        if isinstance(value, str) and not is_unresolved(value):
+            return value.strip() or None
+        return value
+
+    @field_validator("history_start", mode="before")
+    @classmethod
+    def _history_start(cls, value: object) -> object:
+        if not isinstance(value, str) or is_unresolved(value):
+            return value
+        text = value.strip()
+        try:
+            return dt.date.fromisoformat(text).isoformat() if text else None
+        except ValueError:
+            raise ValueError(
+                "MARKET_HISTORY_START (history_start) must be an ISO date such as 2020-01-31, "
+                f"got {value!r}"
+            ) from None
+
+    def wanted(self) -> list[str]:
+        """``MARKET_SYMBOLS`` if set, else the watchlist file.
+
+        Raises ``InvalidSymbolError`` for an entry that is no ticker, ``OSError`` for the file.
+        """
+        if self.symbols is not None:
+            return parse_symbols(self.symbols.split(","))
+        return parse_symbols(Path(self.path).read_text(encoding="utf-8").splitlines())
+
+    def start_date(self) -> dt.date | None:
+        return dt.date.fromisoformat(self.history_start) if self.history_start else None
 
 
 def contiguous_blocks(registered: Sequence[str], wanted: set[str]) -> list[list[str]]:

@@ -1,67 +1,73 @@
-"""Every knob of the pipeline, read from the environment in one place.
+"""Which environment variable feeds which resource field, and how a bad value is reported.
 
-Defaults work offline: with no ``ALPHAVANTAGE_API_KEY`` the bundled sample source answers in
-Alpha Vantage's wire format. The README lists each variable.
+The resources (``AlphaVantageResource``, ``WatchlistResource``) are the one place each knob is
+declared, with its default and its check; the op, the schedule and the sensors all read them, so
+a value changed in the launchpad means the same to each. A variable that is set becomes an
+``EnvVar`` on its field: Dagster reads it where the resource is used, and the UI shows the
+variable's name, never its value (the key). A variable that is unset or blank leaves the field's
+default, because an ``EnvVar`` of an unset variable fails at resolution and, with nothing set,
+everything must still work offline.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from market_core.env import SettingsError, env_int
-from market_core.home import DataHome
+from dagster import DagsterInvalidConfigError, EnvVar
+from pydantic import BaseModel, ValidationError
 
-DEFAULT_BASE_URL = "https://www.alphavantage.co/query"
-DEFAULT_WATCHLIST = Path(__file__).with_name("watchlist.txt")
 OutputSize = Literal["compact", "full", "auto"]
+OUTPUTSIZES: tuple[OutputSize, ...] = ("compact", "full", "auto")
 
 
-def _outputsize() -> OutputSize:
-    raw = os.environ.get("ALPHAVANTAGE_OUTPUTSIZE", "").strip().lower() or "auto"
-    if raw not in ("compact", "full", "auto"):
-        raise SettingsError(f"ALPHAVANTAGE_OUTPUTSIZE must be compact, full or auto, got {raw!r}")
-    return raw  # type: ignore[return-value]
+def env_fields(
+    model: type[BaseModel], variables: Mapping[str, str], env: Mapping[str, str] = os.environ
+) -> dict[str, Any]:
+    """``EnvVar`` (``EnvVar.int`` for whole-number fields) for each field whose variable is set."""
+    fields: dict[str, Any] = {}
+    for field, name in variables.items():
+        if env.get(name, "").strip():
+            whole = model.model_fields[field].annotation is int
+            fields[field] = EnvVar.int(name) if whole else EnvVar(name)
+    return fields
 
 
-def _history_start() -> dt.date | None:
-    raw = os.environ.get("MARKET_HISTORY_START", "").strip()
-    if not raw:
-        return None
-    try:
-        return dt.date.fromisoformat(raw)
-    except ValueError:
-        raise SettingsError(f"MARKET_HISTORY_START must be an ISO date, got {raw!r}") from None
+def is_unresolved(value: object) -> bool:
+    """An ``EnvVar`` not read yet: a field's check runs again on the value Dagster resolves.
+
+    (Whole-number fields need no such care: an unread ``EnvVar.int`` reaches checks as 0.)
+    """
+    return isinstance(value, EnvVar)
 
 
-@dataclass(frozen=True)
-class Settings:
-    home: DataHome
-    api_key: str | None
-    base_url: str
-    requests_per_second: int
-    requests_per_minute: int
-    requests_per_day: int
-    outputsize: OutputSize
-    history_start: dt.date | None
-    watchlist_path: Path
-    symbols_override: tuple[str, ...] | None
+def configuration_problems(exc: BaseException) -> list[str] | None:
+    """The user-facing lines of a resource that failed to resolve, or ``None`` if it is not that.
 
-    @classmethod
-    def from_env(cls) -> Settings:
-        symbols = os.environ.get("MARKET_SYMBOLS", "").strip()
-        return cls(
-            home=DataHome.from_env(),
-            api_key=os.environ.get("ALPHAVANTAGE_API_KEY", "").strip() or None,
-            base_url=os.environ.get("ALPHAVANTAGE_BASE_URL", "").strip() or DEFAULT_BASE_URL,
-            requests_per_second=env_int(os.environ, "ALPHAVANTAGE_REQUESTS_PER_SECOND", 1),
-            requests_per_minute=env_int(os.environ, "ALPHAVANTAGE_REQUESTS_PER_MINUTE", 5),
-            requests_per_day=env_int(os.environ, "ALPHAVANTAGE_REQUESTS_PER_DAY", 25),
-            outputsize=_outputsize(),
-            history_start=_history_start(),
-            watchlist_path=Path(os.environ.get("MARKET_WATCHLIST", "") or DEFAULT_WATCHLIST),
-            symbols_override=tuple(s for s in symbols.split(",") if s.strip()) if symbols else None,
-        )
+    Dagster wraps a field check's ``ValueError`` (our messages name the variable) in its own
+    errors, and reports an ``EnvVar.int`` that is not a number with the variable's name among a
+    stack trace: only those sentences are kept.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ValidationError):
+            return [_field_problem(error) for error in seen.errors()]
+        if isinstance(seen, DagsterInvalidConfigError):
+            return [_sentence(error.message) for error in seen.errors]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _field_problem(error: Any) -> str:
+    """A field check's own message (it names the variable), else pydantic's with the field."""
+    raised = error.get("ctx", {}).get("error")
+    return str(raised) if raised is not None else f"{error['loc'][0]}: {error['msg']}"
+
+
+def _sentence(message: str) -> str:
+    """``...PostProcessingError: Value stored in env variable "X" cannot be ...`` -> the rest."""
+    for line in message.splitlines():
+        if "Error: " in line and "env variable" in line:
+            return line.split("Error: ", 1)[1].strip()
+    return message.split("\n\n", 1)[0].strip()

@@ -11,9 +11,8 @@ from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
 from market_core.home import DataHome
 from market_pipeline.assets import symbol_pipeline
-from market_pipeline.definitions import build_resources
+from market_pipeline.definitions import resources_from_env
 from market_pipeline.partitions import symbols_partitions
-from market_pipeline.settings import Settings
 from tests.stubs.alpha_vantage import AlphaVantageStub
 
 TEST_KEY = "TESTKEY1234567890SECRET"
@@ -77,8 +76,8 @@ def run(instance: DagsterInstance, home: DataHome) -> Run:
         symbols: list[str], selection: list[str] | None = None, **resource_overrides: object
     ) -> ExecuteInProcessResult:
         instance.add_dynamic_partitions(symbols_partitions.name or "symbols", symbols)
-        resources = build_resources(Settings.from_env(), backoff_seconds=0.01,
-                                    timeout_seconds=1.0, **resource_overrides)  # fmt: skip
+        resources = resources_from_env(backoff_seconds=0.01, timeout_seconds=1.0,
+                                       **resource_overrides)  # fmt: skip
         tags = (
             {"dagster/asset_partition_range_start": symbols[0],
              "dagster/asset_partition_range_end": symbols[-1]}

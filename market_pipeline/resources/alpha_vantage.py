@@ -19,12 +19,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit
 
 import requests
 from dagster import ConfigurableResource
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 from requests.adapters import HTTPAdapter
 from tenacity import (
     Retrying,
@@ -43,10 +43,11 @@ from market_pipeline.resources.av_errors import (
     classify,
     redact,
 )
-from market_pipeline.resources.rate_limit import SharedRateLimiter, key_id
+from market_pipeline.resources.rate_limit import SharedRateLimiter, calls_available, key_id
 from market_pipeline.sample_source import SAMPLE_BASE_URL, SampleAdapter
-from market_pipeline.settings import DEFAULT_BASE_URL
+from market_pipeline.settings import OUTPUTSIZES, env_fields, is_unresolved
 
+DEFAULT_BASE_URL = "https://www.alphavantage.co/query"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
@@ -129,10 +130,10 @@ class AlphaVantageClient:
         *,
         home: DataHome,
         api_key: str | None,
-        base_url: str = DEFAULT_BASE_URL,
-        requests_per_second: int = 1,
-        requests_per_minute: int = 5,
-        requests_per_day: int = 25,
+        base_url: str,
+        requests_per_second: int,
+        requests_per_minute: int,
+        requests_per_day: int,
         timeout_seconds: float = 30.0,
         deadline_seconds: float = 120.0,
         max_attempts: int = 6,
@@ -272,15 +273,32 @@ class AlphaVantageClient:
 
 
 class AlphaVantageResource(ConfigurableResource):
-    """Dagster's handle on the client; the key comes from ``EnvVar`` so the UI never shows it."""
+    """The source's knobs, each declared here once, for the fetch, the schedule and the sensor.
 
-    data_home: str
-    api_key: str | None = None
-    base_url: str = DEFAULT_BASE_URL
-    requests_per_second: int = 1
-    requests_per_minute: int = 5
-    requests_per_day: int = 25
-    outputsize: str = "auto"
+    ``from_env`` sets a field from its variable only when that variable is set (``ENV``); the
+    key stays an ``EnvVar``, so the UI shows its variable's name, never the key.
+    """
+
+    ENV: ClassVar[dict[str, str]] = {
+        "api_key": "ALPHAVANTAGE_API_KEY",
+        "base_url": "ALPHAVANTAGE_BASE_URL",
+        "requests_per_second": "ALPHAVANTAGE_REQUESTS_PER_SECOND",
+        "requests_per_minute": "ALPHAVANTAGE_REQUESTS_PER_MINUTE",
+        "requests_per_day": "ALPHAVANTAGE_REQUESTS_PER_DAY",
+        "outputsize": "ALPHAVANTAGE_OUTPUTSIZE",
+    }
+
+    data_home: str = Field(description="MARKET_DATA_HOME: the rate limiter's state lives here.")
+    api_key: str | None = Field(
+        default=None, description="ALPHAVANTAGE_API_KEY; unset = the bundled offline sample."
+    )
+    base_url: str = Field(default=DEFAULT_BASE_URL, description="ALPHAVANTAGE_BASE_URL")
+    requests_per_second: int = Field(default=1, description="0 = no limit at that scale.")
+    requests_per_minute: int = Field(default=5, description="0 = no limit at that scale.")
+    requests_per_day: int = Field(default=25, description="0 = no daily quota (premium keys).")
+    outputsize: str = Field(
+        default="auto", description="compact (latest 100 bars), full, or auto (see README)."
+    )
     timeout_seconds: float = 30.0
     """The longest wait for the connection or for any bytes of an answer."""
     deadline_seconds: float = 120.0
@@ -291,11 +309,74 @@ class AlphaVantageResource(ConfigurableResource):
     _client: AlphaVantageClient | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
+    @classmethod
+    def from_env(cls, data_home: str, **overrides: Any) -> AlphaVantageResource:
+        return cls(**{"data_home": data_home, **env_fields(cls, cls.ENV), **overrides})
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _api_key(cls, value: object) -> object:
+        if isinstance(value, str) and not is_unresolved(value):
+            return value.strip() or None
+        return value
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _base_url(cls, value: object) -> object:
+        if isinstance(value, str) and not is_unresolved(value):
+            return value.strip() or DEFAULT_BASE_URL
+        return value
+
+    @field_validator("outputsize", mode="before")
+    @classmethod
+    def _outputsize(cls, value: object) -> object:
+        if not isinstance(value, str) or is_unresolved(value):
+            return value
+        size = value.strip().lower() or "auto"
+        if size not in OUTPUTSIZES:
+            raise ValueError(
+                f"ALPHAVANTAGE_OUTPUTSIZE (outputsize) must be compact, full or auto, got {value!r}"
+            )
+        return size
+
+    @field_validator("requests_per_second", "requests_per_minute", "requests_per_day")
+    @classmethod
+    def _limit(cls, value: int, info: ValidationInfo) -> int:
+        if value < 0:
+            name = info.field_name or ""
+            raise ValueError(
+                f"{cls.ENV.get(name, name)} ({name}) must be 0 (no limit) or more, got {value}"
+            )
+        return value
+
+    @property
+    def home(self) -> DataHome:
+        return DataHome(Path(self.data_home))
+
+    @property
+    def uses_sample(self) -> bool:
+        return not self.api_key
+
+    def calls_left_today(self) -> int | None:
+        """The calls a run started now can make, or ``None`` when there is no daily quota.
+
+        Reads the same limits the fetch obeys, so the schedule's quota plan and the run agree.
+        """
+        if not self.api_key:
+            return None
+        return calls_available(
+            self.home.state_dir,
+            self.api_key,
+            per_second=self.requests_per_second,
+            per_minute=self.requests_per_minute,
+            per_day=self.requests_per_day,
+        )
+
     def client(self) -> AlphaVantageClient:
         with self._lock:
             if self._client is None:
                 self._client = AlphaVantageClient(
-                    home=DataHome(Path(self.data_home)),
+                    home=self.home,
                     api_key=self.api_key or None,
                     base_url=self.base_url,
                     requests_per_second=self.requests_per_second,

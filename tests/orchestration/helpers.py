@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from dagster import (
     AddDynamicPartitionsRequest,
@@ -30,3 +31,22 @@ def apply_partition_requests(
         else:
             for key in request.partition_keys:
                 instance.delete_dynamic_partition(request.partitions_def_name, key)
+
+
+class Tick(Protocol):
+    """What a schedule's ``evaluate_tick`` returns, as far as the tests read it."""
+
+    @property
+    def run_requests(self) -> Sequence[RunRequest] | None: ...
+
+    @property
+    def skip_message(self) -> str | None: ...
+
+
+class SensorTick(Tick, Protocol):
+    """A sensor's tick also asks for partitions to be added or removed."""
+
+    @property
+    def dynamic_partitions_requests(
+        self,
+    ) -> Sequence[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] | None: ...

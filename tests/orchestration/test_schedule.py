@@ -7,12 +7,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from dagster import DagsterInstance, build_schedule_context, materialize
-from dagster._core.definitions.schedule_definition import ScheduleExecutionData
 
 from market_core.home import DataHome
 from market_pipeline.assets import symbol_pipeline
 from market_pipeline.automation import DEFERRED_TAG, TRIGGER_TAG, daily_update
-from market_pipeline.definitions import build_resources
+from market_pipeline.definitions import resources_from_env
 from market_pipeline.resources.rate_limit import (
     DAY_MARGIN_MS,
     DAY_MAX_WAIT_SECONDS,
@@ -20,9 +19,8 @@ from market_pipeline.resources.rate_limit import (
     now_ms,
     window_stamps,
 )
-from market_pipeline.settings import Settings
 from tests.conftest import TEST_KEY, Run
-from tests.orchestration.helpers import ranges
+from tests.orchestration.helpers import Tick, ranges
 from tests.pipeline.helpers import spend, table_rows
 from tests.stubs.alpha_vantage import AlphaVantageStub
 
@@ -32,8 +30,14 @@ CHRISTMAS = dt.datetime(2025, 12, 25, 18, 30, tzinfo=NY)  # a Thursday
 DAY_S = 86_400
 
 
-def tick(instance: DagsterInstance, when: dt.datetime = TRADING_DAY) -> ScheduleExecutionData:
-    with build_schedule_context(instance=instance, scheduled_execution_time=when) as context:
+def tick(
+    instance: DagsterInstance, when: dt.datetime = TRADING_DAY, **alpha_vantage: object
+) -> Tick:
+    """One tick, with the resources the code location would give it (from this environment)."""
+    resources = resources_from_env(**alpha_vantage)
+    with build_schedule_context(
+        instance=instance, scheduled_execution_time=when, resources=resources
+    ) as context:
         return daily_update.evaluate_tick(context)
 
 
@@ -46,7 +50,7 @@ def test_without_a_quota_one_run_updates_every_registered_symbol(
     [request] = data.run_requests or []
     assert request.tags[TRIGGER_TAG] == "daily_update" and request.tags[DEFERRED_TAG] == "0"
 
-    resources = build_resources(Settings.from_env())  # this test's data home, not the import's
+    resources = resources_from_env()  # this test's data home, not the import's
     assert materialize(
         [symbol_pipeline], instance=instance, resources=resources, tags=request.tags
     ).success
@@ -151,7 +155,7 @@ def test_the_update_waits_for_yesterdays_calls_and_never_exceeds_the_quota(
     [request] = tick(instance).run_requests or []
     assert ranges([request]) == [("A", "C")]
 
-    resources = build_resources(Settings.from_env())
+    resources = resources_from_env()
     assert materialize(
         [symbol_pipeline], instance=instance, resources=resources, tags=request.tags
     ).success
@@ -159,3 +163,24 @@ def test_the_update_waits_for_yesterdays_calls_and_never_exceeds_the_quota(
     assert len(times) == 3
     # Never more than 3 calls in any 24 hours: the k-th new call a day after the k-th old one.
     assert all(new - old >= DAY_S for old, new in zip(earlier, times, strict=True))
+
+
+def test_the_quota_plan_and_the_fetch_obey_the_same_resource_field(
+    quota: AlphaVantageStub, run: Run, instance: DagsterInstance
+) -> None:
+    """A daily limit set on the resource (as in the launchpad) binds the run and the plan alike."""
+    instance.add_dynamic_partitions("symbols", list("ABCDE"))
+    assert ranges(tick(instance).run_requests) == [("A", "E")], "7 a day from the environment"
+    planned = tick(instance, requests_per_day=3).run_requests or []
+    assert ranges(planned) == [("A", "C")] and {r.tags[DEFERRED_TAG] for r in planned} == {"2"}
+
+    result = run(["A", "B", "C", "D"], requests_per_day=3)
+    assert not result.success and quota.count() == 3, "the fetch stopped at the same 3"
+    [failure] = result.get_step_failure_events()
+    error = failure.step_failure_data.error
+    assert error is not None and "D: the configured daily limit" in error.message
+    assert "ALPHAVANTAGE_REQUESTS_PER_DAY=3" in error.message
+    spent = tick(instance, requests_per_day=3)
+    assert spent.run_requests == [] and "daily quota is used up" in (spent.skip_message or "")
+    left = tick(instance).run_requests or []
+    assert {r.tags[DEFERRED_TAG] for r in left} == {"1"}, "the environment's 7 leave 4 calls"

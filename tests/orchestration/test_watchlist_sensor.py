@@ -6,21 +6,19 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, build_sensor_context, materialize
-from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from market_core.home import DataHome
 from market_pipeline.assets import symbol_pipeline
 from market_pipeline.automation import TRIGGER_TAG, watchlist_sensor
-from market_pipeline.definitions import build_resources
-from market_pipeline.settings import Settings
-from tests.orchestration.helpers import apply_partition_requests, ranges
+from market_pipeline.definitions import resources_from_env
+from tests.orchestration.helpers import SensorTick, apply_partition_requests, ranges
 from tests.pipeline.helpers import table_rows
 from tests.stubs.alpha_vantage import AlphaVantageStub
 
 
-def tick(instance: DagsterInstance) -> SensorExecutionData:
+def tick(instance: DagsterInstance) -> SensorTick:
     """One sensor tick, applied to the instance the way the sensor daemon applies it."""
-    with build_sensor_context(instance=instance) as context:
+    with build_sensor_context(instance=instance, resources=resources_from_env()) as context:
         data = watchlist_sensor.evaluate_tick(context)
     apply_partition_requests(instance, data.dynamic_partitions_requests or [])
     return data
@@ -35,7 +33,7 @@ def test_new_symbols_are_registered_loaded_and_removed_ones_keep_their_data(
     assert ranges(first.run_requests) == [("AAPL", "MSFT")]
     request = (first.run_requests or [])[0]
     assert request.tags[TRIGGER_TAG] == "watchlist"
-    resources = build_resources(Settings.from_env())
+    resources = resources_from_env()
     assert materialize([symbol_pipeline], instance=instance, resources=resources,
                        tags=request.tags).success  # fmt: skip
     assert {row[1] for row in table_rows(home)} == {"AAPL", "MSFT"}
