@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from dagster import AssetKey
+import pytest
+from dagster import AssetKey, EnvVar, build_resources
 
-from market_pipeline.definitions import defs
+from market_core.home import DataHome
+from market_pipeline.definitions import defs, resources_from_env
+from market_pipeline.settings import configuration_problems
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,3 +33,44 @@ def test_three_partitioned_assets_in_a_chain() -> None:
     assert {graph.get(k).partitions_def for k in (raw, clean, ohlcv)} == {
         graph.get(raw).partitions_def
     }
+
+
+def test_set_variables_feed_the_resources_and_unset_ones_keep_the_field_defaults(
+    home: DataHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALPHAVANTAGE_API_KEY", " SECRET-KEY ")
+    monkeypatch.setenv("ALPHAVANTAGE_REQUESTS_PER_DAY", " 1_000 ")
+    monkeypatch.setenv("ALPHAVANTAGE_OUTPUTSIZE", "Compact")
+    monkeypatch.setenv("MARKET_HISTORY_START", " ")  # blank is unset
+    resources = resources_from_env()
+    key = resources["alpha_vantage"].api_key  # type: ignore[attr-defined]
+    assert isinstance(key, EnvVar) and key.env_var_name == "ALPHAVANTAGE_API_KEY", "never a value"
+    with build_resources(resources) as resolved:
+        source = resolved.alpha_vantage
+        assert (source.api_key, source.base_url, source.outputsize) == (
+            "SECRET-KEY", "https://www.alphavantage.co/query", "compact"
+        )  # fmt: skip
+        limits = (source.requests_per_second, source.requests_per_minute, source.requests_per_day)
+        assert limits == (1, 5, 1000)
+        assert resolved.duckdb.database == str(home.duckdb_path)
+        assert resolved.watchlist.start_date() is None
+        assert resolved.watchlist.wanted() == ["AAPL", "MSFT", "GOOGL", "AMZN", "NVDA"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("ALPHAVANTAGE_REQUESTS_PER_MINUTE", "-1", "must be 0 (no limit) or more, got -1"),
+        ("ALPHAVANTAGE_REQUESTS_PER_SECOND", "fast", "cannot be coerced into an int"),
+        ("ALPHAVANTAGE_OUTPUTSIZE", "huge", "must be compact, full or auto, got 'huge'"),
+        ("MARKET_HISTORY_START", "2020-13-01", "must be an ISO date"),
+    ],
+)
+def test_a_bad_value_fails_resolution_naming_its_variable(
+    home: DataHome, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(Exception) as failed, build_resources(resources_from_env()):
+        pass
+    [problem] = configuration_problems(failed.value) or []
+    assert variable in problem and says in problem

@@ -73,6 +73,9 @@ def test_ingest_rejects_bad_configuration_with_a_clear_message(tmp_path: Path) -
     assert "'not a symbol' is not a ticker symbol" in done.stderr
     done = ingest({"ALPHAVANTAGE_REQUESTS_PER_DAY": "many", "MARKET_DATA_HOME": str(tmp_path)})
     assert done.returncode == 2 and "ALPHAVANTAGE_REQUESTS_PER_DAY" in done.stderr
+    done = ingest({"MARKET_HISTORY_START": "2020-13-01", "MARKET_DATA_HOME": str(tmp_path)})
+    assert done.returncode == 2 and "MARKET_HISTORY_START" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, "one line the user can act on, not a stack trace"
 
 
 def test_offline_default_loads_the_watchlist_from_the_sample(tmp_path: Path) -> None:
