@@ -293,11 +293,20 @@ class AlphaVantageResource(ConfigurableResource):
         default=None, description="ALPHAVANTAGE_API_KEY; unset = the bundled offline sample."
     )
     base_url: str = Field(default=DEFAULT_BASE_URL, description="ALPHAVANTAGE_BASE_URL")
-    requests_per_second: int = Field(default=1, description="0 = no limit at that scale.")
-    requests_per_minute: int = Field(default=5, description="0 = no limit at that scale.")
-    requests_per_day: int = Field(default=25, description="0 = no daily quota (premium keys).")
+    requests_per_second: int = Field(
+        default=1, description="ALPHAVANTAGE_REQUESTS_PER_SECOND; 0 = no limit at that scale."
+    )
+    requests_per_minute: int = Field(
+        default=5, description="ALPHAVANTAGE_REQUESTS_PER_MINUTE; 0 = no limit at that scale."
+    )
+    requests_per_day: int = Field(
+        default=25,
+        description="ALPHAVANTAGE_REQUESTS_PER_DAY; 0 = no daily quota (premium keys). The "
+        "daily update plans its symbols with this value, the fetch obeys it.",
+    )
     outputsize: str = Field(
-        default="auto", description="compact (latest 100 bars), full, or auto (see README)."
+        default="auto",
+        description="ALPHAVANTAGE_OUTPUTSIZE: compact (latest 100 bars), full, or auto.",
     )
     timeout_seconds: float = 30.0
     """The longest wait for the connection or for any bytes of an answer."""
