@@ -26,11 +26,12 @@ from market_api.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
-    """Build the app for one data home (from the environment unless ``settings`` is given).
+def create_app(settings: Settings | None = None) -> CacheFirst:
+    """Build the API for one data home (from the environment unless ``settings`` is given).
 
-    The returned app's ASGI handler is wrapped in ``CacheFirst``, so cached answers skip
-    Litestar's routing; the routes themselves are ordinary Litestar controllers."""
+    The routes are ordinary Litestar controllers; what is served is the Litestar app behind
+    ``CacheFirst``, an outer ASGI layer that answers cached requests before Litestar routes
+    them. ``.app`` is the Litestar app, its ``state["service"]`` the ``MarketService``."""
     service = MarketService(settings or Settings.from_env())
 
     def provide_service() -> MarketService:
@@ -57,8 +58,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         state=State({"service": service}),
     )
-    app.asgi_handler = CacheFirst(app.asgi_handler, service.cache)
-    return app
+    return CacheFirst(app, service.cache)
 
 
 def _error_response(

@@ -1,17 +1,21 @@
-"""The cache-first ASGI layer: a repeated GET is answered before Litestar routes it.
+"""The cache-first ASGI layer: the API as served, a shared HTTP cache in front of Litestar.
 
 A cache hit is the common case and must be cheap (p99 of a few ms, and at 50 connections close
 to a Litestar hello-world's throughput), so it skips routing, parameter parsing, validation,
-the Response object and header encoding: one dict lookup by the raw request, two ``send``
-calls with stored bytes. Anything else (a miss, another method, an error) goes to Litestar,
-which validates, answers and stores the entry together with the raw spelling it came in by.
-The routes stay declared in Litestar, so the OpenAPI schema describes them exactly.
+the Response object and header encoding: one dict lookup by the request as it arrived (path,
+query string, negotiated format: the one cache key), two ``send`` calls with stored bytes.
+Anything else goes to Litestar, which validates and answers. Like any shared cache, this layer
+stores a 200 answer to a GET only when the answer says it may (``Cache-Control: public``, which
+the data endpoints send), adding its ETag; everything else (errors, the docs, other methods)
+passes through untouched. The routes stay declared in Litestar, so the OpenAPI schema describes
+them exactly, and the handlers know nothing of the cache.
 
-Content negotiation (``request_format``) and ``If-None-Match`` (``etag_matches``) live here
-because both paths must decide them the same way. So does HEAD: it is answered as the GET it
-mirrors (cache hit or Litestar, same status and headers, ``Content-Length`` included) with the
-body dropped, and ``Allow`` (on a 405 or an ``OPTIONS``) lists it beside GET. Litestar alone
-would need a second handler per route, and would still send the body.
+Content negotiation (``request_format``) and ``If-None-Match`` (``etag_matches``) are decided
+here, for hits and misses alike. A miss reaches Litestar with its ``Accept`` replaced by the
+negotiated media type, so the handler answers exactly the format the entry is stored under.
+HEAD is answered as the GET it mirrors (same status and headers, ``Content-Length`` included)
+with the body dropped, and ``Allow`` (on a 405 or an ``OPTIONS``) lists it beside GET. Litestar
+alone would need a second handler per route, and would still send the body.
 """
 
 from __future__ import annotations
@@ -19,12 +23,18 @@ from __future__ import annotations
 import functools
 from typing import cast
 
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar import Litestar
+from litestar.types import Message, Receive, Scope, Send
 
-from market_api.cache import CachedResponse, Format, RawKey, ResponseCache
-
-RAW_KEY_SCOPE_KEY = "market_api.raw_key"
-"""Where the fast path leaves the raw key (and ``If-None-Match``) for the Litestar handler."""
+from market_api.cache import (
+    CACHE_CONTROL,
+    MEDIA_TYPES,
+    CachedResponse,
+    CacheKey,
+    Format,
+    ResponseCache,
+    build_response,
+)
 
 
 @functools.lru_cache(maxsize=256)
@@ -74,35 +84,83 @@ def etag_matches(if_none_match: bytes | None, etag: bytes) -> bool:
 
 
 class CacheFirst:
-    """Wraps Litestar's ASGI handler; serves GETs (and HEADs) whose raw spelling is cached."""
+    """The ASGI app ``create_app()`` returns: cached GETs (and HEADs) answered here, the rest by
+    Litestar (``app``), whose cacheable answers are stored on the way out."""
 
-    def __init__(self, app: ASGIApp, cache: ResponseCache) -> None:
-        self._app = app
-        self._cache = cache
+    def __init__(self, app: Litestar, cache: ResponseCache) -> None:
+        self.app = app
+        self.cache = cache
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            method = scope["method"]  # type: ignore[typeddict-item]
-            if method == "HEAD":
-                scope = cast(Scope, {**scope, "method": "GET"})
-                send = headers_only(send)
-            elif method != "GET":
-                await self._app(scope, receive, allowing_head(send))
+        if scope["type"] != "http":  # lifespan: Litestar starts and stops the service
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]  # type: ignore[typeddict-item]
+        if method == "HEAD":
+            send = headers_only(send)
+        elif method != "GET":
+            await self.app(scope, receive, allowing_head(send))
+            return
+        accept: bytes | None = None
+        if_none_match: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"accept":
+                accept = value if accept is None else accept + b", " + value
+            elif name == b"if-none-match":
+                if_none_match = value
+        key: CacheKey = (scope["path"], scope["query_string"], request_format(accept))
+        entry = self.cache.get(key)
+        if entry is None:
+            entry = await self._fetch(key, scope, receive, send)
+            if entry is None:
+                return  # Litestar answered: not a cacheable 200
+        await send_cached(send, entry, if_none_match)
+
+    async def _fetch(
+        self, key: CacheKey, scope: Scope, receive: Receive, send: Send
+    ) -> CachedResponse | None:
+        """Ask Litestar; a cacheable 200 comes back as an entry (stored if the data version
+        did not change meanwhile), anything else has been sent as it came."""
+        generation, version = self.cache.snapshot()
+        capture = Capture(send)
+        await self.app(as_asked(scope, key[2]), receive, capture)
+        if capture.content_type is None:
+            return None
+        entry = build_response(key, b"".join(capture.body), capture.content_type, version)
+        self.cache.put(entry, generation)
+        return entry
+
+
+def as_asked(scope: Scope, fmt: Format) -> Scope:
+    """The miss as Litestar sees it: a GET (also for a HEAD) accepting just the negotiated
+    format, so the answer is the one stored under the key."""
+    headers = [(name, value) for name, value in scope["headers"] if name != b"accept"]
+    headers.append((b"accept", MEDIA_TYPES[fmt].encode()))
+    return cast(Scope, {**scope, "method": "GET", "headers": headers})
+
+
+_CACHE_CONTROL = CACHE_CONTROL.encode()
+
+
+class Capture:
+    """``send`` for a miss: holds back a cacheable 200 (status, content type, body) and passes
+    everything else on unchanged."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.content_type: bytes | None = None
+        self.body: list[bytes] = []
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = dict(message.get("headers", ()))
+            if message["status"] == 200 and headers.get(b"cache-control") == _CACHE_CONTROL:
+                self.content_type = headers.get(b"content-type", b"application/octet-stream")
                 return
-            accept: bytes | None = None
-            if_none_match: bytes | None = None
-            for name, value in scope["headers"]:
-                if name == b"accept":
-                    accept = value
-                elif name == b"if-none-match":
-                    if_none_match = value
-            raw: RawKey = (scope["path"], scope["query_string"], request_format(accept))
-            entry = self._cache.get_raw(raw)
-            if entry is not None:
-                await send_cached(send, entry, if_none_match)
-                return
-            cast(dict[str, object], scope)[RAW_KEY_SCOPE_KEY] = (raw, if_none_match)
-        await self._app(scope, receive, send)
+        elif message["type"] == "http.response.body" and self.content_type is not None:
+            self.body.append(message.get("body", b""))
+            return
+        await self._send(message)
 
 
 async def send_cached(send: Send, entry: CachedResponse, if_none_match: bytes | None) -> None:

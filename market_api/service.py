@@ -1,9 +1,9 @@
-"""Between the routes and the data: normalized questions, the cache, the database, encoding.
+"""Between the routes and the data: normalized questions, the database, encoding.
 
 A question is a frozen dataclass holding a request's parsed, validated parameters (symbol
-upper-cased), so it is also the cache key. ``MarketService.respond`` looks it up; on a miss it
-asks DuckDB and encodes in one worker thread, stores the finished response and returns it. The
-event loop never runs SQL or encodes a large body.
+upper-cased). ``MarketService.respond`` asks DuckDB and encodes in one worker thread, so the
+event loop never runs SQL or encodes a large body, and marks the answer cacheable; storing it,
+its ETag and ``If-None-Match`` are the ASGI layer's business (``fastpath.py``).
 """
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, ClassVar, Protocol, cast
+from typing import Any, ClassVar, Protocol
 
 import anyio.to_thread
 import duckdb
 from litestar import Request, Response
 
 from market_api import queries
-from market_api.cache import CachedResponse, Format, RawKey, ResponseCache, build_response
+from market_api.cache import CACHE_CONTROL, MEDIA_TYPES, VARY, Format, ResponseCache
 from market_api.db import Database
 from market_api.errors import InvalidParameter, UnknownSymbol
-from market_api.fastpath import RAW_KEY_SCOPE_KEY, etag_matches, request_format
+from market_api.fastpath import request_format
 from market_api.schemas import (
     Bar,
     Health,
@@ -43,7 +43,7 @@ _JSON_ONLY: frozenset[Format] = frozenset({"json"})
 
 
 class Question(Protocol):
-    """What a request asks, normalized; hashable, so it is the cache key (with the format)."""
+    """What a request asks, normalized; its ``answer`` is the body in one of ``formats``."""
 
     formats: ClassVar[frozenset[Format]]
 
@@ -196,49 +196,20 @@ class MarketService:
                 log.exception("market-api watch tick failed")
 
     async def respond(self, request: Request[Any, Any, Any], question: Question) -> Response[Any]:
-        """The cached response to ``question`` (computing it on a miss), or a 304."""
-        raw, if_none_match = _raw_request(request)
-        fmt: Format = raw[2] if raw[2] in question.formats else "json"
-        key = (question, fmt)
-        entry = self.cache.get(key)
-        if entry is None:
-            entry = await anyio.to_thread.run_sync(self._compute, key, question, fmt, raw)
-        else:
-            self.cache.add_alias(entry, raw)
-        return _to_response(entry, if_none_match)
+        """The answer to ``question`` in the format the client accepts (JSON if the question
+        has no other), marked cacheable for the ASGI layer in front."""
+        accept = request.headers.get("accept")
+        fmt = request_format(accept.encode("latin-1") if accept else None)
+        if fmt not in question.formats:
+            fmt = "json"
+        body = await anyio.to_thread.run_sync(self._answer, question, fmt)
+        return Response(
+            content=body, media_type=MEDIA_TYPES[fmt], headers=_CACHEABLE, status_code=200
+        )
 
-    def _compute(
-        self, key: tuple[Question, Format], question: Question, fmt: Format, raw: RawKey
-    ) -> CachedResponse:
-        generation, version = self.cache.snapshot()
-        body = self.db.run(lambda cur: question.answer(cur, fmt, version))
-        entry = build_response(key, body, fmt, version)
-        self.cache.put(entry, raw, generation)
-        return entry
+    def _answer(self, question: Question, fmt: Format) -> bytes:
+        _, version = self.cache.snapshot()
+        return self.db.run(lambda cur: question.answer(cur, fmt, version))
 
 
-def _raw_request(request: Request[Any, Any, Any]) -> tuple[RawKey, bytes | None]:
-    """The raw key and ``If-None-Match`` the fast path saw (recomputed if it did not run)."""
-    stashed = cast(dict[str, Any], request.scope).get(RAW_KEY_SCOPE_KEY)
-    if stashed is not None:
-        return cast(tuple[RawKey, bytes | None], stashed)
-    accept = request.headers.get("accept")
-    inm = request.headers.get("if-none-match")
-    fmt = request_format(accept.encode("latin-1") if accept else None)
-    raw = (request.scope["path"], request.scope["query_string"], fmt)
-    return raw, inm.encode("latin-1") if inm else None
-
-
-def _to_response(entry: CachedResponse, if_none_match: bytes | None) -> Response[Any]:
-    if etag_matches(if_none_match, entry.etag):
-        headers = entry.not_modified_headers
-        return Response(content=b"", status_code=304, headers=_str_headers(headers))
-    return Response(content=entry.body, status_code=200, headers=_str_headers(entry.headers))
-
-
-def _str_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    return {
-        name.decode("latin-1"): value.decode("latin-1")
-        for name, value in headers
-        if name != b"content-length"
-    }
+_CACHEABLE = {"cache-control": CACHE_CONTROL, "vary": VARY}

@@ -16,13 +16,15 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
-from litestar import Litestar
 from litestar.testing import TestClient
+from litestar.types import ASGIApp
 
 from market_api.app import create_app
+from market_api.fastpath import CacheFirst
 from market_api.service import MarketService
 from market_api.settings import Settings
 from market_core.home import DataHome
@@ -101,7 +103,16 @@ def dataset(template: Dataset, tmp_path: Path) -> Dataset:
     return Dataset(home, template.rows)
 
 
-MakeClient = Callable[..., TestClient[Litestar]]
+class ApiClient(TestClient[ASGIApp]):
+    """A TestClient on what ``create_app()`` returns (the cache-first layer in front of the
+    Litestar app, so tests go through the fast path as served), knowing the app's service."""
+
+    def __init__(self, api: CacheFirst, **kwargs: Any) -> None:
+        super().__init__(app=api, **kwargs)
+        self.service: MarketService = api.app.state["service"]
+
+
+MakeClient = Callable[..., ApiClient]
 
 
 @pytest.fixture
@@ -109,21 +120,20 @@ def make_client() -> Iterator[MakeClient]:
     """``make_client(home, **settings)``: a started app (lifespan run) and its TestClient."""
     with ExitStack() as stack:
 
-        def _make(home: DataHome, **overrides: object) -> TestClient[Litestar]:
+        def _make(home: DataHome, **overrides: object) -> ApiClient:
             settings = replace(Settings(home=home), **overrides)  # type: ignore[arg-type]
-            return stack.enter_context(TestClient(app=create_app(settings)))
+            return stack.enter_context(ApiClient(create_app(settings)))
 
         yield _make
 
 
 @pytest.fixture
-def client(dataset: Dataset, make_client: MakeClient) -> TestClient[Litestar]:
+def client(dataset: Dataset, make_client: MakeClient) -> ApiClient:
     return make_client(dataset.home)
 
 
-def service_of(client: TestClient[Litestar]) -> MarketService:
-    service: MarketService = client.app.state["service"]
-    return service
+def service_of(client: ApiClient) -> MarketService:
+    return client.service
 
 
 def run_writer(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -6,22 +6,20 @@ import time
 from datetime import timedelta
 
 import pytest
-from litestar import Litestar
-from litestar.testing import TestClient
 
-from market_api.cache import MAX_ALIASES, ResponseCache, build_response
+from market_api.cache import CacheKey, ResponseCache, build_response
 from market_api.fastpath import etag_matches, request_format
 from market_api.settings import Settings
 from market_core import data_version
 from market_core.env import SettingsError
 from market_core.handoff import write_lock
-from tests.api.conftest import Dataset, MakeClient, service_of
+from tests.api.conftest import ApiClient, Dataset, MakeClient, service_of
 from tests.api.writer import Row, load
 
 URL = "/instruments/AAPL/ohlcv?limit=5"
 
 
-def test_etag_and_304_on_the_cached_and_the_uncached_path(client: TestClient[Litestar]) -> None:
+def test_etag_and_304_on_the_cached_and_the_uncached_path(client: ApiClient) -> None:
     first = client.get(URL)  # a miss: answered by Litestar
     etag = first.headers["etag"]
     assert first.status_code == 200
@@ -31,7 +29,7 @@ def test_etag_and_304_on_the_cached_and_the_uncached_path(client: TestClient[Lit
     assert hit.status_code == 304
     assert hit.content == b""
     assert hit.headers["etag"] == etag
-    # Another spelling of the same question is first seen by Litestar, which also says 304.
+    # Another spelling of the same question is its own entry, with the same ETag: also 304.
     other = client.get("/instruments/aapl/ohlcv?limit=5", headers={"If-None-Match": etag})
     assert other.status_code == 304
     weak_and_listed = client.get(URL, headers={"If-None-Match": f'"nope", W/{etag}'})
@@ -41,7 +39,7 @@ def test_etag_and_304_on_the_cached_and_the_uncached_path(client: TestClient[Lit
     assert stale.content == first.content
 
 
-def test_etags_differ_between_questions_and_formats(client: TestClient[Litestar]) -> None:
+def test_etags_differ_between_questions_and_formats(client: ApiClient) -> None:
     tags = {
         client.get(URL).headers["etag"],
         client.get("/instruments/AAPL/ohlcv?limit=6").headers["etag"],
@@ -62,8 +60,8 @@ def test_a_hit_does_no_duckdb_work(dataset: Dataset, make_client: MakeClient) ->
         assert again.status_code == 200
         assert again.content == cached.content
         assert client.get("/instruments/aapl/ohlcv?limit=5").content == cached_lower.content
-        # Another spelling of a cached question: Litestar parses it, the cache still answers.
-        assert client.get("/instruments/Aapl/ohlcv?limit=5").status_code == 200
+        # The key is the request as it arrived: a spelling never asked before is a miss.
+        assert client.get("/instruments/Aapl/ohlcv?limit=5").status_code == 503
         miss = client.get("/instruments/AAPL/ohlcv?limit=7")
         assert miss.status_code == 503
         assert miss.headers["retry-after"] == "1"
@@ -82,7 +80,6 @@ def test_entry_bound_holds_under_many_distinct_queries(
         assert len(response.json()["bars"]) == limit
         assert len(cache) <= 5
     assert len(cache) == 5
-    assert cache.alias_count <= 5 * MAX_ALIASES
     # The newest entries are the ones kept.
     assert client.get("/instruments/AAPL/ohlcv?limit=40").json()["bars"][0]
 
@@ -105,33 +102,43 @@ def test_byte_bound_holds_under_many_distinct_queries(
     assert all(entry.size <= bound for entry in cache._entries.values())
 
 
+JSON = b"application/json"
+
+
+def key(path: str, query: bytes = b"") -> CacheKey:
+    return (path, query, "json")
+
+
 def test_lru_evicts_the_least_recently_used() -> None:
     cache = ResponseCache(max_entries=2, max_bytes=10**6, data_version=lambda: None)
     gen, version = cache.snapshot()
     for name in ("a", "b"):
-        cache.put(
-            build_response(name, name.encode(), "json", version), (f"/{name}", b"", "json"), gen
-        )
-    assert cache.get_raw(("/a", b"", "json")) is not None  # a is now the most recent
-    cache.put(build_response("c", b"c", "json", version), None, gen)
-    assert cache.get("b") is None
-    assert cache.get("a") is not None and cache.get("c") is not None
-    assert cache.get_raw(("/b", b"", "json")) is None  # its alias went with it
+        cache.put(build_response(key(f"/{name}"), name.encode(), JSON, version), gen)
+    assert cache.get(key("/a")) is not None  # a is now the most recent
+    cache.put(build_response(key("/c"), b"c", JSON, version), gen)
+    assert cache.get(key("/b")) is None
+    assert cache.get(key("/a")) is not None and cache.get(key("/c")) is not None
 
 
-def test_aliases_per_entry_are_bounded_and_counted() -> None:
+def test_bytes_count_key_body_and_headers_and_a_replaced_entry_once() -> None:
     cache = ResponseCache(max_entries=10, max_bytes=10**6, data_version=lambda: None)
     gen, version = cache.snapshot()
-    entry = build_response("k", b"body", "json", version)
-    cache.put(entry, None, gen)
-    before = cache.size_bytes
-    for i in range(MAX_ALIASES + 5):
-        cache.add_alias(entry, (f"/k{i}", b"x" * 1000, "json"))
-    assert cache.alias_count == MAX_ALIASES
-    assert cache.size_bytes >= before + MAX_ALIASES * 1000
-    cache.put(build_response("k", b"new", "json", version), None, gen)  # replaced: aliases go
-    assert cache.alias_count == 0
-    assert cache.size_bytes < before + 1000
+    long_query = key("/k", b"x" * 1000)
+    cache.put(build_response(long_query, b"body", JSON, version), gen)
+    one = cache.size_bytes
+    assert one > 1000 + len(b"body")
+    cache.put(build_response(long_query, b"new body", JSON, version), gen)
+    assert len(cache) == 1
+    assert cache.size_bytes == one + len(b"new body") - len(b"body")
+
+
+def test_the_etag_depends_on_what_is_sent_not_on_how_it_was_asked() -> None:
+    a = build_response(key("/instruments/AAPL/stats"), b"{}", JSON, "v1")
+    b = build_response(key("/instruments/aapl/stats"), b"{}", JSON, "v1")
+    assert a.etag == b.etag
+    assert build_response(key("/x"), b"{}", JSON, "v2").etag != a.etag
+    assert build_response(key("/x"), b"{}", b"text/csv; charset=utf-8", "v1").etag != a.etag
+    assert build_response(key("/x"), b"[]", JSON, "v1").etag != a.etag
 
 
 def test_a_miss_computed_before_a_new_version_is_not_stored() -> None:
@@ -142,9 +149,45 @@ def test_a_miss_computed_before_a_new_version_is_not_stored() -> None:
     assert version == "v1"
     versions.append("v2")
     assert cache.poll()
-    assert not cache.put(build_response("k", b"old", "json", version), None, generation)
-    assert cache.get("k") is None
+    assert not cache.put(build_response(key("/k"), b"old", JSON, version), generation)
+    assert cache.get(key("/k")) is None
     assert not cache.poll()  # nothing new
+
+
+PASSED_THROUGH = [
+    "/instruments/ZZZZ/stats",
+    "/instruments/AAPL/ohlcv?limit=0",
+    "/nowhere",
+    "/schema",
+    "/schema/openapi.json",
+    "/schema/swagger-ui/swagger-ui.css",
+]
+
+
+def test_only_cacheable_answers_are_stored(client: ApiClient) -> None:
+    """Errors, the docs and other methods pass through; only the data endpoints' 200s stay."""
+    cache = service_of(client).cache
+    for url in PASSED_THROUGH:
+        first, again = client.get(url), client.get(url)
+        assert first.status_code == again.status_code, url
+        assert first.content == again.content, url
+        assert "etag" not in first.headers or url.startswith("/schema"), url
+    assert client.post("/instruments").status_code == 405
+    assert len(cache) == 0
+    assert client.get(URL).status_code == 200
+    assert len(cache) == 1
+
+
+def test_a_format_the_question_lacks_is_answered_and_stored_as_json(client: ApiClient) -> None:
+    """``/health`` has no CSV: asked for CSV it answers JSON, and so does the stored entry."""
+    for _ in range(2):  # a miss, then a hit
+        health = client.get("/health", headers={"Accept": "text/csv"})
+        assert health.headers["content-type"] == "application/json"
+        assert health.json()["status"] == "ok"
+    # Two Accept fields are one list (RFC 9110): the key and the answer agree on CSV.
+    both = client.get(URL, headers=[("Accept", "text/csv"), ("Accept", "application/json;q=0.1")])
+    assert both.headers["content-type"].startswith("text/csv")
+    assert client.get(URL).headers["content-type"] == "application/json"
 
 
 def test_cache_can_be_turned_off(dataset: Dataset, make_client: MakeClient) -> None:
@@ -186,7 +229,7 @@ def test_a_load_is_served_from_the_first_poll_after_it(
 
 
 def test_the_watch_thread_polls_so_a_load_shows_without_restart(
-    client: TestClient[Litestar], dataset: Dataset
+    client: ApiClient, dataset: Dataset
 ) -> None:
     """How soon is a benchmark's question; here only that it happens (the deadline only stops
     a broken build from hanging). The poll interval itself is capped at 1 s."""
@@ -202,7 +245,7 @@ def test_the_watch_thread_polls_so_a_load_shows_without_restart(
         Settings.from_env({"MARKET_API_POLL_SECONDS": "1.5"})
 
 
-def test_an_unchanged_version_keeps_the_cache(client: TestClient[Litestar]) -> None:
+def test_an_unchanged_version_keeps_the_cache(client: ApiClient) -> None:
     client.get(URL)
     cache = service_of(client).cache
     time.sleep(0.1)  # several poll ticks

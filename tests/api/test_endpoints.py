@@ -14,15 +14,14 @@ from urllib.parse import quote
 
 import duckdb
 import pytest
-from litestar import Litestar
 from litestar.testing import TestClient
-from litestar.types import Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from market_api.app import create_app
 from market_api.settings import Settings
 from market_core import data_version
 from market_core.home import DataHome
-from tests.api.conftest import Dataset, MakeClient
+from tests.api.conftest import ApiClient, Dataset, MakeClient
 from tests.api.writer import Row
 
 
@@ -60,9 +59,7 @@ def in_range(rows: list[Row], start: date | None, end: date | None) -> list[Row]
     ]  # fmt: skip
 
 
-def test_health_reports_version_and_newest_bar(
-    client: TestClient[Litestar], dataset: Dataset
-) -> None:
+def test_health_reports_version_and_newest_bar(client: ApiClient, dataset: Dataset) -> None:
     response = client.get("/health")
     assert response.status_code == 200
     newest = max(row[0].date() for rows in dataset.rows.values() for row in rows)
@@ -73,7 +70,7 @@ def test_health_reports_version_and_newest_bar(
     }
 
 
-def test_instruments_lists_every_symbol(client: TestClient[Litestar], dataset: Dataset) -> None:
+def test_instruments_lists_every_symbol(client: ApiClient, dataset: Dataset) -> None:
     response = client.get("/instruments")
     assert response.status_code == 200
     expected = [
@@ -84,7 +81,7 @@ def test_instruments_lists_every_symbol(client: TestClient[Litestar], dataset: D
     assert response.json() == {"instruments": expected}
 
 
-def test_daily_bars_equal_the_table(client: TestClient[Litestar], dataset: Dataset) -> None:
+def test_daily_bars_equal_the_table(client: ApiClient, dataset: Dataset) -> None:
     response = client.get("/instruments/MSFT/ohlcv")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
@@ -96,7 +93,7 @@ def test_daily_bars_equal_the_table(client: TestClient[Litestar], dataset: Datas
 
 
 def test_symbol_is_case_insensitive_in_and_upper_case_out(
-    client: TestClient[Litestar], dataset: Dataset
+    client: ApiClient, dataset: Dataset
 ) -> None:
     lower = client.get("/instruments/brk.b/ohlcv").json()
     upper = client.get("/instruments/BRK.B/ohlcv").json()
@@ -106,7 +103,7 @@ def test_symbol_is_case_insensitive_in_and_upper_case_out(
     assert client.get("/instruments/brk.b/stats").json()["symbol"] == "BRK.B"
 
 
-def test_start_and_end_are_inclusive(client: TestClient[Litestar], dataset: Dataset) -> None:
+def test_start_and_end_are_inclusive(client: ApiClient, dataset: Dataset) -> None:
     dates = dataset.dates("AAPL")
     start, end = dates[10], dates[30]
     bars = client.get(f"/instruments/AAPL/ohlcv?start={start}&end={end}").json()["bars"]
@@ -118,7 +115,7 @@ def test_start_and_end_are_inclusive(client: TestClient[Litestar], dataset: Data
 
 
 def test_known_symbol_with_no_bars_in_range_is_empty_not_404(
-    client: TestClient[Litestar],
+    client: ApiClient,
 ) -> None:
     response = client.get("/instruments/AAPL/ohlcv?start=2024-02-12&end=2024-02-23")
     assert response.status_code == 200
@@ -131,7 +128,7 @@ def test_known_symbol_with_no_bars_in_range_is_empty_not_404(
 
 @pytest.mark.parametrize(("interval", "bucket"), [("1w", iso_week), ("1mo", month)])
 def test_weekly_and_monthly_bars_match_a_hand_computation(
-    client: TestClient[Litestar],
+    client: ApiClient,
     dataset: Dataset,
     interval: str,
     bucket: Callable[[date], Hashable],
@@ -148,7 +145,7 @@ def test_weekly_and_monthly_bars_match_a_hand_computation(
 
 @pytest.mark.parametrize(("interval", "bucket"), [("1w", iso_week), ("1mo", month)])
 def test_aggregation_uses_only_days_inside_the_range(
-    client: TestClient[Litestar],
+    client: ApiClient,
     dataset: Dataset,
     interval: str,
     bucket: Callable[[date], Hashable],
@@ -161,7 +158,7 @@ def test_aggregation_uses_only_days_inside_the_range(
 
 
 @pytest.mark.parametrize("interval", ["1d", "1w", "1mo"])
-def test_limit_keeps_the_newest_bars_ascending(client: TestClient[Litestar], interval: str) -> None:
+def test_limit_keeps_the_newest_bars_ascending(client: ApiClient, interval: str) -> None:
     full = client.get(f"/instruments/AAPL/ohlcv?interval={interval}").json()["bars"]
     limited = client.get(f"/instruments/AAPL/ohlcv?interval={interval}&limit=3").json()["bars"]
     assert limited == full[-3:]
@@ -171,7 +168,7 @@ def test_limit_keeps_the_newest_bars_ascending(client: TestClient[Litestar], int
     )
 
 
-def test_stats_match_a_hand_computation(client: TestClient[Litestar], dataset: Dataset) -> None:
+def test_stats_match_a_hand_computation(client: ApiClient, dataset: Dataset) -> None:
     start, end = date(2023, 12, 1), date(2024, 3, 31)
     rows = in_range(dataset.rows["AAPL"], start, end)
     body = client.get(f"/instruments/aapl/stats?start={start}&end={end}").json()
@@ -191,7 +188,7 @@ def test_stats_match_a_hand_computation(client: TestClient[Litestar], dataset: D
     assert (whole["start"], whole["end"], whole["count"]) == (None, None, len(dataset.rows["MSFT"]))
 
 
-def test_csv_has_the_same_columns_and_values(client: TestClient[Litestar]) -> None:
+def test_csv_has_the_same_columns_and_values(client: ApiClient) -> None:
     url = "/instruments/AAPL/ohlcv?interval=1w&limit=5"
     as_json = client.get(url).json()["bars"]
     response = client.get(url, headers={"Accept": "text/csv"})
@@ -217,16 +214,14 @@ def test_csv_has_the_same_columns_and_values(client: TestClient[Litestar]) -> No
         ("text/html", "application/json"),
     ],
 )
-def test_accept_header_picks_the_format(
-    client: TestClient[Litestar], accept: str, media: str
-) -> None:
+def test_accept_header_picks_the_format(client: ApiClient, accept: str, media: str) -> None:
     for _ in range(2):  # the miss, then the cached answer
         response = client.get("/instruments/MSFT/ohlcv?limit=2", headers={"Accept": accept})
         assert response.status_code == 200
         assert response.headers["content-type"].startswith(media)
 
 
-def test_unknown_symbol_is_404(client: TestClient[Litestar]) -> None:
+def test_unknown_symbol_is_404(client: ApiClient) -> None:
     for url in ("/instruments/ZZZZ/ohlcv", "/instruments/zzzz/stats",
                 "/instruments/ZZZZ/ohlcv?interval=1mo&start=2024-01-01"):  # fmt: skip
         response = client.get(url)
@@ -258,7 +253,7 @@ def test_unknown_symbol_is_404(client: TestClient[Litestar]) -> None:
     ],
 )
 def test_bad_parameters_are_400_naming_the_parameter(
-    client: TestClient[Litestar], url: str, parameter: str
+    client: ApiClient, url: str, parameter: str
 ) -> None:
     response = client.get(url)
     assert response.status_code == 400
@@ -284,7 +279,7 @@ INJECTIONS = [
 
 
 @pytest.mark.parametrize("symbol", INJECTIONS)
-def test_injection_in_symbol_is_4xx(client: TestClient[Litestar], symbol: str) -> None:
+def test_injection_in_symbol_is_4xx(client: ApiClient, symbol: str) -> None:
     for endpoint in ("ohlcv", "stats"):
         response = client.get(f"/instruments/{quote(symbol, safe='')}/{endpoint}")
         assert 400 <= response.status_code < 500
@@ -302,9 +297,7 @@ def test_injection_in_symbol_is_4xx(client: TestClient[Litestar], symbol: str) -
         "start=0000-00-00",
     ],
 )
-def test_injection_in_query_is_4xx(
-    client: TestClient[Litestar], dataset: Dataset, query: str
-) -> None:
+def test_injection_in_query_is_4xx(client: ApiClient, dataset: Dataset, query: str) -> None:
     name, _, value = query.partition("=")
     response = client.get(f"/instruments/AAPL/ohlcv?{name}={quote(value, safe='')}")
     assert response.status_code == 400
@@ -314,7 +307,7 @@ def test_injection_in_query_is_4xx(
     assert stats["count"] == len(dataset.rows["AAPL"])
 
 
-def test_unknown_route_is_a_json_404(client: TestClient[Litestar]) -> None:
+def test_unknown_route_is_a_json_404(client: ApiClient) -> None:
     response = client.get("/instrument")
     assert response.status_code == 404
     assert response.json()["status_code"] == 404
@@ -339,7 +332,7 @@ def test_before_the_first_load_nothing_fails(
     assert not home.duckdb_path.exists() or state == "no table"  # the API never creates it
 
 
-def test_openapi_describes_the_contract(client: TestClient[Litestar]) -> None:
+def test_openapi_describes_the_contract(client: ApiClient) -> None:
     schema = client.get("/schema/openapi.json").json()
     assert {"/health", "/instruments", "/instruments/{symbol}/ohlcv",
             "/instruments/{symbol}/stats"} <= set(schema["paths"])  # fmt: skip
@@ -362,7 +355,7 @@ SYMBOL_CANDIDATES = ["A", "a", "aapl", "BRK.B", "brk-b", "9", "ABCDEFGHIJKL", "A
 
 @pytest.mark.parametrize("endpoint", ["ohlcv", "stats"])
 def test_the_schema_accepts_exactly_the_symbols_the_api_accepts(
-    client: TestClient[Litestar], endpoint: str
+    client: ApiClient, endpoint: str
 ) -> None:
     """What the schema allows is never a 400, what it forbids always is: schemathesis'
     ``positive_data_acceptance`` and ``negative_data_rejection`` rely on this."""
@@ -378,12 +371,11 @@ def test_the_schema_accepts_exactly_the_symbols_the_api_accepts(
 
 
 class Recorder:
-    """Wraps the app's ASGI handler and keeps every message it sends (the wire, in-process)."""
+    """Wraps the served ASGI app and keeps every message it sends (the wire, in-process)."""
 
-    def __init__(self, app: Litestar) -> None:
-        self._inner = app.asgi_handler
+    def __init__(self, app: ASGIApp) -> None:
+        self._inner = app
         self.sent: list[Message] = []
-        app.asgi_handler = self
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def record(message: Message) -> None:
@@ -404,9 +396,8 @@ HEAD_URLS = ["/health", "/instruments", "/instruments/AAPL/ohlcv?limit=3",
 def test_head_answers_as_get_does_without_a_body(dataset: Dataset) -> None:
     """First on a miss (Litestar answers), then on a hit (the fast path): same status and
     headers as the GET, Content-Length included, and not one body byte sent."""
-    app = create_app(Settings(home=dataset.home))
-    recorder = Recorder(app)
-    with TestClient(app) as client:
+    recorder = Recorder(create_app(Settings(home=dataset.home)))
+    with TestClient(recorder) as client:
         for url in HEAD_URLS:
             for attempt in ("miss", "hit"):
                 recorder.sent.clear()
@@ -421,7 +412,7 @@ def test_head_answers_as_get_does_without_a_body(dataset: Dataset) -> None:
         assert client.head(HEAD_URLS[2], headers={"If-None-Match": etag}).status_code == 304
 
 
-def test_allow_lists_head_beside_get(client: TestClient[Litestar]) -> None:
+def test_allow_lists_head_beside_get(client: ApiClient) -> None:
     for response in (client.delete("/instruments"), client.post("/instruments/AAPL/stats"),
                      client.options("/health")):  # fmt: skip
         methods = {m.strip() for m in response.headers["allow"].split(",")}

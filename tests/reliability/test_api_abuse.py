@@ -12,10 +12,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from litestar import Litestar
 from litestar.testing import TestClient
 
 from market_api.app import create_app
+from market_api.fastpath import CacheFirst
 from market_api.settings import Settings
 from market_core.home import DataHome
 from market_core.schema import TABLE
@@ -31,13 +31,18 @@ def data_home(tmp_path_factory: pytest.TempPathFactory) -> DataHome:
 
 
 @pytest.fixture
-def client(data_home: DataHome) -> Iterator[TestClient[Litestar]]:
-    with TestClient(app=create_app(Settings(home=data_home))) as test_client:
+def api(data_home: DataHome) -> CacheFirst:
+    return create_app(Settings(home=data_home))
+
+
+@pytest.fixture
+def client(api: CacheFirst) -> Iterator[TestClient[CacheFirst]]:
+    with TestClient(app=api) as test_client:
         yield test_client
 
 
 def test_every_probe_is_rejected_or_answered_with_the_right_symbol_only(
-    client: TestClient[Litestar],
+    client: TestClient[CacheFirst],
 ) -> None:
     instruments = client.get("/instruments").json()
     assert len(instruments["instruments"]) == len(api_data.SYMBOLS)
@@ -53,12 +58,12 @@ def test_every_probe_is_rejected_or_answered_with_the_right_symbol_only(
 
 
 def test_the_api_cannot_write_its_duckdb_file(
-    client: TestClient[Litestar], data_home: DataHome, tmp_path: Path
+    api: CacheFirst, client: TestClient[CacheFirst], data_home: DataHome, tmp_path: Path
 ) -> None:
     """Its connection is read-only: another process can open the file read-only meanwhile
     (impossible while anyone holds it read-write), and a write through it is refused."""
     assert client.get("/instruments").status_code == 200
-    service = client.app.state["service"]
+    service = api.app.state["service"]
     assert service.db.is_open
     other = subprocess.run(
         [sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1], read_only=True)"
