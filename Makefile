@@ -8,6 +8,7 @@ export MARKET_DATA_HOME := $(abspath $(or $(MARKET_DATA_HOME),$(CURDIR)/storage)
 export DAGSTER_HOME ?= $(MARKET_DATA_HOME)/dagster
 MARKET_API_PORT ?= 8000
 DAGSTER_PORT ?= 3000
+DAGSTER_DEV = $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
 
 .PHONY: setup instance run ingest retry-failed api dagster test test-reliability lint format bench lock
 
@@ -27,13 +28,14 @@ instance: setup
 	@$(BIN)/python -m market_pipeline.instance
 
 ## The main job: load the watchlist, then serve the Dagster UI (with its daemon) and the API.
+# market_pipeline/serve.py runs both and stops both, with all they started, within 10 s of SIGTERM
+# or Ctrl-C. MAKE_COMMAND, not MAKE, names make there: `make -n run` must not start the servers.
 run: instance
 	$(BIN)/python -m market_pipeline.ingest
 	@echo "Dagster UI:  http://127.0.0.1:$(DAGSTER_PORT)"
 	@echo "API:         http://127.0.0.1:$(MARKET_API_PORT)/instruments  (docs: /schema)"
-	@trap 'kill 0' EXIT INT TERM; \
-	$(MAKE) --no-print-directory api & \
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
+	@exec $(BIN)/python -m market_pipeline.serve --dagster "$(DAGSTER_DEV)" \
+		--api "$(MAKE_COMMAND) --no-print-directory api"
 
 ## Headless: register the watchlist and materialize all three assets; non-zero if any symbol failed.
 ingest: instance
@@ -48,7 +50,7 @@ api: setup
 		--workers 1 --no-ws market_api.app:create_app
 
 dagster: instance
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
+	$(DAGSTER_DEV)
 
 ## The fast suite: everything not marked `reliability` (about 4 minutes on 2 cores).
 test: setup
