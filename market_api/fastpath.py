@@ -153,6 +153,7 @@ class Capture:
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
+            self.content_type, self.body = None, []
             headers = dict(message.get("headers", ()))
             if message["status"] == 200 and headers.get(b"cache-control") == _CACHE_CONTROL:
                 self.content_type = headers.get(b"content-type", b"application/octet-stream")
