@@ -52,7 +52,8 @@ def run_ours(home: DataHome, symbols: Sequence[str], stages: Sequence[str]) -> f
     outcome = runner.run(symbols)
     elapsed = time.perf_counter() - start
     if outcome.failures:
-        raise RuntimeError(f"ours failed on {len(outcome.failures)} symbols: {outcome.failures}")
+        failed = "; ".join(f.message for f in outcome.failures.values())
+        raise RuntimeError(f"ours failed on {len(outcome.failures)} symbols: {failed}")
     return elapsed
 
 

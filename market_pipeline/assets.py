@@ -7,8 +7,9 @@ each asset still materializes, and can be selected, on its own. The stage logic 
 """
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, assert_never
 
+import polars as pl
 from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
@@ -24,11 +25,13 @@ from dagster import (
 from pydantic import Field
 
 from market_core.assets import CLEAN, OHLCV, RAW
-from market_pipeline.batch import BatchRunner, BatchSettings
+from market_pipeline.batch import BatchOutcome, BatchRunner, BatchSettings
 from market_pipeline.checks import CHECK_SPECS, check_results
+from market_pipeline.outcome import Cleaned, Loaded, StageResult
 from market_pipeline.partitions import WatchlistResource, symbols_partitions
 from market_pipeline.resources.alpha_vantage import AlphaVantageResource
 from market_pipeline.resources.storage import MarketDuckDB
+from market_pipeline.stages.raw import RawResult
 from market_pipeline.validation import Rules
 
 ALPHA_VANTAGE_POOL = "alpha_vantage"
@@ -83,10 +86,52 @@ def _rules(config: PipelineConfig, watchlist: WatchlistResource) -> Rules:
     return Rules(config.move_threshold, config.volume_ratio, watchlist.start_date())
 
 
-def _metadata(values: dict[str, Any]) -> dict[str, Any]:
-    wrap = {"path": MetadataValue.path, "rejects_path": MetadataValue.path,
-            "database": MetadataValue.path, "preview": MetadataValue.md}  # fmt: skip
-    return {k: wrap[k](v) if k in wrap else v for k, v in values.items()}
+def _preview(bars: pl.DataFrame) -> str:
+    """The newest bars as a Markdown table, for the Dagster UI."""
+    bars = bars.with_columns(pl.col("timestamp").dt.date())
+    lines = ["| " + " | ".join(bars.columns) + " |", "|" + "---|" * bars.width]
+    lines += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |"
+              for row in bars.iter_rows()]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _metadata(result: StageResult) -> dict[str, Any]:
+    """What the Dagster UI shows for one symbol's materialization of one stage."""
+    span = {"rows": result.rows, "first_date": result.first_date, "last_date": result.last_date}
+    match result:
+        case RawResult():
+            return span | {"outputsize": result.outputsize, "source": result.source,
+                           "path": MetadataValue.path(result.path)}  # fmt: skip
+        case Cleaned():
+            return span | {
+                "rejected": result.rejected,
+                "flagged": result.flagged,
+                "outside_history_window": result.outside_history_window,
+                "path": MetadataValue.path(result.path),
+                "rejects_path": MetadataValue.path(result.rejects_path),
+                "preview": MetadataValue.md(_preview(result.newest)),
+            }
+        case Loaded():
+            return span | {"table": result.table, "database": MetadataValue.path(result.database),
+                           "batch_inserted": result.batch_inserted,
+                           "batch_revised": result.batch_revised}  # fmt: skip
+    assert_never(result)
+
+
+def _failure(outcome: BatchOutcome) -> Failure:
+    """One failure for the step, naming every failed symbol, so that a retry can take just them."""
+    failed = sorted(outcome.failures)
+    return Failure(
+        description=(
+            f"{len(failed)} of {len(outcome.symbols)} symbols failed (the others are materialized; "
+            f"re-run just these): " + "; ".join(outcome.failures[s].message for s in failed)
+        )[:4000],
+        metadata={
+            "failed_symbols": failed,
+            "failed": len(failed),
+            "succeeded": len(outcome.symbols) - len(failed),
+        },
+    )
 
 
 @multi_asset(
@@ -121,25 +166,17 @@ def symbol_pipeline(
         log=context.log.info,
     )
     outcome = runner.run(symbols)
-    for stage in (RAW, CLEAN, OHLCV):
-        for symbol, values in outcome.materialized[stage].items():
+    for stage, results in outcome.materialized.items():
+        for symbol, result in results.items():
             yield AssetMaterialization(
-                asset_key=stage, partition=symbol, metadata=_metadata(values)
+                asset_key=stage, partition=symbol, metadata=_metadata(result)
             )
     if CLEAN in stages:
+        cleaned = outcome.results(Cleaned).values()
         yield from check_results(
-            context.selected_asset_check_keys, outcome.reject_counts, outcome.flag_counts
+            context.selected_asset_check_keys,
+            {c.symbol: c.reject_counts for c in cleaned},
+            {c.symbol: c.flag_counts for c in cleaned},
         )
     if outcome.failures:
-        failed = sorted(outcome.failures)
-        raise Failure(
-            description=(
-                f"{len(failed)} of {len(symbols)} symbols failed (the others are materialized; "
-                f"re-run just these): " + "; ".join(outcome.failures[s] for s in failed)
-            )[:4000],
-            metadata={
-                "failed_symbols": failed,
-                "failed": len(failed),
-                "succeeded": len(symbols) - len(failed),
-            },
-        )
+        raise _failure(outcome)

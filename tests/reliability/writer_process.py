@@ -66,6 +66,7 @@ def big_frame(generation: int) -> pl.DataFrame:
 
 def load(home_dir: str, generation: int, prefix: str = "S") -> bool:
     """One load of a generation through the pipeline's load stage; True if every symbol loaded."""
+    from market_core.assets import OHLCV
     from market_core.home import DataHome
     from market_pipeline import batch
     from market_pipeline.resources.storage import MarketDuckDB, write_parquet_atomic
@@ -80,7 +81,7 @@ def load(home_dir: str, generation: int, prefix: str = "S") -> bool:
         home=home,
         client=None,
         duckdb=MarketDuckDB(database=str(home.duckdb_path)),
-        stages=[batch.OHLCV],
+        stages=[OHLCV],
         settings=batch.BatchSettings(outputsize="compact", rules=Rules()),
         log=say,
     )
