@@ -13,12 +13,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from dagster import DagsterInstance, build_resources
 
 from market_core.symbols import InvalidSymbolError
 from market_pipeline.definitions import defs, resources
-from market_pipeline.instance import open_instance
+from market_pipeline.instance import instance_lock, open_instance
 from market_pipeline.partitions import (
     PARTITIONS,
     WatchlistResource,
@@ -48,10 +49,13 @@ def _resolved() -> Iterator[tuple[AlphaVantageResource, MarketDuckDB, WatchlistR
 
 
 def register(instance: DagsterInstance, symbols: Sequence[str]) -> list[str]:
-    known = set(instance.get_dynamic_partitions(PARTITIONS))
-    new = [s for s in symbols if s not in known]
-    if new:
-        instance.add_dynamic_partitions(PARTITIONS, new)
+    """Under the instance's lock: Dagster reads the registered keys, then inserts the others, so
+    two ingests adding the same new symbol at once would both insert it and one would fail."""
+    with instance_lock(Path(instance.root_directory)):
+        known = set(instance.get_dynamic_partitions(PARTITIONS))
+        new = [s for s in symbols if s not in known]
+        if new:
+            instance.add_dynamic_partitions(PARTITIONS, new)
     return new
 
 

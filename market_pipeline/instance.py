@@ -79,7 +79,10 @@ def ensure_pool_limit(instance: DagsterInstance) -> None:
 
 @contextmanager
 def instance_lock(home: Path, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
-    """Held while an instance is opened: creating, migrating or seeding it is one process's job.
+    """Held while an instance is opened or symbols are registered: one process at a time.
+
+    Creating, migrating and seeding the storage, and adding partitions (a read, then an insert)
+    are each one process's job.
 
     The lock is an ``flock`` on a file beside ``dagster.yaml``: the kernel releases it when its
     holder dies, so a killed process never leaves the data home locked.
@@ -114,10 +117,10 @@ def _dagster_home_env(home: Path) -> Iterator[None]:
             os.environ["DAGSTER_HOME"] = before
 
 
-def open_instance() -> DagsterInstance:
+def open_instance(lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> DagsterInstance:
     """The data home's instance, whether or not ``DAGSTER_HOME`` is set; safe to race."""
     home = dagster_home().resolve()
-    with instance_lock(home):
+    with instance_lock(home, lock_timeout):
         ensure_instance(home)
         with _dagster_home_env(home):
             instance = DagsterInstance.get()

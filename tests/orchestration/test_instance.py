@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dagster._core.instance.config import PoolGranularity
-from dagster._core.run_coordinator.queued_run_coordinator import QueuedRunCoordinator
+from dagster import QueuedRunCoordinator
+from filelock import FileLock
 
 from market_core.home import DataHome
 from market_pipeline.assets import ALPHA_VANTAGE_POOL, symbol_pipeline
-from market_pipeline.instance import open_instance
+from market_pipeline.instance import LOCK_NAME, InstanceBusyError, open_instance
 
 
 def test_the_instance_lives_in_the_data_home_and_queues_runs_one_pool_slot_at_a_time(
@@ -20,7 +20,8 @@ def test_the_instance_lives_in_the_data_home_and_queues_runs_one_pool_slot_at_a_
         assert Path(instance.root_directory) == home.dagster_home
         assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
         config = instance.get_concurrency_config()
-        assert config.pool_config.pool_granularity == PoolGranularity.RUN
+        granularity = config.pool_config.pool_granularity
+        assert granularity is not None and granularity.value == "run"
         assert config.run_queue_config is not None
         assert config.run_queue_config.max_concurrent_runs == 4
         assert config.run_queue_config.should_block_op_concurrency_limited_runs
@@ -40,3 +41,15 @@ def test_dagster_home_wins_and_a_limit_set_by_the_user_is_kept(
     with open_instance() as instance:
         assert Path(instance.root_directory) == tmp_path / "elsewhere"
         assert instance.event_log_storage.get_concurrency_info(ALPHA_VANTAGE_POOL).slot_count == 2
+
+
+def test_a_process_holding_the_instance_too_long_is_named_not_waited_for_forever(
+    home: DataHome,
+) -> None:
+    """The lock is only held while an instance is made or opened; far longer means a hang."""
+    home.dagster_home.mkdir(parents=True)
+    with FileLock(home.dagster_home / LOCK_NAME), pytest.raises(InstanceBusyError) as raised:
+        open_instance(lock_timeout=0.2)
+    assert str(home.dagster_home / LOCK_NAME) in str(raised.value)
+    with open_instance() as instance:  # released: the next one goes ahead
+        assert Path(instance.root_directory) == home.dagster_home
