@@ -72,3 +72,14 @@ def test_an_emptied_watchlist_unregisters_nothing(
 
     watchlist.write_text("AAPL\nMSFT\nIBM\n")
     assert ranges(tick(instance).run_requests) == [("IBM", "IBM")]
+
+
+def test_a_look_alike_symbol_fails_the_tick_naming_it_and_registers_nothing(
+    instance: DagsterInstance, home: DataHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``str.upper()`` makes the sharp s "SS": the sensor must not register SSPY for it."""
+    monkeypatch.setenv("MARKET_SYMBOLS", "AAPL,\u00dfpy")
+    with pytest.raises(Exception, match="not a ticker symbol") as failed:
+        tick(instance)
+    assert repr("\u00dfpy") in str(failed.value)
+    assert instance.get_dynamic_partitions("symbols") == []
