@@ -16,6 +16,13 @@ negotiated media type, so the handler answers exactly the format the entry is st
 HEAD is answered as the GET it mirrors (same status and headers, ``Content-Length`` included)
 with the body dropped, and ``Allow`` (on a 405 or an ``OPTIONS``) lists it beside GET. Litestar
 alone would need a second handler per route, and would still send the body.
+
+Why not Litestar's own response cache (``cache=`` on the routes, a key builder that includes the
+data version): measured on cache hits it reaches about 1.15x the hello-world floor against about
+1.6x here (2026-11-30), but it builds the key twice per miss, at lookup and again at store, so
+a data version published in between would file an answer computed from the old data under the
+new version's key unless the version rode along in the request's scope; and HEAD and 304 would
+still need this layer.
 """
 
 from __future__ import annotations
