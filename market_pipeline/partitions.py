@@ -18,7 +18,7 @@ from dagster import ConfigurableResource, DynamicPartitionsDefinition
 from pydantic import Field, field_validator
 
 from market_core.symbols import normalize_symbol
-from market_pipeline.settings import env_fields, is_unresolved
+from market_pipeline.settings import env_fields, is_unresolved, stripped_or
 
 DEFAULT_WATCHLIST = Path(__file__).with_name("watchlist.txt")
 
@@ -66,9 +66,7 @@ class WatchlistResource(ConfigurableResource):
     @field_validator("symbols", mode="before")
     @classmethod
     def _symbols(cls, value: object) -> object:
-        if isinstance(value, str) and not is_unresolved(value):
-            return value.strip() or None
-        return value
+        return stripped_or(value, None)
 
     @field_validator("history_start", mode="before")
     @classmethod

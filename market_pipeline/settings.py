@@ -42,6 +42,13 @@ def is_unresolved(value: object) -> bool:
     return isinstance(value, EnvVar)
 
 
+def stripped_or(value: object, default: object) -> object:
+    """A field's text stripped, or ``default`` when blank; an unread ``EnvVar`` passes as is."""
+    if isinstance(value, str) and not is_unresolved(value):
+        return value.strip() or default
+    return value
+
+
 def configuration_problems(exc: BaseException) -> list[str] | None:
     """The user-facing lines of a resource that failed to resolve, or ``None`` if it is not that.
 

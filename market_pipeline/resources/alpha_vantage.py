@@ -45,7 +45,7 @@ from market_pipeline.resources.av_errors import (
 )
 from market_pipeline.resources.rate_limit import SharedRateLimiter, calls_available, key_id
 from market_pipeline.sample_source import SAMPLE_BASE_URL, SampleAdapter
-from market_pipeline.settings import OUTPUTSIZES, env_fields, is_unresolved
+from market_pipeline.settings import OUTPUTSIZES, env_fields, is_unresolved, stripped_or
 
 DEFAULT_BASE_URL = "https://www.alphavantage.co/query"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -325,16 +325,12 @@ class AlphaVantageResource(ConfigurableResource):
     @field_validator("api_key", mode="before")
     @classmethod
     def _api_key(cls, value: object) -> object:
-        if isinstance(value, str) and not is_unresolved(value):
-            return value.strip() or None
-        return value
+        return stripped_or(value, None)
 
     @field_validator("base_url", mode="before")
     @classmethod
     def _base_url(cls, value: object) -> object:
-        if isinstance(value, str) and not is_unresolved(value):
-            return value.strip() or DEFAULT_BASE_URL
-        return value
+        return stripped_or(value, DEFAULT_BASE_URL)
 
     @field_validator("outputsize", mode="before")
     @classmethod
