@@ -5,5 +5,9 @@ from __future__ import annotations
 RAW = "raw_data"
 CLEAN = "clean_data"
 OHLCV = "ohlcv_data"
+RAW_ACTIONS = "raw_actions"
+"""Alpha Vantage's SPLITS and DIVIDENDS answers as received."""
+ACTIONS = "corporate_actions"
+"""The validated events in the DuckDB table ``corporate_actions``."""
 STAGES: tuple[str, ...] = (RAW, CLEAN, OHLCV)
-"""In the order the data flows."""
+"""The price stages, in the order the data flows."""

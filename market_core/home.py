@@ -65,3 +65,20 @@ class DataHome:
 
     def rejects_file(self, symbol: str) -> Path:
         return self.rejects_dir / f"{symbol}.parquet"
+
+    @property
+    def raw_actions_dir(self) -> Path:
+        """Alpha Vantage's SPLITS and DIVIDENDS answers as received, one folder per function."""
+        return self.root / "raw_actions"
+
+    def raw_actions_file(self, symbol: str, function: str) -> Path:
+        """``function`` is ``splits`` or ``dividends``."""
+        return self.raw_actions_dir / function / f"{symbol}.parquet"
+
+    @property
+    def actions_rejects_dir(self) -> Path:
+        """Corporate-action rows that broke a rule, with the rule (beside ``rejects/`` for bars)."""
+        return self.root / "rejects_actions"
+
+    def actions_rejects_file(self, symbol: str) -> Path:
+        return self.actions_rejects_dir / f"{symbol}.parquet"
