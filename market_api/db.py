@@ -13,9 +13,13 @@ Queries run concurrently on per-thread cursors of that connection. A readers-wri
 opening and closing hold it exclusive, and a waiting close blocks new queries so that it happens
 as soon as the running ones finish.
 
-Before the first load there may be no file, or a file without the table. Queries then run
-against an empty in-memory table of the same schema, so every endpoint answers "no data"
-through the same SQL instead of special cases.
+Before the first load there may be no file, or a file without the tables: a file loaded before
+corporate actions existed has ``ohlcv_data`` but no ``corporate_actions``, and one whose first
+load was of corporate actions only the reverse. Queries then run against empty tables of the
+same schema (in memory without a file; with one, a temporary table per cursor for each missing
+table: temporary objects are per cursor, and the only thing a read-only connection may
+create), so every endpoint answers "no data" or "no events" through the same SQL instead of
+special cases.
 """
 
 from __future__ import annotations
@@ -32,15 +36,23 @@ import duckdb
 from market_api.errors import DataUnavailable
 from market_core.handoff import VersionWatch, write_locked
 from market_core.home import DataHome
-from market_core.schema import CREATE_TABLE_SQL, TABLE
+from market_core.schema import ACTIONS_TABLE, CREATE_ACTIONS_SQL, CREATE_TABLE_SQL, TABLE
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_TABLE_EXISTS_SQL = """
-SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?
+_TABLES_SQL = """
+SELECT table_name FROM information_schema.tables
+WHERE table_schema = 'main' AND table_name IN (?, ?)
 """
+
+_TABLES = {TABLE: CREATE_TABLE_SQL, ACTIONS_TABLE: CREATE_ACTIONS_SQL}
+"""Every table the queries read, with its schema."""
+
+
+def _temporary(create_sql: str) -> str:
+    return create_sql.replace("CREATE TABLE", "CREATE TEMP TABLE", 1)
 
 
 class ReadWriteLock:
@@ -112,6 +124,8 @@ class Database:
         self._lock = ReadWriteLock()
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._source: duckdb.DuckDBPyConnection | None = None
+        self._stand_ins: tuple[str, ...] = ()
+        """``CREATE TEMP TABLE`` statements for the tables the open file lacks."""
         self._generation = 0
         self._local = threading.local()
         self._empty: duckdb.DuckDBPyConnection | None = None
@@ -206,6 +220,8 @@ class Database:
         if getattr(local, "generation", None) != self._generation:
             assert self._source is not None
             local.cursor = self._source.cursor()
+            for create in self._stand_ins:
+                local.cursor.execute(create)
             local.generation = self._generation
         cursor: duckdb.DuckDBPyConnection = local.cursor
         return cursor
@@ -226,13 +242,16 @@ class Database:
                 log.debug("cannot open %s read-only yet: %s", self._path, exc)
                 return False
             try:
-                row = conn.execute(_TABLE_EXISTS_SQL, [TABLE]).fetchone()
+                rows = conn.execute(_TABLES_SQL, list(_TABLES)).fetchall()
             except duckdb.Error as exc:
                 log.warning("cannot read the catalog of %s: %s", self._path, exc)
                 conn.close()
                 return False
-            self._conn = conn
-            self._source = conn if row and row[0] else self._empty_source()
+            present = {row[0] for row in rows}
+            self._conn = self._source = conn
+            self._stand_ins = tuple(
+                _temporary(sql) for table, sql in _TABLES.items() if table not in present
+            )
             self._generation += 1
             return True
 
@@ -247,6 +266,7 @@ class Database:
         with self._empty_lock:
             if self._empty is None:
                 empty = duckdb.connect(":memory:")
-                empty.execute(CREATE_TABLE_SQL)
+                for create in _TABLES.values():
+                    empty.execute(create)
                 self._empty = empty
             return self._empty

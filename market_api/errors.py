@@ -29,8 +29,10 @@ class UnknownSymbol(ApiError):
     status_code = 404
     error = "unknown_symbol"
 
-    def __init__(self, symbol: str) -> None:
-        super().__init__(f"{symbol}: no bars stored for this symbol; GET /instruments lists them")
+    def __init__(self, symbol: str, stored: str = "bars") -> None:
+        super().__init__(
+            f"{symbol}: no {stored} stored for this symbol; GET /instruments lists them"
+        )
         self.symbol = symbol
 
 

@@ -17,14 +17,25 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Schema
 from litestar.params import Parameter
 
-from market_api.schemas import CSV_COLUMNS, ErrorBody, Health, InstrumentList, Interval, OhlcvSeries
+from market_api.schemas import (
+    CSV_COLUMNS,
+    Adjustment,
+    CorporateActions,
+    ErrorBody,
+    Health,
+    InstrumentList,
+    Interval,
+    OhlcvSeries,
+)
 from market_api.schemas import Stats as StatsBody
 from market_api.service import (
+    ActionsQuestion,
     BarsQuestion,
     HealthQuestion,
     InstrumentsQuestion,
     MarketService,
     StatsQuestion,
+    check_once,
 )
 from market_api.settings import MAX_LIMIT
 from market_core.symbols import SYMBOL_PATTERN
@@ -57,6 +68,10 @@ _SYMBOL_ERRORS = {
     404: _error("No bars are stored for this symbol"),
     503: _UNAVAILABLE,
 }
+_ACTIONS_ERRORS = {
+    **_SYMBOL_ERRORS,
+    404: _error("Neither bars nor corporate actions are stored for this symbol"),
+}
 
 # The stored symbol's pattern, in either case: the schema then promises exactly what is served.
 SYMBOL_ANY_CASE = SYMBOL_PATTERN.replace("A-Z", "A-Za-z")
@@ -76,6 +91,17 @@ End = Annotated[date | None, Parameter(description="Last date, inclusive (YYYY-M
 IntervalParam = Annotated[Interval, Parameter(description="Bar length", default=Interval.DAY)]
 Limit = Annotated[
     int | None, Parameter(ge=1, le=MAX_LIMIT, description="Keep only the newest N bars")
+]
+AdjustmentParam = Annotated[
+    Adjustment,
+    Parameter(
+        description=(
+            "Prices as traded (raw), or adjusted at read time for later splits (split: prices "
+            "/ S(t), volume * S(t)), dividends (dividend: prices * D(t)) or both (all); at "
+            "most once. The README gives the formula."
+        ),
+        default=Adjustment.RAW,
+    ),
 ]
 
 
@@ -134,7 +160,8 @@ class InstrumentController(Controller):
             "Weekly (ISO week) and monthly (calendar month) bars are aggregated from the daily "
             "bars inside [start, end]: first open, max high, min low, last close, summed "
             "volume, dated by their first trading day. `limit` keeps the newest N bars. "
-            "Send `Accept: text/csv` for CSV with the same columns."
+            "With `adjustment`, the daily bars are adjusted first and the weekly and monthly "
+            "ones built from them. Send `Accept: text/csv` for CSV with the same columns."
         ),
         response_headers=_CACHE_HEADERS,
         responses=_SYMBOL_ERRORS,
@@ -149,8 +176,10 @@ class InstrumentController(Controller):
         end: End = None,
         interval: IntervalParam = Interval.DAY,
         limit: Limit = None,
+        adjustment: AdjustmentParam = Adjustment.RAW,
     ) -> Response[OhlcvSeries]:
-        question = BarsQuestion.parse(symbol, interval, start, end, limit)
+        check_once(request, "adjustment", Adjustment)
+        question = BarsQuestion.parse(symbol, interval, start, end, limit, adjustment)
         return await service.respond(request, question)
 
     @get(
@@ -166,5 +195,29 @@ class InstrumentController(Controller):
         symbol: Symbol,
         start: Start = None,
         end: End = None,
+        adjustment: AdjustmentParam = Adjustment.RAW,
     ) -> Response[StatsBody]:
-        return await service.respond(request, StatsQuestion.parse(symbol, start, end))
+        check_once(request, "adjustment", Adjustment)
+        question = StatsQuestion.parse(symbol, start, end, adjustment)
+        return await service.respond(request, question)
+
+    @get(
+        "/{symbol:str}/corporate-actions",
+        summary="Splits and dividends of one symbol with ex-date in [start, end], ascending",
+        description=(
+            "The events the adjustments use, as stored: split factors (new shares per old "
+            "share, below 1 for a reverse split) and dividend amounts as Alpha Vantage reports "
+            "them; dates nobody recorded are null."
+        ),
+        response_headers=_CACHE_HEADERS,
+        responses=_ACTIONS_ERRORS,
+    )
+    async def corporate_actions(
+        self,
+        request: Request[Any, Any, Any],
+        service: MarketService,
+        symbol: Symbol,
+        start: Start = None,
+        end: End = None,
+    ) -> Response[CorporateActions]:
+        return await service.respond(request, ActionsQuestion.parse(symbol, start, end))

@@ -24,6 +24,18 @@ class Interval(StrEnum):
     MONTH = "1mo"
 
 
+class Adjustment(StrEnum):
+    """How prices are adjusted for corporate actions at read time (the stored bars never are).
+
+    ``split`` divides prices by S(t) and multiplies volume by it, ``dividend`` multiplies prices
+    by D(t), ``all`` does both; ``queries.py`` holds the formula."""
+
+    RAW = "raw"
+    SPLIT = "split"
+    DIVIDEND = "dividend"
+    ALL = "all"
+
+
 class Bar(msgspec.Struct, gc=False):
     """One bar. For ``1w``/``1mo`` the timestamp is the first trading day in the bucket."""
 
@@ -38,6 +50,7 @@ class Bar(msgspec.Struct, gc=False):
 class OhlcvSeries(msgspec.Struct, gc=False):
     symbol: str
     interval: Interval
+    adjustment: Adjustment
     bars: list[Bar]
 
 
@@ -58,6 +71,7 @@ class Stats(msgspec.Struct, gc=False):
     symbol: str
     start: date | None
     end: date | None
+    adjustment: Adjustment
     count: int
     first_date: date | None
     last_date: date | None
@@ -65,7 +79,31 @@ class Stats(msgspec.Struct, gc=False):
     min_low: float | None
     max_high: float | None
     total_return: float | None
-    """``last close / first close - 1`` over the range."""
+    """``last close / first close - 1`` over the range, of the adjusted closes: with
+    ``dividend`` or ``all`` a total return with dividends reinvested."""
+
+
+class Split(msgspec.Struct, gc=False):
+    ex_date: date
+    split_factor: float
+    """New shares per old share; below 1 for a reverse split."""
+
+
+class Dividend(msgspec.Struct, gc=False):
+    ex_date: date
+    amount: float
+    """Cash per share as Alpha Vantage reports it."""
+    declaration_date: date | None
+    record_date: date | None
+    payment_date: date | None
+
+
+class CorporateActions(msgspec.Struct, gc=False):
+    """One symbol's stored events in ``[start, end]`` by ex-date, each list ascending."""
+
+    symbol: str
+    splits: list[Split]
+    dividends: list[Dividend]
 
 
 class Health(msgspec.Struct, gc=False):

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, cast
+from urllib.parse import parse_qsl
 
 import anyio.to_thread
 import duckdb
@@ -24,17 +26,22 @@ from market_api.db import Database
 from market_api.errors import InvalidParameter, UnknownSymbol
 from market_api.fastpath import request_format
 from market_api.schemas import (
+    Adjustment,
     Bar,
+    CorporateActions,
+    Dividend,
     Health,
     Instrument,
     InstrumentList,
     Interval,
     OhlcvSeries,
+    Split,
     Stats,
     bars_csv,
     json_encoder,
 )
 from market_api.settings import MAX_LIMIT, Settings
+from market_core.schema import DIVIDEND, SPLIT
 from market_core.symbols import SYMBOL_RULE, InvalidSymbolError, normalize_symbol
 
 log = logging.getLogger(__name__)
@@ -66,6 +73,18 @@ def check_range(start: date | None, end: date | None) -> None:
         raise InvalidParameter("start", f"start {start} is after end {end}")
 
 
+def check_once(request: Request[Any, Any, Any], name: str, allowed: Iterable[str]) -> None:
+    """Refuse ``name`` given twice or given empty, both of which Litestar lets pass (the last
+    copy wins; an empty value counts as absent, so the default would answer): ``raw`` and
+    ``all`` asked together, or an empty value, have no right answer."""
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == name]
+    if len(values) > 1:
+        raise InvalidParameter(name, f"{name} given more than once; give it at most once")
+    if values and not values[0]:
+        raise InvalidParameter(name, f"{name} is empty; give one of {', '.join(allowed)}")
+
+
 @dataclass(frozen=True, slots=True)
 class HealthQuestion:
     formats: ClassVar[frozenset[Format]] = _JSON_ONLY
@@ -93,6 +112,7 @@ class BarsQuestion:
     start: date | None
     end: date | None
     limit: int | None
+    adjustment: Adjustment = Adjustment.RAW
     formats: ClassVar[frozenset[Format]] = frozenset({"json", "csv"})
 
     @classmethod
@@ -103,20 +123,23 @@ class BarsQuestion:
         start: date | None,
         end: date | None,
         limit: int | None,
+        adjustment: Adjustment = Adjustment.RAW,
     ) -> BarsQuestion:
         check_range(start, end)
         if limit is not None and not 1 <= limit <= MAX_LIMIT:
             raise InvalidParameter("limit", f"limit must be between 1 and {MAX_LIMIT}")
-        return cls(parse_symbol(symbol), interval, start, end, limit)
+        return cls(parse_symbol(symbol), interval, start, end, limit, adjustment)
 
     def answer(self, cur: duckdb.DuckDBPyConnection, fmt: Format, version: str | None) -> bytes:
-        rows = queries.bars(cur, self.symbol, self.interval, self.start, self.end, self.limit)
+        rows = queries.bars(
+            cur, self.symbol, self.interval, self.start, self.end, self.limit, self.adjustment
+        )
         if not rows and not queries.symbol_exists(cur, self.symbol):
             raise UnknownSymbol(self.symbol)
         if fmt == "csv":
             return bars_csv(rows)
-        series = OhlcvSeries(self.symbol, self.interval, [Bar(*row) for row in rows])
-        return json_encoder.encode(series)
+        bars = [Bar(*row) for row in rows]
+        return json_encoder.encode(OhlcvSeries(self.symbol, self.interval, self.adjustment, bars))
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,16 +147,23 @@ class StatsQuestion:
     symbol: str
     start: date | None
     end: date | None
+    adjustment: Adjustment = Adjustment.RAW
     formats: ClassVar[frozenset[Format]] = _JSON_ONLY
 
     @classmethod
-    def parse(cls, symbol: str, start: date | None, end: date | None) -> StatsQuestion:
+    def parse(
+        cls,
+        symbol: str,
+        start: date | None,
+        end: date | None,
+        adjustment: Adjustment = Adjustment.RAW,
+    ) -> StatsQuestion:
         check_range(start, end)
-        return cls(parse_symbol(symbol), start, end)
+        return cls(parse_symbol(symbol), start, end, adjustment)
 
     def answer(self, cur: duckdb.DuckDBPyConnection, fmt: Format, version: str | None) -> bytes:
         count, first, last, avg_close, min_low, max_high, total_return = queries.stats(
-            cur, self.symbol, self.start, self.end
+            cur, self.symbol, self.start, self.end, self.adjustment
         )
         if count == 0 and not queries.symbol_exists(cur, self.symbol):
             raise UnknownSymbol(self.symbol)
@@ -141,6 +171,7 @@ class StatsQuestion:
             symbol=self.symbol,
             start=self.start,
             end=self.end,
+            adjustment=self.adjustment,
             count=count,
             first_date=first,
             last_date=last,
@@ -150,6 +181,32 @@ class StatsQuestion:
             total_return=total_return,
         )
         return json_encoder.encode(stats)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionsQuestion:
+    symbol: str
+    start: date | None
+    end: date | None
+    formats: ClassVar[frozenset[Format]] = _JSON_ONLY
+
+    @classmethod
+    def parse(cls, symbol: str, start: date | None, end: date | None) -> ActionsQuestion:
+        check_range(start, end)
+        return cls(parse_symbol(symbol), start, end)
+
+    def answer(self, cur: duckdb.DuckDBPyConnection, fmt: Format, version: str | None) -> bytes:
+        rows = queries.actions(cur, self.symbol, self.start, self.end)
+        if not rows and not queries.symbol_known(cur, self.symbol):
+            raise UnknownSymbol(self.symbol, "bars and no corporate actions")
+        splits: list[Split] = []
+        dividends: list[Dividend] = []
+        for kind, ex_date, factor, amount, declared, recorded, paid in rows:
+            if kind == SPLIT:
+                splits.append(Split(ex_date, cast(float, factor)))
+            elif kind == DIVIDEND:
+                dividends.append(Dividend(ex_date, cast(float, amount), declared, recorded, paid))
+        return json_encoder.encode(CorporateActions(self.symbol, splits, dividends))
 
 
 class MarketService:

@@ -88,6 +88,7 @@ def test_daily_bars_equal_the_table(client: ApiClient, dataset: Dataset) -> None
     assert response.json() == {
         "symbol": "MSFT",
         "interval": "1d",
+        "adjustment": "raw",
         "bars": [as_bar(row) for row in dataset.rows["MSFT"]],
     }
 
@@ -176,6 +177,7 @@ def test_stats_match_a_hand_computation(client: ApiClient, dataset: Dataset) -> 
         "symbol": "AAPL",
         "start": start.isoformat(),
         "end": end.isoformat(),
+        "adjustment": "raw",
         "count": len(rows),
         "first_date": rows[0][0].date().isoformat(),
         "last_date": rows[-1][0].date().isoformat(),
@@ -338,7 +340,7 @@ def test_openapi_describes_the_contract(client: ApiClient) -> None:
             "/instruments/{symbol}/stats"} <= set(schema["paths"])  # fmt: skip
     ohlcv = schema["paths"]["/instruments/{symbol}/ohlcv"]["get"]
     assert {p["name"] for p in ohlcv["parameters"]} == {"symbol", "start", "end", "interval",
-                                                        "limit"}  # fmt: skip
+                                                        "limit", "adjustment"}  # fmt: skip
     content = ohlcv["responses"]["200"]["content"]
     assert content["application/json"]["schema"]["$ref"].endswith("/OhlcvSeries")
     assert "text/csv" in content
