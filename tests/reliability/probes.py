@@ -47,8 +47,13 @@ QUERY_INJECTIONS: dict[str, tuple[str, ...]] = {
     "interval": (*(f"1d{tail}" for tail in SQL_TAILS), "1w OR 1=1", "x" * LONG, "\uff11d", "%"),
     "limit": (*(f"5{tail}" for tail in SQL_TAILS), "-1", "0", "1e9", "9" * LONG, "5 OR 1=1",
               "0x10", "\uff15"),
+    "adjustment": (*(f"all{tail}" for tail in SQL_TAILS), "ALL", "", "raw,all", "all OR 1=1",
+                   "x" * LONG, "\uff41ll", "%", "spin-off"),
 }  # fmt: skip
-QUERY_ODDITIES = ("symbol=IBM", "symbol=IBM&symbol=SPY", "foo=bar'--", "SYMBOL=AAP%25")
+WITH_STATS = ("start", "end", "adjustment")
+REPEATED = ("adjustment=raw&adjustment=all", "adjustment=all&adjustment=all")
+QUERY_ODDITIES = ("symbol=IBM", "symbol=IBM&symbol=SPY", "foo=bar'--", "SYMBOL=AAP%25",
+                  "adjustment=all&interval=1w", "ADJUSTMENT=bogus")  # fmt: skip
 HEADER_ODDITIES = (
     {"Accept": "text/csv'; DROP TABLE ohlcv_data; --"},
     {"Accept": "text/csv;q=1e999, application/json;q=nan"},
@@ -70,15 +75,18 @@ def _q(value: str) -> str:
 
 def probes() -> Iterator[Probe]:
     for symbol in PATH_INJECTIONS:
-        for route in ("ohlcv", "stats"):
+        for route in ("ohlcv", "stats", "corporate-actions"):
             yield Probe(f"/instruments/{_q(symbol)}/{route}", None)
     for symbol, meant in PATH_ODDITIES.items():
         yield Probe(f"/instruments/{_q(symbol)}/ohlcv", meant)
     for name, values in QUERY_INJECTIONS.items():
-        routes = ("ohlcv", "stats") if name in ("start", "end") else ("ohlcv",)
+        routes = ("ohlcv", "stats") if name in WITH_STATS else ("ohlcv",)
         for value in values:
             for route in routes:
                 yield Probe(f"/instruments/AAPL/{route}?{name}={_q(value)}", None)
+    for query in REPEATED:
+        for route in ("ohlcv", "stats"):
+            yield Probe(f"/instruments/AAPL/{route}?{query}", None)
     for query in QUERY_ODDITIES:
         yield Probe(f"/instruments/AAPL/ohlcv?{query}", "AAPL")
     for headers in HEADER_ODDITIES:
