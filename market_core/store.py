@@ -13,7 +13,7 @@ with no lock, no version file and no hand-off at all.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
@@ -36,13 +36,60 @@ class LoadStats:
         return self.rows - self.inserted - self.updated
 
 
+@dataclass(frozen=True)
+class ActionsLoadStats:
+    """What one load of corporate actions did. ``deleted_by_symbol`` names each event dropped
+    because it vanished from its symbol's latest answer ("2014-06-09 split"), for the run's
+    metadata: a vanished event changes every adjusted price before it."""
+
+    inserted: int
+    updated: int
+    deleted: int
+    deleted_by_symbol: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.inserted or self.updated or self.deleted)
+
+
+class SymbolActions(Protocol):
+    """One symbol's validated corporate actions, as a load takes them
+    (``market_pipeline.stages.actions.ActionsResult``)."""
+
+    @property
+    def symbol(self) -> str: ...
+
+    @property
+    def events(self) -> pl.DataFrame:
+        """The ``corporate_actions`` columns, typed, each (ex_date, kind) once."""
+        ...
+
+    @property
+    def rejects(self) -> pl.DataFrame:
+        """Rejected rows, at least ``symbol``, ``kind`` and ``ex_date`` as received: a stored
+        event the answer mentioned, even in a rejected row, has not vanished."""
+        ...
+
+    @property
+    def complete_kinds(self) -> frozenset[str]:
+        """Kinds whose every row had a readable ex-date: only their events can vanish."""
+        ...
+
+
 class StoreWriter(Protocol):
-    """The pipeline's one way to write bars."""
+    """The pipeline's one way to write bars and corporate actions."""
 
     def load(self, frames: Sequence[pl.DataFrame]) -> LoadStats:
         """Upsert clean bars (the ``ohlcv_data`` columns, each (symbol, timestamp) once) in one
         transaction. When it returns, readers can see the change, and if rows changed they see
         a new data version; if it raises, nothing of the batch is stored."""
+        ...
+
+    def load_actions(self, results: Sequence[SymbolActions]) -> ActionsLoadStats:
+        """Make the stored corporate actions of each symbol its latest answer, in one
+        transaction: upsert its events (a revised one replaces the old, an identical one
+        changes nothing) and delete its stored events of a complete kind that the answer no
+        longer mentions. Same visibility, data version and failure rules as ``load``."""
         ...
 
 

@@ -19,9 +19,32 @@ from dagster_duckdb import DuckDBResource
 from market_core.atomic import write_atomic
 from market_core.handoff import WriteHandoff, exclusive_write
 from market_core.home import DataHome
-from market_core.schema import CREATE_TABLE_SQL
-from market_core.store import LoadStats
+from market_core.schema import ACTIONS_COLUMNS, ACTIONS_TABLE, CREATE_ACTIONS_SQL, CREATE_TABLE_SQL
+from market_core.store import ActionsLoadStats, LoadStats, SymbolActions
+from market_pipeline.actions_validation import EVENT_SCHEMA, KEY_COLUMNS, KEY_SCHEMA, answered
 from market_pipeline.stages.ohlcv import upsert
+
+_ACTION_VALUES = tuple(c for c in ACTIONS_COLUMNS if c not in KEY_COLUMNS)
+_ACTIONS_LIST = ", ".join(ACTIONS_COLUMNS)
+UPSERT_ACTIONS_SQL = f"""
+INSERT INTO {ACTIONS_TABLE} ({_ACTIONS_LIST})
+SELECT {_ACTIONS_LIST} FROM incoming_actions
+ON CONFLICT (symbol, ex_date, kind) DO UPDATE SET
+    {", ".join(f"{c} = excluded.{c}" for c in _ACTION_VALUES)}
+WHERE {" OR ".join(f"{ACTIONS_TABLE}.{c} IS DISTINCT FROM excluded.{c}" for c in _ACTION_VALUES)}
+"""
+# A stored event of a complete kind that the symbol's answer no longer mentions has vanished.
+DELETE_VANISHED_SQL = f"""
+DELETE FROM {ACTIONS_TABLE} AS stored
+WHERE EXISTS (
+    SELECT 1 FROM complete_kinds AS c WHERE c.symbol = stored.symbol AND c.kind = stored.kind
+) AND NOT EXISTS (
+    SELECT 1 FROM answered_actions AS a
+    WHERE a.symbol = stored.symbol AND a.kind = stored.kind AND a.ex_date = stored.ex_date
+)
+RETURNING symbol, ex_date, kind
+"""
+COUNT_ACTIONS_SQL = f"SELECT count(*) FROM {ACTIONS_TABLE}"
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
@@ -34,8 +57,67 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
     )
 
 
+def _frames(results: Sequence[SymbolActions]) -> dict[str, pl.DataFrame]:
+    """The three relations an actions load reads, typed for DuckDB (empty ones too)."""
+    symbols = [r.symbol for r in results]
+    if len(set(symbols)) != len(symbols):
+        raise ValueError(f"symbols given twice in one load_actions: {sorted(symbols)}")
+    events = [r.events.select(ACTIONS_COLUMNS).cast(EVENT_SCHEMA) for r in results]  # type: ignore[arg-type]
+    for frame in events:  # DuckDB would apply one of the copies silently
+        twice = frame.filter(frame.select(KEY_COLUMNS).is_duplicated())
+        if not twice.is_empty():
+            symbol, ex_date, kind = twice.row(0)[:3]
+            raise ValueError(f"{symbol}: the {ex_date} {kind} is given twice in one load_actions")
+    keys = [answered(r.events, r.rejects) for r in results]
+    complete = [(r.symbol, kind) for r in results for kind in sorted(r.complete_kinds)]
+    return {
+        "incoming_actions": pl.concat([pl.DataFrame(schema=EVENT_SCHEMA), *events]),
+        "answered_actions": pl.concat([pl.DataFrame(schema=KEY_SCHEMA), *keys]),
+        "complete_kinds": pl.DataFrame(
+            complete, schema={"symbol": pl.String, "kind": pl.String}, orient="row"
+        ),
+    }
+
+
+def upsert_actions(
+    conn: duckdb.DuckDBPyConnection, results: Sequence[SymbolActions]
+) -> ActionsLoadStats:
+    """Each symbol's events upserted and its vanished ones deleted, in one transaction; roll
+    back on any error. Deletes first: a deleted key is never one being upserted."""
+    frames = {name: frame.to_arrow() for name, frame in _frames(results).items()}
+    conn.begin()
+    try:
+        conn.execute(CREATE_ACTIONS_SQL)
+        for name, table in frames.items():
+            conn.register(name, table)
+        deleted = conn.execute(DELETE_VANISHED_SQL).fetchall()
+        before = _count(conn, COUNT_ACTIONS_SQL)
+        affected = _count(conn, UPSERT_ACTIONS_SQL)
+        inserted = _count(conn, COUNT_ACTIONS_SQL) - before
+        for name in frames:
+            conn.unregister(name)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    by_symbol: dict[str, list[str]] = {}
+    for symbol, ex_date, kind in sorted(deleted):
+        by_symbol.setdefault(symbol, []).append(f"{ex_date.isoformat()} {kind}")
+    return ActionsLoadStats(
+        inserted=inserted,
+        updated=affected - inserted,
+        deleted=len(deleted),
+        deleted_by_symbol=by_symbol,
+    )
+
+
+def _count(conn: duckdb.DuckDBPyConnection, sql: str) -> int:
+    return int(conn.execute(sql).fetchall()[0][0])
+
+
 class MarketDuckDB(DuckDBResource):
-    """The ``ohlcv_data`` DuckDB file of a data home: the pipeline's ``StoreWriter``.
+    """The DuckDB file of a data home (``ohlcv_data``, ``corporate_actions``): the pipeline's
+    ``StoreWriter``.
 
     Read-write connections are short-lived on purpose: while one is open the API cannot read
     the file, so it serves from its cache. Each is held under the write lock
@@ -71,4 +153,14 @@ class MarketDuckDB(DuckDBResource):
             stats = upsert(conn, list(frames))
             conn.close()  # checkpoint now, under the lock, so the record sees the file as left
             handoff.finish(changed=bool(stats.inserted or stats.updated))
+        return stats
+
+    def load_actions(self, results: Sequence[SymbolActions]) -> ActionsLoadStats:
+        """Make each symbol's stored corporate actions its latest answer, in one transaction
+        (``upsert_actions``), and tell readers if any event changed: cached adjusted prices
+        computed with the old factors are then stale."""
+        with self._session() as (conn, handoff):
+            stats = upsert_actions(conn, results)
+            conn.close()  # checkpoint now, under the lock, so the record sees the file as left
+            handoff.finish(changed=stats.changed)
         return stats
