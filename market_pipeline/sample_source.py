@@ -3,8 +3,13 @@
 With no API key the client mounts ``SampleAdapter`` on its requests session, so the sample goes
 through the same HTTP client, error classification, parsing and validation as the real API. Every
 symbol gets its own reproducible series (seeded by the symbol): NYSE trading days only, valid OHLC,
-plausible volumes, one 4:1 split-like drop and three bad rows (high below low, an empty close, a
-zero open) inside the latest 100 bars, so that validation has something to show.
+plausible volumes, one 4:1 split and three bad rows (high below low, an empty close, a zero open)
+inside the latest 100 bars, so that validation has something to show.
+
+It answers ``SPLITS`` and ``DIVIDENDS`` too, in the vendor's format: the split, declared on the
+first bar at the lower price, and quarterly dividends (a few old rows with ``"None"`` for the dates
+nobody recorded, and one declared for after the sample's last day, as Alpha Vantage lists
+declared future dividends).
 """
 
 from __future__ import annotations
@@ -45,13 +50,18 @@ def _rng(symbol: str) -> random.Random:
     return random.Random(int.from_bytes(hashlib.sha256(symbol.encode()).digest()[:8], "big"))
 
 
+def _split_index(rng: random.Random, n: int) -> int:
+    """The index of the first bar after the 4:1 split: the first draw of the symbol's series."""
+    return n - rng.randint(20, 70)
+
+
 @lru_cache(maxsize=2048)
 def daily_bars(symbol: str) -> tuple[tuple[str, dict[str, str]], ...]:
     """Every bar of ``symbol``, oldest first, values formatted as Alpha Vantage sends them."""
     rng = _rng(symbol)
     days = trading_days()
     n = len(days)
-    split_at = n - rng.randint(20, 70)
+    split_at = _split_index(rng, n)
     bad = dict.fromkeys(rng.sample(range(n - COMPACT_BARS, n), 3))
     kinds = iter(("high_below_low", "empty_close", "zero_open"))
     bad = {i: next(kinds) for i in bad}
@@ -101,11 +111,103 @@ def daily_payload(symbol: str, outputsize: str) -> dict[str, Any]:
     }
 
 
+SPLIT_FACTOR = "4.0000"
+
+
+def split_date(symbol: str) -> dt.date:
+    """The ex-date of the sample's split: the first bar at a quarter of the price before."""
+    days = trading_days()
+    return days[_split_index(_rng(symbol), len(days))]
+
+
+def splits_payload(symbol: str) -> dict[str, Any]:
+    """The JSON object Alpha Vantage returns for SPLITS."""
+    data = [{"effective_date": split_date(symbol).isoformat(), "split_factor": SPLIT_FACTOR}]
+    return {"symbol": symbol, "data": data}
+
+
+@lru_cache(maxsize=16)
+def _nyse_closed(year: int) -> frozenset[dt.date]:
+    return frozenset(holidays.financial_holidays("NYSE", years=[year, year + 1]))
+
+
+def _trading_day_on_or_after(day: dt.date) -> dt.date:
+    while day.weekday() >= 5 or day in _nyse_closed(day.year):
+        day += dt.timedelta(days=1)
+    return day
+
+
+def _business_days_from(day: dt.date, count: int) -> dt.date:
+    step = 1 if count >= 0 else -1
+    for _ in range(abs(count)):
+        day += dt.timedelta(days=step)
+        while day.weekday() >= 5:
+            day += dt.timedelta(days=step)
+    return day
+
+
+UNRECORDED_DIVIDENDS = 3
+"""The oldest dividends carry ``"None"`` for the declaration, record and payment dates."""
+
+
+@lru_cache(maxsize=2048)
+def dividend_rows(symbol: str) -> tuple[dict[str, str], ...]:
+    """Quarterly dividends of ``symbol``, newest first, values as Alpha Vantage sends them.
+
+    Each year pays a steady share of its first close (a quarter of it once the split is past),
+    so the dividend factors are plausible; the newest is declared for a day after the sample's
+    last bar. A random stream of its own leaves the bars as they were.
+    """
+    rng = random.Random(f"{symbol}/dividends")
+    quarterly_yield = rng.uniform(0.002, 0.008)
+    day_of_month = rng.randint(5, 20)
+    first_bars: dict[int, tuple[dt.date, float]] = {}
+    for date, values in daily_bars(symbol):
+        day = dt.date.fromisoformat(date)
+        if values["4. close"] and day.year not in first_bars:
+            first_bars[day.year] = (day, float(values["4. close"]))
+    split = split_date(symbol)
+    rows = []
+    for year in range(FIRST_DAY.year, LAST_DAY.year + 2):
+        reference_day, reference_close = first_bars[min(year, LAST_DAY.year)]
+        for month in (2, 5, 8, 11):
+            ex = _trading_day_on_or_after(dt.date(year, month, day_of_month))
+            if ex == split:
+                ex = _trading_day_on_or_after(ex + dt.timedelta(days=1))
+            amount = reference_close * quarterly_yield
+            if reference_day < split <= ex:
+                amount /= 4
+            rows.append({
+                "ex_dividend_date": ex.isoformat(),
+                "declaration_date": _business_days_from(ex, -15).isoformat(),
+                "record_date": _business_days_from(ex, 0 if ex.year >= 2024 else 1).isoformat(),
+                "payment_date": _business_days_from(ex, 10).isoformat(),
+                "amount": f"{max(amount, 0.01):.2f}",
+            })  # fmt: skip
+            if ex > LAST_DAY:
+                break
+    for row in rows[:UNRECORDED_DIVIDENDS]:
+        row.update(declaration_date="None", record_date="None", payment_date="None")
+    return tuple(reversed(rows))
+
+
+def dividends_payload(symbol: str) -> dict[str, Any]:
+    """The JSON object Alpha Vantage returns for DIVIDENDS."""
+    return {"symbol": symbol, "data": [dict(row) for row in dividend_rows(symbol)]}
+
+
 def answer(query: dict[str, str]) -> dict[str, Any]:
     """What Alpha Vantage would answer for a query string (the parts the pipeline uses)."""
-    if query.get("function") != "TIME_SERIES_DAILY" or not query.get("symbol"):
+    function, symbol = query.get("function"), query.get("symbol", "").upper()
+    if not symbol:
         return {"Error Message": "Invalid API call. Please retry or visit the documentation."}
-    return daily_payload(query["symbol"].upper(), query.get("outputsize", "compact"))
+    if function == "TIME_SERIES_DAILY":
+        return daily_payload(symbol, query.get("outputsize", "compact"))
+    if function == "SPLITS":
+        return splits_payload(symbol)
+    if function == "DIVIDENDS":
+        return dividends_payload(symbol)
+    return {"Error Message": "Invalid API call. Please retry or visit the documentation."}
 
 
 class SampleAdapter(BaseAdapter):

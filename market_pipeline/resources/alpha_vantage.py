@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode, urlsplit
 
 import requests
@@ -36,11 +36,13 @@ from tenacity import (
 from market_core.atomic import write_text_atomic
 from market_core.home import DataHome
 from market_pipeline.resources.av_errors import (
+    ACTIONS_FUNCTIONS,
     MalformedResponseError,
     PremiumOnlyError,
     RetryableError,
     TransientHTTPError,
     classify,
+    classify_actions,
     redact,
 )
 from market_pipeline.resources.rate_limit import SharedRateLimiter, calls_available, key_id
@@ -60,6 +62,21 @@ class Fetched:
     series: Mapping[str, Any]
     source: str
     outputsize: str
+    fetched_at: dt.datetime
+
+
+ActionsFunction = Literal["SPLITS", "DIVIDENDS"]
+
+
+@dataclass(frozen=True)
+class FetchedActions:
+    """A good SPLITS or DIVIDENDS answer: its ``data`` rows as received (newest first, every
+    value a string), with where and when they came from (never the key)."""
+
+    symbol: str
+    function: ActionsFunction
+    rows: list[dict[str, Any]]
+    source: str
     fetched_at: dt.datetime
 
 
@@ -185,8 +202,23 @@ class AlphaVantageClient:
                 self.facts.mark_full_refused()
             return self._fetch_with_retries(symbol, "compact")
 
-    def _fetch_with_retries(self, symbol: str, outputsize: str) -> Fetched:
-        retrying = Retrying(
+    def fetch_actions(self, symbol: str, function: ActionsFunction) -> FetchedActions:
+        """The SPLITS or DIVIDENDS answer of ``symbol``: one more call on the same permits.
+
+        Retried, classified and redacted like ``fetch_daily``; ``"data": []`` is a good answer.
+        """
+        if function not in ACTIONS_FUNCTIONS:
+            raise ValueError(f"function must be one of {ACTIONS_FUNCTIONS}, got {function!r}")
+        return self._retrying()(self._fetch_actions_once, symbol, function)
+
+    def _fetch_actions_once(self, symbol: str, function: ActionsFunction) -> FetchedActions:
+        query = {"function": function, "symbol": symbol}
+        payload, source, fetched_at = self._get(symbol, query, who=f"{symbol}: {function}")
+        rows = classify_actions(symbol, function, payload, api_key=self._key)
+        return FetchedActions(symbol, function, rows, source, fetched_at)
+
+    def _retrying(self) -> Retrying:
+        return Retrying(
             retry=retry_if_exception_type(RetryableError),
             stop=stop_after_attempt(self._attempts),
             wait=wait_exponential_jitter(
@@ -194,12 +226,25 @@ class AlphaVantageClient:
             ),
             reraise=True,
         )
-        return retrying(self._fetch_once, symbol, outputsize)
+
+    def _fetch_with_retries(self, symbol: str, outputsize: str) -> Fetched:
+        return self._retrying()(self._fetch_once, symbol, outputsize)
 
     def _fetch_once(self, symbol: str, outputsize: str) -> Fetched:
+        query = {"function": "TIME_SERIES_DAILY", "symbol": symbol, "outputsize": outputsize}
+        payload, source, fetched_at = self._get(symbol, query)
+        series = classify(symbol, payload, api_key=self._key)
+        return Fetched(symbol, payload, series, source, outputsize, fetched_at)
+
+    def _get(
+        self, symbol: str, query: dict[str, str], who: str | None = None
+    ) -> tuple[Any, str, dt.datetime]:
+        """One call after one permit: the decoded body, the URL without the key, and when.
+
+        ``who`` starts every error message (the symbol, unless told otherwise)."""
+        who = who or symbol
         if self._limiter is not None:
             self._limiter.acquire(symbol)
-        query = {"function": "TIME_SERIES_DAILY", "symbol": symbol, "outputsize": outputsize}
         source = f"{self.base_url}?{urlencode(query)}"
         params = {**query, "apikey": self._key} if self._key else query
         fetched_at = dt.datetime.now(dt.UTC)
@@ -208,16 +253,14 @@ class AlphaVantageClient:
             response = self._session.get(
                 self.base_url, params=params, timeout=self._timeout, stream=True
             )
-            self._read_body(symbol, response, started + self._deadline)
+            self._read_body(who, response, started + self._deadline)
         except requests.RequestException as exc:
             # requests puts the full URL, key included, into its messages: never chain them.
             host = urlsplit(self.base_url).netloc or self.base_url
             raise TransientHTTPError(
-                f"{symbol}: {type(exc).__name__} talking to {host} (no response)"
+                f"{who}: {type(exc).__name__} talking to {host} (no response)"
             ) from None
-        payload = self._decode(symbol, response)
-        series = classify(symbol, payload, api_key=self._key)
-        return Fetched(symbol, payload, series, source, outputsize, fetched_at)
+        return self._decode(who, response), source, fetched_at
 
     def _read_body(self, symbol: str, response: requests.Response, deadline: float) -> None:
         """Read the whole body into ``response.content`` before ``deadline`` (monotonic).

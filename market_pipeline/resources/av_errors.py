@@ -141,3 +141,43 @@ def _raise_for_message(symbol: str, key: str, message: str) -> None:
             f"ALPHAVANTAGE_API_KEY to your own key: {short}"
         )
     raise InvalidCallError(f"{symbol}: Alpha Vantage answered {key!r}: {short}")
+
+
+ACTIONS_FUNCTIONS = ("SPLITS", "DIVIDENDS")
+DATA_KEY = "data"
+
+
+def classify_actions(
+    symbol: str, function: str, payload: Any, *, api_key: str | None
+) -> list[dict[str, Any]]:
+    """Return the event rows of a good SPLITS or DIVIDENDS answer, or raise what it stands for.
+
+    Good is ``{"symbol": <this symbol>, "data": [...]}``; an empty list is a good answer (the
+    symbol has no events). The error bodies are the time series' ones, so they take the same
+    path and the same exception classes: the caller retries, stops or fails the symbol alike.
+    """
+    who = f"{symbol}: {function}"
+    if not isinstance(payload, Mapping):
+        raise MalformedResponseError(f"{who}: Alpha Vantage answered JSON that is not an object")
+    found = _first_message(payload)
+    if found is not None and DATA_KEY not in payload:
+        key, message = found
+        _raise_for_message(who, key, redact(message, api_key))
+    if not payload:
+        raise MalformedResponseError(f"{who}: Alpha Vantage answered an empty object {{}}")
+    rows = payload.get(DATA_KEY)
+    if not isinstance(rows, list):
+        keys = ", ".join(sorted(map(str, payload)))[:200]
+        raise MalformedResponseError(
+            f"{who}: no '{DATA_KEY}' list in the response (keys: {redact(keys, api_key)})"
+        )
+    answered = str(payload.get("symbol") or "").strip()
+    if not answered:
+        raise MalformedResponseError(f"{who}: the answer does not say which symbol it is for")
+    if answered.upper() != symbol.upper():
+        shown = redact(answered, api_key)[:40]
+        raise MalformedResponseError(f"{who}: Alpha Vantage answered events for {shown!r} instead")
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise MalformedResponseError(f"{who}: event {i} of the answer is not a JSON object")
+    return [dict(row) for row in rows]

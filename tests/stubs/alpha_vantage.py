@@ -12,6 +12,14 @@ Behaviours: ``ok``; answers in ``MESSAGES`` (``error_message``, ``invalid_key``,
 whole-body faults (``html``, ``truncated``, ``empty_series``, ``wrong_symbol``); and row faults
 in an otherwise good compact answer (``duplicates``, ``exact_duplicates``, ``non_numeric``,
 ``empty_values``, ``missing_field``, ``bad_date``, ``future``).
+
+``SPLITS`` and ``DIVIDENDS`` answer from queues of their own, per symbol and function
+(``stub.script_actions("AAPL", "SPLITS", "http_503")``), so scripting one never shifts another's
+faults; ``ok`` is the sample's events, or the rows set with ``stub.set_actions``. They know every
+behaviour above that is not about bars (messages, HTTP statuses, transport faults, ``html``,
+``truncated``, ``wrong_symbol``), plus ``empty_data`` (``"data": []``, a symbol without events)
+and ``info_premium_endpoint``. Requests record their ``function``; an actions request records
+the ``outputsize`` it sent, ``""`` for none.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from market_pipeline.sample_source import daily_payload
+from market_pipeline.sample_source import daily_payload, dividends_payload, splits_payload
 
 MESSAGES = {
     "error_message": {"Error Message": "Invalid API call. Please retry or visit the "
@@ -55,7 +63,13 @@ MESSAGES = {
     "info_demo": {"Information": "The **demo** API key is for demo purposes only. Please claim "
                   "your free API key at (https://www.alphavantage.co/support/#api-key)."},
     "empty_object": {},
+    "info_premium_endpoint": {"Information": "Thank you for using Alpha Vantage! This is a "
+                              "premium endpoint. You may subscribe to any of the premium plans "
+                              "at https://www.alphavantage.co/premium/ to instantly unlock all "
+                              "premium endpoints"},
 }  # fmt: skip
+ACTIONS_FUNCTIONS = ("SPLITS", "DIVIDENDS")
+ACTIONS_SAMPLE = {"SPLITS": splits_payload, "DIVIDENDS": dividends_payload}
 HTTP_STATUS = {"http_429": 429, "http_500": 500, "http_503": 503}
 
 
@@ -65,6 +79,7 @@ class Request:
     symbol: str
     outputsize: str
     apikey: str | None
+    function: str = "TIME_SERIES_DAILY"
 
 
 def payload_from_bars(symbol: str, bars: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -101,6 +116,8 @@ class AlphaVantageStub:
         self.requests: list[Request] = []
         self._scripts: dict[str, deque[str]] = defaultdict(deque)
         self._bars: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        self._action_scripts: dict[tuple[str, str], deque[str]] = defaultdict(deque)
+        self._actions: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -127,8 +144,44 @@ class AlphaVantageStub:
         with self._lock:
             self._bars[symbol.upper()] = bars
 
-    def count(self, symbol: str | None = None) -> int:
-        return sum(1 for r in self.requests if symbol is None or r.symbol == symbol.upper())
+    def script_actions(self, symbol: str, function: str, *behaviours: str) -> None:
+        """Queue behaviours for one symbol's SPLITS or DIVIDENDS answers."""
+        with self._lock:
+            self._action_scripts[symbol.upper(), function.upper()].extend(behaviours)
+
+    def set_actions(self, symbol: str, function: str, rows: list[dict[str, Any]]) -> None:
+        """The ``data`` rows an ``ok`` answer of this symbol and function carries, as given."""
+        with self._lock:
+            self._actions[symbol.upper(), function.upper()] = rows
+
+    def count(self, symbol: str | None = None, function: str | None = None) -> int:
+        return sum(
+            1
+            for r in self.requests
+            if (symbol is None or r.symbol == symbol.upper())
+            and (function is None or r.function == function.upper())
+        )
+
+    def _next_action(self, symbol: str, function: str) -> str:
+        with self._lock:
+            queue = self._action_scripts[symbol, function]
+            return queue.popleft() if queue else "ok"
+
+    def actions_body_for(self, behaviour: str, symbol: str, function: str, key: str) -> Any:
+        if behaviour in MESSAGES:
+            return json.loads(json.dumps(MESSAGES[behaviour]).replace("{key}", key))
+        with self._lock:
+            rows = self._actions.get((symbol, function))
+        good = (
+            ACTIONS_SAMPLE[function](symbol) if rows is None else {"symbol": symbol, "data": rows}
+        )
+        if behaviour == "ok":
+            return good
+        if behaviour == "empty_data":
+            return {"symbol": symbol, "data": []}
+        if behaviour == "wrong_symbol":
+            return {**good, "symbol": "ZZZZ"}
+        raise ValueError(f"unknown behaviour {behaviour!r} for {function}")
 
     def _next(self, symbol: str) -> str:
         with self._lock:
@@ -176,6 +229,9 @@ class AlphaVantageStub:
 
             def do_GET(self) -> None:
                 query = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
+                if query.get("function", "").upper() in ACTIONS_FUNCTIONS:
+                    self._answer_actions(query)
+                    return
                 symbol = query.get("symbol", "").upper()
                 outputsize = query.get("outputsize", "compact")
                 key = query.get("apikey", "")
@@ -206,6 +262,51 @@ class AlphaVantageStub:
                 if behaviour in ("duplicates", "exact_duplicates"):
                     text = duplicate_newest_date(text, disagree=behaviour == "duplicates")
                 body = text.encode()
+                if behaviour == "truncated":
+                    body = body[: len(body) // 2]
+                if behaviour == "cut_body":  # promise the whole body, send half, hang up
+                    self._send(200, body, "application/json", send=len(body) // 2)
+                    self.close_connection = True
+                    return
+                self._send(200, body, "application/json")
+
+            def _answer_actions(self, query: dict[str, str]) -> None:
+                symbol, function = query.get("symbol", "").upper(), query["function"].upper()
+                key = query.get("apikey", "")
+                request = Request(time.time(), symbol, query.get("outputsize", ""), key or None,
+                                  function)  # fmt: skip
+                with stub._lock:
+                    stub.requests.append(request)
+                behaviour = stub._next_action(symbol, function)
+                if self._fault(behaviour):
+                    return
+                plain = "ok" if behaviour in ("truncated", "cut_body", "timeout") else behaviour
+                body = json.dumps(stub.actions_body_for(plain, symbol, function, key)).encode()
+                self._finish(behaviour, body)
+
+            def _fault(self, behaviour: str) -> bool:
+                """Answer a transport, HTTP or HTML fault; False when the body is JSON."""
+                if behaviour == "reset":
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                    )
+                    self.connection.close()
+                    return True
+                if behaviour == "timeout":
+                    time.sleep(stub.read_timeout_sleep)
+                    return False
+                if behaviour in HTTP_STATUS:
+                    self._send(
+                        HTTP_STATUS[behaviour], b"<html><body>busy</body></html>", "text/html"
+                    )
+                    return True
+                if behaviour == "html":
+                    self._send(200, b"<!DOCTYPE html><html><body>Maintenance</body></html>",
+                               "text/html")  # fmt: skip
+                    return True
+                return False
+
+            def _finish(self, behaviour: str, body: bytes) -> None:
                 if behaviour == "truncated":
                     body = body[: len(body) // 2]
                 if behaviour == "cut_body":  # promise the whole body, send half, hang up
