@@ -1,8 +1,11 @@
-"""The asset graph ``raw_data -> clean_data -> ohlcv_data``, partitioned by symbol.
+"""The asset graph, partitioned by symbol: the bars ``raw_data -> clean_data -> ohlcv_data``
+and the corporate actions ``raw_actions -> corporate_actions``.
 
-The three assets share one op (a subsettable multi-asset) so that a run over many symbols pushes
+The five assets share one op (a subsettable multi-asset) so that a run over many symbols pushes
 each symbol through its stages in one process and a failed symbol never holds back the others;
-each asset still materializes, and can be selected, on its own. The stage logic lives in
+each asset still materializes, and can be selected, on its own. The actions assets are skipped
+for a symbol whose actions are not due (``market_pipeline.actions_policy``): no materialization,
+so the UI's last materialization of ``raw_actions`` is the last fetch. The stage logic lives in
 ``market_pipeline.stages``; the loop over symbols in ``market_pipeline.batch``.
 """
 
@@ -24,10 +27,23 @@ from dagster import (
 )
 from pydantic import Field
 
-from market_core.assets import CLEAN, OHLCV, RAW
+from market_core.assets import ACTIONS, CLEAN, OHLCV, RAW, RAW_ACTIONS
 from market_pipeline.batch import BatchOutcome, BatchRunner, BatchSettings
-from market_pipeline.checks import CHECK_SPECS, check_results
-from market_pipeline.outcome import Cleaned, Loaded, StageResult
+from market_pipeline.checks import (
+    CHECK_SPECS,
+    actions_check_results,
+    check_results,
+    unexplained_move_result,
+)
+from market_pipeline.outcome import (
+    ActionsFetched,
+    ActionsLoaded,
+    Cleaned,
+    Loaded,
+    NotAttempted,
+    StageResult,
+    SymbolFailure,
+)
 from market_pipeline.partitions import WatchlistResource, symbols_partitions
 from market_pipeline.resources.alpha_vantage import AlphaVantageResource
 from market_pipeline.resources.storage import MarketDuckDB
@@ -63,6 +79,30 @@ ASSET_SPECS = [
         skippable=True,
         description="The ohlcv_data table in market_data.duckdb, upserted on (symbol, timestamp).",
     ),
+    AssetSpec(
+        RAW_ACTIONS,
+        group_name=GROUP,
+        kinds={"python", "parquet"},
+        skippable=True,
+        description=(
+            "Alpha Vantage SPLITS and DIVIDENDS answers as received, two Parquet files per "
+            "symbol. Fetched after every symbol's bars, on a symbol's first load, then weekly, "
+            "and at once when clean_data flags a large move that no known action explains; "
+            "a symbol not due is skipped."
+        ),
+    ),
+    AssetSpec(
+        ACTIONS,
+        deps=[RAW_ACTIONS],
+        automation_condition=AutomationCondition.eager(),
+        group_name=GROUP,
+        kinds={"duckdb"},
+        skippable=True,
+        description=(
+            "The corporate_actions table in market_data.duckdb, one row per (symbol, ex_date, "
+            "kind), upserted; events that vanish from a later full answer are deleted."
+        ),
+    ),
 ]
 
 
@@ -97,13 +137,12 @@ def _preview(bars: pl.DataFrame) -> str:
 
 def _metadata(result: StageResult) -> dict[str, Any]:
     """What the Dagster UI shows for one symbol's materialization of one stage."""
-    span = {"rows": result.rows, "first_date": result.first_date, "last_date": result.last_date}
     match result:
         case RawResult():
-            return span | {"outputsize": result.outputsize, "source": result.source,
-                           "path": MetadataValue.path(result.path)}  # fmt: skip
+            return _span(result) | {"outputsize": result.outputsize, "source": result.source,
+                                    "path": MetadataValue.path(result.path)}  # fmt: skip
         case Cleaned():
-            return span | {
+            return _span(result) | {
                 "rejected": result.rejected,
                 "flagged": result.flagged,
                 "outside_history_window": result.outside_history_window,
@@ -112,10 +151,47 @@ def _metadata(result: StageResult) -> dict[str, Any]:
                 "preview": MetadataValue.md(_preview(result.newest)),
             }
         case Loaded():
-            return span | {"table": result.table, "database": MetadataValue.path(result.database),
-                           "batch_inserted": result.batch_inserted,
-                           "batch_revised": result.batch_revised}  # fmt: skip
+            return _span(result) | {"table": result.table,
+                                    "database": MetadataValue.path(result.database),
+                                    "batch_inserted": result.batch_inserted,
+                                    "batch_revised": result.batch_revised}  # fmt: skip
+        case ActionsFetched():
+            return {
+                "splits": result.splits,
+                "dividends": result.dividends,
+                "reason": result.reason,
+                "source": result.source,
+                "splits_path": MetadataValue.path(result.splits_path),
+                "dividends_path": MetadataValue.path(result.dividends_path),
+            }
+        case ActionsLoaded():
+            return {
+                "events": result.events,
+                "splits": result.splits,
+                "dividends": result.dividends,
+                "newest_ex_date": result.newest_ex_date or "",
+                "rejected": result.rejected,
+                "vanished": len(result.vanished),
+                "vanished_events": list(result.vanished),
+                "rejects_path": MetadataValue.path(result.rejects_path),
+                "table": result.table,
+                "database": MetadataValue.path(result.database),
+                "batch_inserted": result.batch_inserted,
+                "batch_revised": result.batch_updated,
+                "batch_deleted": result.batch_deleted,
+            }
     assert_never(result)
+
+
+def _span(result: RawResult | Cleaned | Loaded) -> dict[str, Any]:
+    return {"rows": result.rows, "first_date": result.first_date, "last_date": result.last_date}
+
+
+def _actions_only(failure: SymbolFailure) -> bool:
+    """The symbol's bars are loaded; only its corporate actions failed or were not reached."""
+    if isinstance(failure, NotAttempted):
+        return failure.actions_only
+    return failure.stage in (RAW_ACTIONS, ACTIONS)
 
 
 def _failure(outcome: BatchOutcome) -> Failure:
@@ -130,6 +206,7 @@ def _failure(outcome: BatchOutcome) -> Failure:
             "failed_symbols": failed,
             "failed": len(failed),
             "succeeded": len(outcome.symbols) - len(failed),
+            "actions_only_failed": [s for s in failed if _actions_only(outcome.failures[s])],
         },
     )
 
@@ -154,8 +231,8 @@ def symbol_pipeline(
     symbols = list(context.partition_keys)
     runner = BatchRunner(
         home=duckdb.home,
-        client=alpha_vantage.client() if RAW in stages else None,
-        duckdb=duckdb if OHLCV in stages else None,
+        client=alpha_vantage.client() if stages & {RAW, RAW_ACTIONS} else None,
+        duckdb=duckdb if stages & {OHLCV, ACTIONS} else None,
         stages=sorted(stages),
         settings=BatchSettings(
             outputsize=alpha_vantage.outputsize,  # type: ignore[arg-type]
@@ -164,6 +241,7 @@ def symbol_pipeline(
             load_batch_rows=config.load_batch_rows,
         ),
         log=context.log.info,
+        calls_left=alpha_vantage.calls_left_today,
     )
     outcome = runner.run(symbols)
     for stage, results in outcome.materialized.items():
@@ -177,6 +255,14 @@ def symbol_pipeline(
             context.selected_asset_check_keys,
             {c.symbol: c.reject_counts for c in cleaned},
             {c.symbol: c.flag_counts for c in cleaned},
+        )
+        yield from unexplained_move_result(
+            context.selected_asset_check_keys, outcome.unexplained_moves, len(cleaned)
+        )
+    if ACTIONS in stages:
+        loaded = outcome.results(ActionsLoaded).values()
+        yield from actions_check_results(
+            context.selected_asset_check_keys, {a.symbol: a.reject_counts for a in loaded}
         )
     if outcome.failures:
         raise _failure(outcome)

@@ -4,12 +4,18 @@
   every registered symbol, or, when the key's daily quota has fewer calls left than there are
   symbols, the stalest ones (oldest ``raw_data`` materialization first) and says so in its tick.
   Calls of the rolling day that leave it while the run goes count as left, so yesterday's
-  update at this hour does not crowd out today's (``rate_limit.calls_available``).
+  update at this hour does not crowd out today's (``rate_limit.calls_available``). The plan
+  counts the corporate actions too: a symbol whose actions are due (``actions_policy``) costs
+  3 calls, any other 1; the bars of every symbol are planned before any actions, and the due
+  actions that do not fit wait (they stay due). The run itself fetches only the actions the
+  calls left allow, so the plan and the run agree.
 * ``watchlist`` (sensor) makes the registered partitions follow the watchlist: new symbols are
-  registered and get their first load; removed ones are unregistered, so nothing updates them
+  registered and get their first load (3 calls each: bars and both corporate-action answers);
+  removed ones are unregistered, so nothing updates them
   any more, while their files, table rows and Dagster history stay.
 * ``follow_raw_data`` (declarative automation) runs ``clean_data`` and ``ohlcv_data`` after
-  ``raw_data`` was materialized without them (the ``eager`` conditions on their specs). Chosen
+  ``raw_data`` was materialized without them, and ``corporate_actions`` after ``raw_actions``
+  (the ``eager`` conditions on their specs). Chosen
   over a job or sensor of our own because it already knows what we would have to rebuild: it
   follows every way ``raw_data`` gets materialized (UI, backfill, schedule), per partition; it
   ignores a parent updated by a run that also planned the child, so the usual run of all three
@@ -25,8 +31,8 @@ one or two ranges.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import holidays
 from dagster import (
@@ -48,8 +54,10 @@ from dagster import (
     sensor,
 )
 
-from market_core.assets import CLEAN, OHLCV, RAW
+from market_core.assets import ACTIONS, CLEAN, OHLCV, RAW
 from market_core.exchange import EXCHANGE_TZ
+from market_core.home import DataHome
+from market_pipeline.actions_policy import ACTIONS_CALLS, PRICE_CALLS, due_symbols
 from market_pipeline.partitions import (
     PARTITIONS,
     WatchlistResource,
@@ -58,11 +66,14 @@ from market_pipeline.partitions import (
     symbols_partitions,
 )
 from market_pipeline.resources.alpha_vantage import AlphaVantageResource
+from market_pipeline.stages.raw_actions import last_actions_fetch
 
 INGEST_JOB = "ingest_job"
 DAILY_UPDATE_CRON = "30 18 * * 1-5"
 TRIGGER_TAG = "market/trigger"
 DEFERRED_TAG = "market/deferred_symbols"
+FIRST_LOAD_CALLS = PRICE_CALLS + ACTIONS_CALLS
+"""A new symbol's first load: its bars and both corporate-action answers."""
 
 
 def last_raw_updates(instance: DagsterInstance) -> Mapping[str, int]:
@@ -76,38 +87,85 @@ def last_raw_updates(instance: DagsterInstance) -> Mapping[str, int]:
     )
 
 
+def _names(symbols: Sequence[str], most: int = 10) -> str:
+    return ", ".join(symbols[:most]) + (", ..." if len(symbols) > most else "")
+
+
 @dataclass(frozen=True)
 class UpdatePlan:
-    """Which registered symbols one update covers, and which wait for a later one."""
+    """Which registered symbols one update covers, and which wait for a later one; of the
+    covered symbols whose corporate actions are due, which get them now (``actions``) and
+    which wait for calls (``actions_deferred``, still due next time)."""
 
     symbols: list[str]
     deferred: list[str]
     calls_left: int | None
+    actions: list[str] = field(default_factory=list)
+    actions_deferred: list[str] = field(default_factory=list)
+
+    @property
+    def calls(self) -> int:
+        """The calls the planned run makes: 1 per symbol, 2 more per symbol with actions."""
+        return PRICE_CALLS * len(self.symbols) + ACTIONS_CALLS * len(self.actions)
 
     def describe(self) -> str:
         total = len(self.symbols) + len(self.deferred)
         if self.calls_left is None:
-            return f"updating all {total} registered symbols (no daily quota)"
-        if not self.deferred:
-            return f"updating all {total} symbols: {self.calls_left} calls left today"
-        return (
-            f"updating the {len(self.symbols)} stalest of {total} symbols: only "
-            f"{self.calls_left} calls left in the key's daily quota; {len(self.deferred)} wait "
-            f"for a later update (stalest first): {', '.join(self.deferred[:10])}"
-            + (", ..." if len(self.deferred) > 10 else "")
+            prices = f"updating all {total} registered symbols (no daily quota)"
+        elif not self.deferred:
+            prices = f"updating all {total} symbols: {self.calls_left} calls left today"
+        else:
+            prices = (
+                f"updating the {len(self.symbols)} stalest of {total} symbols: only "
+                f"{self.calls_left} calls left in the key's daily quota; {len(self.deferred)} "
+                f"wait for a later update (stalest first): {_names(self.deferred)}"
+            )
+        return prices + "; " + self._describe_actions()
+
+    def _describe_actions(self) -> str:
+        due = len(self.actions) + len(self.actions_deferred)
+        if not due:
+            return f"corporate actions: none due; {self.calls} calls planned"
+        text = (
+            f"corporate actions: {due} due, {len(self.actions)} fetched "
+            f"({ACTIONS_CALLS} calls each, after every symbol's bars)"
         )
+        if self.actions:
+            text += f": {_names(self.actions)}"
+        if self.actions_deferred:
+            text += (
+                f"; {len(self.actions_deferred)} wait for calls (still due next time): "
+                f"{_names(self.actions_deferred)}"
+            )
+        return text + f"; {self.calls} calls planned"
 
 
 def plan_update(
-    registered: Sequence[str], last_update: Mapping[str, int], calls_left: int | None
+    registered: Sequence[str],
+    last_update: Mapping[str, int],
+    calls_left: int | None,
+    actions_due: Collection[str] = frozenset(),
 ) -> UpdatePlan:
-    """All symbols if the quota allows; else the stalest first (never loaded before anything)."""
-    if calls_left is None or calls_left >= len(registered):
-        return UpdatePlan(list(registered), [], calls_left)
+    """The bars first: all symbols if the quota allows, else the stalest (never loaded before
+    anything), 1 call each. Then, with the calls left over, the corporate actions of the chosen
+    symbols that are due (``actions_due``, most urgent first), 2 calls each."""
     position = {symbol: i for i, symbol in enumerate(registered)}
     stalest = sorted(registered, key=lambda s: (last_update.get(s, -1), position[s]))
-    chosen = set(stalest[:calls_left])
-    return UpdatePlan([s for s in registered if s in chosen], stalest[calls_left:], calls_left)
+    prices = len(registered) if calls_left is None else min(len(registered), calls_left)
+    chosen = set(stalest[:prices])
+    symbols = [s for s in registered if s in chosen]
+    due = [s for s in actions_due if s in chosen]
+    spare = None if calls_left is None else calls_left - PRICE_CALLS * len(symbols)
+    fits = len(due) if spare is None else min(len(due), spare // ACTIONS_CALLS)
+    return UpdatePlan(symbols, stalest[prices:], calls_left, due[:fits], due[fits:])
+
+
+def due_for_actions(home: DataHome, symbols: Sequence[str], now: dt.datetime) -> list[str]:
+    """The symbols whose corporate actions are due by age (never fetched, or a week old), most
+    urgent first. A large move found in the run's own bars makes more due during the run; those
+    take calls only if the run still has some (``batch``), else they wait for the next."""
+    last = {s: last_actions_fetch(home, s) for s in symbols}
+    return [due.symbol for due in due_symbols(symbols, last, now)]
 
 
 def block_requests(
@@ -152,14 +210,18 @@ def daily_update(
     if not registered:
         return SkipReason("no symbols registered yet (the watchlist sensor registers them)")
     plan = plan_update(
-        registered, last_raw_updates(context.instance), alpha_vantage.calls_left_today()
+        registered,
+        last_raw_updates(context.instance),
+        alpha_vantage.calls_left_today(),
+        due_for_actions(alpha_vantage.home, registered, dt.datetime.now(dt.UTC)),
     )
     if not plan.symbols:
         return SkipReason(
             f"the key's daily quota is used up: none of the {len(registered)} symbols updated "
             "today; the stalest go first once calls are left"
         )
-    (context.log.warning if plan.deferred else context.log.info)(plan.describe())
+    short = plan.deferred or plan.actions_deferred
+    (context.log.warning if short else context.log.info)(plan.describe())
     tags = {TRIGGER_TAG: "daily_update", DEFERRED_TAG: str(len(plan.deferred))}
     return block_requests(registered, plan.symbols, f"daily_update:{day}", tags)
 
@@ -204,11 +266,13 @@ def watchlist_sensor(
         requests.append(symbols_partitions.build_delete_request(change.removed))
         context.log.info(f"no longer updated (data kept): {', '.join(change.removed)}")
     calls_left = alpha_vantage.calls_left_today()
-    first_loads = change.added if calls_left is None else change.added[:calls_left]
+    fits = None if calls_left is None else calls_left // FIRST_LOAD_CALLS
+    first_loads = change.added if fits is None else change.added[:fits]
     if len(first_loads) < len(change.added):
         context.log.warning(
             f"{len(change.added) - len(first_loads)} new symbols registered without a first "
-            f"load: only {calls_left} calls left today; the daily update loads them first"
+            f"load: only {calls_left} calls left today ({FIRST_LOAD_CALLS} per first load: the "
+            "bars, SPLITS and DIVIDENDS); the daily update loads them first"
         )
     # New keys are appended to the registered order, so they form one range.
     runs = (
@@ -221,11 +285,12 @@ def watchlist_sensor(
 
 follow_raw_data = AutomationConditionSensorDefinition(
     "follow_raw_data",
-    target=AssetSelection.assets(CLEAN, OHLCV),
+    target=AssetSelection.assets(CLEAN, OHLCV, ACTIONS),
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
     description=(
-        "clean_data and ohlcv_data follow raw_data (AutomationCondition.eager()): a raw_data "
-        "materialized on its own is cleaned and loaded without anyone clicking."
+        "clean_data and ohlcv_data follow raw_data, corporate_actions follows raw_actions "
+        "(AutomationCondition.eager()): a raw asset materialized on its own is cleaned and "
+        "loaded without anyone clicking."
     ),
 )

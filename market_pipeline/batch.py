@@ -9,20 +9,33 @@ decides the batches; this module runs them. A symbol is still the unit of failur
 bad answer, bad data or failed write never stops the others. The run returns a typed result per
 symbol and stage, or the symbol's failure (``market_pipeline.outcome``); the asset reports them
 to Dagster and fails at the end, naming every failed symbol, if any did.
+
+Corporate actions come after the bars of every symbol of the run (the bars go first within the
+daily quota): the symbols whose actions are due (``market_pipeline.actions_policy``: first load,
+weekly, or a large move no known action explains) get their ``SPLITS`` and ``DIVIDENDS`` answers
+(``raw_actions``), as many as the calls left allow, then are validated and loaded in one
+transaction per batch (``corporate_actions``). A symbol whose actions are not due gets no
+materialization of either. A bad key or a spent daily quota met there leaves the loaded bars
+materialized; the symbols whose actions were not reached are failures of the actions alone, so
+the step fails and names them, and their actions stay due for the next run.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 import polars as pl
 
-from market_core.assets import CLEAN, OHLCV, RAW, STAGES
+from market_core.assets import ACTIONS, CLEAN, OHLCV, RAW, RAW_ACTIONS, STAGES
 from market_core.home import DataHome
-from market_core.schema import TABLE
+from market_core.schema import ACTIONS_TABLE, TABLE
+from market_pipeline.actions_policy import ACTIONS_CALLS, Due, affordable, asked, due_symbols
 from market_pipeline.outcome import (
+    ActionsFetched,
+    ActionsLoaded,
     BatchOutcome,
     Cleaned,
     Loaded,
@@ -40,16 +53,21 @@ from market_pipeline.resources.av_errors import (
     InvalidApiKeyError,
 )
 from market_pipeline.resources.storage import MarketDuckDB
+from market_pipeline.stages.actions import ActionsError, ActionsResult, clean_actions
 from market_pipeline.stages.clean import CleanError, CleanResult, clean_symbols
+from market_pipeline.stages.known_actions import unexplained_by_symbol
 from market_pipeline.stages.ohlcv import LoadError, LoadStats, read_cleans
 from market_pipeline.stages.raw import fetch_raw
+from market_pipeline.stages.raw_actions import fetch_raw_actions, last_actions_fetch
 
 __all__ = ["BatchOutcome", "BatchRunner", "BatchSettings"]  # callers need only this module
 
 # Errors we expect per symbol; anything else is a bug and fails the step loudly.
-SYMBOL_ERRORS = (AlphaVantageError, CleanError, LoadError, OSError)
+SYMBOL_ERRORS = (AlphaVantageError, CleanError, LoadError, ActionsError, OSError)
 # Errors after which no later symbol can succeed: the rest of the batch is not attempted.
 STOP_ERRORS = (InvalidApiKeyError, DailyQuotaError)
+ALL_STAGES = (*STAGES, RAW_ACTIONS, ACTIONS)
+"""Every stage, in the order the executor runs them: the bars, then the corporate actions."""
 
 
 class BatchRunner:
@@ -64,13 +82,18 @@ class BatchRunner:
         stages: Sequence[str],
         settings: BatchSettings,
         log: Callable[[str], None],
+        calls_left: Callable[[], int | None] = lambda: None,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.home = home
         self.client = client
         self.duckdb = duckdb
-        self.stages = [s for s in STAGES if s in stages]
+        self.stages = [s for s in ALL_STAGES if s in stages]
         self.settings = settings
         self.log = log
+        self.calls_left = calls_left
+        """The daily quota's calls left (``None``: no quota), asked before fetching actions."""
+        self.now = now
 
     def run(self, symbols: Sequence[str]) -> BatchOutcome:
         with (
@@ -87,6 +110,7 @@ class _Run:
     def __init__(self, runner: BatchRunner, pool: Executor, writer: Executor) -> None:
         self.home, self.stages, self.settings = runner.home, runner.stages, runner.settings
         self.client, self.duckdb, self.log = runner.client, runner.duckdb, runner.log
+        self.calls_left, self.now = runner.calls_left, runner.now
         self.pool, self.writer = pool, writer
         self.planner = Planner(runner.settings)
         self.results: dict[str, dict[str, StageResult]] = {stage: {} for stage in self.stages}
@@ -114,7 +138,9 @@ class _Run:
             self._start_load(load)
         self._finish_load()
         self._progress(len(symbols), len(symbols), time.monotonic() - started)
-        return BatchOutcome(tuple(symbols), self.results, self.failures)
+        self._actions(symbols)
+        unexplained = self._unexplained()
+        return BatchOutcome(tuple(symbols), self.results, self.failures, unexplained)
 
     def _fetch(self, symbol: str) -> bool:
         """``raw_data`` for one symbol, if selected; False if the symbol failed."""
@@ -201,6 +227,117 @@ class _Run:
             self.results[OHLCV][symbol] = Loaded(
                 symbol, frame.height, first, last, TABLE, database, stats.inserted, stats.updated
             )
+
+    def _actions(self, symbols: Sequence[str]) -> None:
+        """The corporate actions of the symbols whose bars did not fail, after all bars."""
+        ready = [s for s in symbols if s not in self.failures]
+        if RAW_ACTIONS in self.stages:
+            ready = self._fetch_actions(ready)
+        if ACTIONS in self.stages and ready:
+            self._load_actions(ready)
+
+    def _fetch_actions(self, symbols: Sequence[str]) -> list[str]:
+        """``raw_actions`` for the due symbols the quota allows; the symbols fetched."""
+        last = {s: last_actions_fetch(self.home, s) for s in symbols}
+        if RAW in self.stages:
+            wanted = set(symbols)
+            moves = {s: r.large_moves for s, r in self.results.get(CLEAN, {}).items()
+                     if isinstance(r, Cleaned) and s in wanted}  # fmt: skip
+            unexplained = unexplained_by_symbol(self.home, moves)
+            dues = due_symbols(symbols, last, self.now(), unexplained)
+        else:
+            dues = asked(symbols, last)
+        if not dues:
+            self.log(f"corporate actions: none of {len(symbols)} symbols due (fetched this week)")
+            return []
+        take = self._affordable(dues, len(symbols))
+        fetched: list[str] = []
+        for due in take:
+            if self.stop_reason is not None:
+                self.failures[due.symbol] = NotAttempted(
+                    due.symbol, self.stop_reason, actions_only=True
+                )
+            elif self._fetch_one(due):
+                fetched.append(due.symbol)
+        return fetched
+
+    def _affordable(self, dues: list[Due], symbols: int) -> list[Due]:
+        """The due symbols the daily quota still allows, most urgent first; says what waits."""
+        calls = self.calls_left() if dues else None
+        take = dues[: affordable(calls, len(dues))]
+        waiting = [d.symbol for d in dues[len(take) :]]
+        self.log(
+            f"corporate actions: {len(dues)} of {symbols} symbols due, {len(take)} fetched now "
+            f"({ACTIONS_CALLS} calls each)"
+            + (f"; {calls} calls left today" if calls is not None else "")
+            + (f"; waiting for calls (they stay due): {', '.join(waiting[:20])}" if waiting else "")
+        )
+        return take
+
+    def _fetch_one(self, due: Due) -> bool:
+        symbol = due.symbol
+        assert self.client is not None
+        try:
+            raw = fetch_raw_actions(self.client, self.home, symbol)
+        except STOP_ERRORS as exc:
+            self.stop_reason = str(exc).removeprefix(f"{symbol}: ")
+            self._failed(symbol, RAW_ACTIONS, str(exc),
+                         f"{symbol}: corporate actions failed, stopping them: {exc}")  # fmt: skip
+            return False
+        except SYMBOL_ERRORS as exc:
+            self._failed(symbol, RAW_ACTIONS, str(exc))
+            return False
+        self.results[RAW_ACTIONS][symbol] = ActionsFetched.of(raw, due.detail)
+        return True
+
+    def _load_actions(self, symbols: Sequence[str]) -> None:
+        """``corporate_actions``: validate, then load a batch of symbols per transaction."""
+        good: list[ActionsResult] = []
+        for symbol, result in clean_actions(self.home, symbols).items():
+            if isinstance(result, ActionsResult):
+                good.append(result)
+            else:
+                self._failed(symbol, ACTIONS, str(result))
+        size = max(1, self.settings.load_batch_symbols)
+        for start in range(0, len(good), size):
+            self._load_actions_batch(good[start : start + size])
+
+    def _load_actions_batch(self, batch: list[ActionsResult]) -> None:
+        assert self.duckdb is not None
+        try:
+            stats = self.duckdb.load_actions(batch)
+        except Exception as exc:  # the transaction rolled back: every symbol in it failed
+            for result in batch:
+                self.failures[result.symbol] = StageFailed(
+                    result.symbol, ACTIONS, f"{result.symbol}: corporate actions load failed: {exc}"
+                )
+            self.log(f"corporate actions load of {len(batch)} symbols rolled back: {exc}")
+            return
+        vanished = stats.deleted_by_symbol
+        self.log(
+            f"corporate actions of {len(batch)} symbols loaded: {stats.inserted} new, "
+            f"{stats.updated} revised, {stats.deleted} vanished"
+            + ("".join(f"; {s}: {', '.join(v)}" for s, v in sorted(vanished.items())))
+        )
+        database = str(self.duckdb.database)
+        for result in batch:
+            self.results[ACTIONS][result.symbol] = ActionsLoaded.of(
+                result,
+                vanished=tuple(vanished.get(result.symbol, ())),
+                rejects_path=str(self.home.actions_rejects_file(result.symbol)),
+                table=ACTIONS_TABLE,
+                database=database,
+                batch=(stats.inserted, stats.updated, stats.deleted),
+            )
+
+    def _unexplained(self) -> dict[str, tuple[dt.date, ...]]:
+        """Per cleaned symbol with large moves, those no known action explains, read after
+        this run's actions were loaded (the ``unexplained_large_move`` check)."""
+        if CLEAN not in self.stages:
+            return {}
+        moves = {s: r.large_moves for s, r in self.results[CLEAN].items()
+                 if isinstance(r, Cleaned)}  # fmt: skip
+        return unexplained_by_symbol(self.home, moves)
 
     def _progress(self, done: int, total: int, elapsed: float) -> None:
         """Symbols taken so far (fetched, when ``raw_data`` runs, which is then the slow part);

@@ -8,14 +8,19 @@ materialization reports about them.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import polars as pl
 
+from market_core.schema import DIVIDEND, SPLIT
+from market_pipeline.stages.actions import ActionsResult
 from market_pipeline.stages.clean import CleanResult
+from market_pipeline.stages.known_actions import move_days
 from market_pipeline.stages.raw import RawResult
+from market_pipeline.stages.raw_actions import RawActionsResult
 
 PREVIEW_ROWS = 5
 
@@ -43,6 +48,8 @@ class Cleaned:
     reject_counts: Mapping[str, int]
     flag_counts: Mapping[str, int]
     newest: pl.DataFrame = field(compare=False, repr=False)
+    large_moves: tuple[dt.date, ...] = ()
+    """The days flagged ``large_move``: the refresh policy looks for an action on each."""
 
     @classmethod
     def of(cls, result: CleanResult) -> Cleaned:
@@ -61,6 +68,7 @@ class Cleaned:
             reject_counts=dict(v.reject_counts),
             flag_counts=dict(v.flag_counts),
             newest=v.clean.tail(PREVIEW_ROWS),
+            large_moves=move_days(v.clean),
         )
 
 
@@ -78,7 +86,77 @@ class Loaded:
     batch_revised: int
 
 
-StageResult = RawResult | Cleaned | Loaded
+@dataclass(frozen=True)
+class ActionsFetched:
+    """``raw_actions`` of one symbol: rows received per function, and why they were due."""
+
+    symbol: str
+    splits: int
+    dividends: int
+    splits_path: str
+    dividends_path: str
+    source: str
+    reason: str
+
+    @classmethod
+    def of(cls, result: RawActionsResult, reason: str) -> ActionsFetched:
+        splits_path, dividends_path = result.paths
+        return cls(result.symbol, result.splits, result.dividends, splits_path, dividends_path,
+                   result.source, reason)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ActionsLoaded:
+    """``corporate_actions`` of one symbol after its load; ``batch_*`` count the whole
+    transaction, ``vanished`` this symbol's events dropped from the table ("2014-06-09 split")."""
+
+    symbol: str
+    events: int
+    splits: int
+    dividends: int
+    newest_ex_date: str | None
+    rejected: int
+    reject_counts: Mapping[str, int]
+    vanished: tuple[str, ...]
+    rejects_path: str
+    table: str
+    database: str
+    batch_inserted: int
+    batch_updated: int
+    batch_deleted: int
+
+    @classmethod
+    def of(
+        cls,
+        result: ActionsResult,
+        *,
+        vanished: tuple[str, ...],
+        rejects_path: str,
+        table: str,
+        database: str,
+        batch: tuple[int, int, int],
+    ) -> ActionsLoaded:
+        kinds = result.events.get_column("kind")
+        newest = result.events.get_column("ex_date").max()
+        return cls(
+            symbol=result.symbol,
+            events=result.events.height,
+            splits=int((kinds == SPLIT).sum()),
+            dividends=int((kinds == DIVIDEND).sum()),
+            newest_ex_date=None if newest is None else str(newest),
+            rejected=result.rejects.height,
+            reject_counts=dict(result.reject_counts),
+            vanished=vanished,
+            rejects_path=rejects_path,
+            table=table,
+            database=database,
+            batch_inserted=batch[0],
+            batch_updated=batch[1],
+            batch_deleted=batch[2],
+        )
+
+
+StageResult = RawResult | Cleaned | Loaded | ActionsFetched | ActionsLoaded
 """One symbol's result of one stage; ``assets._metadata`` maps each type to Dagster metadata."""
 
 
@@ -94,13 +172,20 @@ class StageFailed:
 @dataclass(frozen=True)
 class NotAttempted:
     """An earlier symbol hit an error every later one would hit too (a bad key, a spent daily
-    quota), so this one was not tried."""
+    quota), so this one was not tried. ``actions_only``: the error came during the corporate
+    actions, after this symbol's bars were loaded; only its actions wait (they stay due)."""
 
     symbol: str
     reason: str
+    actions_only: bool = False
 
     @property
     def message(self) -> str:
+        if self.actions_only:
+            return (
+                f"{self.symbol}: corporate actions not attempted (they stay due for the next "
+                f"run; its bars are not affected): {self.reason}"
+            )
         return f"{self.symbol}: not attempted: {self.reason}"
 
 
@@ -113,11 +198,15 @@ class BatchOutcome:
     """Every symbol of the run ends materialized up to its last selected stage, or failed.
 
     ``materialized`` maps each selected stage, in the order the data flows, to its symbols'
-    results, in the order they were produced."""
+    results, in the order they were produced. A symbol fails at most once: its actions are
+    attempted only when its bars did not fail."""
 
     symbols: tuple[str, ...]
     materialized: Mapping[str, Mapping[str, StageResult]]
     failures: Mapping[str, SymbolFailure]
+    unexplained_moves: Mapping[str, tuple[dt.date, ...]] = field(default_factory=dict)
+    """Per cleaned symbol with large moves, the days no known action explains (after this
+    run's actions were loaded): the ``unexplained_large_move`` check."""
 
     def results(self, kind: type[R]) -> dict[str, R]:
         """Each symbol's result of one type, e.g. ``results(Cleaned)`` for the asset checks."""

@@ -11,23 +11,36 @@ failed is among the stalest.
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 
 from dagster import AssetPartitionStatus, DagsterInstance
 
+from market_core.assets import ACTIONS, RAW_ACTIONS
+from market_core.home import DataHome
 from market_pipeline import ingest
+from market_pipeline.actions_policy import actions_due
 from market_pipeline.assets import symbol_pipeline
 from market_pipeline.instance import open_instance
 from market_pipeline.partitions import PARTITIONS, symbols_partitions
+from market_pipeline.stages.raw_actions import last_actions_fetch
 
 
 def failed_symbols(instance: DagsterInstance) -> list[str]:
-    """Registered symbols whose latest attempt failed at any stage, in registered order."""
+    """Registered symbols whose latest attempt failed at any stage, in registered order.
+
+    A symbol whose corporate actions were not due was skipped, but in a run that failed (for
+    another symbol) Dagster counts its planned actions partitions as failed too: for those two
+    assets only a symbol whose actions are still due counts (never fetched, or a week old)."""
     registered = instance.get_dynamic_partitions(PARTITIONS)
+    home, now = DataHome.from_env(), dt.datetime.now(dt.UTC)
     failed: set[str] = set()
     for asset in symbol_pipeline.keys:
         status = instance.get_status_by_partition(asset, registered, symbols_partitions)
-        failed.update(s for s, st in (status or {}).items() if st == AssetPartitionStatus.FAILED)
+        failing = {s for s, st in (status or {}).items() if st == AssetPartitionStatus.FAILED}
+        if asset.to_user_string() in (RAW_ACTIONS, ACTIONS):
+            failing = {s for s in failing if actions_due(s, last_actions_fetch(home, s), now)}
+        failed.update(failing)
     return [s for s in registered if s in failed]
 
 

@@ -22,5 +22,9 @@ def test_schedule_and_sensors_run_by_default_and_target_the_pipeline() -> None:
     assert sensors["watchlist"].job_name == "ingest_job"
     graph = defs.resolve_asset_graph()
     followed = sensors["follow_raw_data"].asset_selection.resolve(graph)  # type: ignore[union-attr]
-    assert followed == {AssetKey("clean_data"), AssetKey("ohlcv_data")}
+    assert followed == {
+        AssetKey("clean_data"),
+        AssetKey("ohlcv_data"),
+        AssetKey("corporate_actions"),
+    }
     assert graph.get(AssetKey("raw_data")).automation_condition is None, "raw_data: schedule"

@@ -38,7 +38,8 @@ def test_fifty_symbols_load_in_one_step_with_progress_lines(
     for asset in ("raw_data", "clean_data", "ohlcv_data"):
         assert materialized(result, asset) == set(SYMBOLS)
     assert {row[1] for row in table_rows(home)} == set(SYMBOLS)
-    assert keyed.count() == 50
+    assert keyed.count(function="TIME_SERIES_DAILY") == 50
+    assert keyed.count() == 150, "and both corporate-action answers of each first load"
     progress = [m for m in messages(instance, result) if m.startswith("progress: ")]
     done = [int(m.removeprefix("progress: ").split("/")[0]) for m in progress]
     assert len(done) >= 10 and done == sorted(set(done)), "regular lines, in order"
@@ -83,8 +84,10 @@ def test_retry_fetches_only_the_failed_symbols(stub: AlphaVantageStub, home: Dat
     assert done.returncode == 0, done.stdout + done.stderr
     assert "retry: 2 failed symbols: B, E" in done.stdout
     assert {row[1] for row in table_rows(home)} == {"A", "B", "C", "D", "E", "F"}
-    assert {s: stub.count(s) for s in "ABCDEF"} == {"A": 1, "B": 2, "C": 1, "D": 1, "E": 2, "F": 1}
-    assert stub.count() == 8, "no watchlist symbol was fetched"
+    bars = {s: stub.count(s, "TIME_SERIES_DAILY") for s in "ABCDEF"}
+    assert bars == {"A": 1, "B": 2, "C": 1, "D": 1, "E": 2, "F": 1}
+    assert {s: stub.count(s, "SPLITS") for s in "ABCDEF"} == dict.fromkeys("ABCDEF", 1)
+    assert stub.count() == 8 + 12, "no watchlist symbol was fetched"
 
     with open_instance() as instance:  # the data home's own instance, as the commands used it
         assert failed_symbols(instance) == []

@@ -10,7 +10,7 @@ from dagster import DagsterInstance, build_schedule_context, materialize
 
 from market_core.home import DataHome
 from market_pipeline.assets import symbol_pipeline
-from market_pipeline.automation import DEFERRED_TAG, TRIGGER_TAG, daily_update
+from market_pipeline.automation import DEFERRED_TAG, TRIGGER_TAG, daily_update, plan_update
 from market_pipeline.definitions import resources_from_env
 from market_pipeline.resources.rate_limit import (
     DAY_MARGIN_MS,
@@ -64,24 +64,70 @@ def quota(keyed: AlphaVantageStub, monkeypatch: pytest.MonkeyPatch) -> AlphaVant
 
 
 def test_short_quota_updates_the_stalest_first_and_says_so(
-    quota: AlphaVantageStub, run: Run, instance: DagsterInstance, capfd: pytest.CaptureFixture[str]
+    quota: AlphaVantageStub,
+    run: Run,
+    instance: DagsterInstance,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("ALPHAVANTAGE_REQUESTS_PER_DAY", "10")
     instance.add_dynamic_partitions("symbols", ["A", "B", "C", "D", "E", "F"])
-    assert run(["A", "B"]).success  # 2 of the 7 calls of the day
-    assert run(["C", "D"]).success  # 2 more; E and F were never loaded
-    assert quota.count() == 4
+    assert run(["A", "B"]).success  # first loads: 3 calls each, 6 of the 10 of the day
+    assert quota.count() == 6 and quota.count("A", "SPLITS") == 1
 
     capfd.readouterr()
     data = tick(instance)
-    # 3 calls left: E and F (never loaded), then A (updated longest ago); B, C, D wait.
+    # 4 calls left: the bars of C..F (never loaded) first; no call is left for their actions,
+    # which wait, still due; A and B (updated longest ago) wait too.
     requests = data.run_requests or []
-    assert ranges(requests) == [("A", "A"), ("E", "F")]
-    assert {r.tags[DEFERRED_TAG] for r in requests} == {"3"}
-    assert len({r.run_key for r in requests}) == 2, "a schedule's requests need distinct keys"
+    assert ranges(requests) == [("C", "F")]
+    assert {r.tags[DEFERRED_TAG] for r in requests} == {"2"}
+    log = capfd.readouterr().err
     assert (
-        "updating the 3 stalest of 6 symbols: only 3 calls left in the key's daily quota; "
-        "3 wait for a later update (stalest first): B, C, D"
-    ) in capfd.readouterr().err, "the tick's log says what was left out and why"
+        "updating the 4 stalest of 6 symbols: only 4 calls left in the key's daily quota; "
+        "2 wait for a later update (stalest first): A, B"
+    ) in log, "the tick's log says what was left out and why"
+    assert "corporate actions: 4 due, 0 fetched" in log
+    assert "4 wait for calls (still due next time): C, D, E, F; 4 calls planned" in log
+
+
+def test_the_plan_counts_three_calls_for_a_symbol_whose_actions_are_due(
+    quota: AlphaVantageStub,
+    run: Run,
+    instance: DagsterInstance,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    instance.add_dynamic_partitions("symbols", ["A", "B", "C", "D", "E", "F"])
+    assert run(["A", "B"], requests_per_day=16).success  # 6 calls; A and B: actions fresh
+    capfd.readouterr()
+    [request] = tick(instance, requests_per_day=16).run_requests or []
+    # 10 left: the 6 symbols' bars, then 2 of the 4 due symbols' actions (2 calls each).
+    assert ranges([request]) == [("A", "F")] and request.tags[DEFERRED_TAG] == "0"
+    log = capfd.readouterr().err
+    assert "updating all 6 symbols: 10 calls left today" in log
+    assert "corporate actions: 4 due, 2 fetched" in log
+    assert ": C, D; 2 wait for calls (still due next time): E, F; 10 calls planned" in log
+
+    result = run(["A", "B", "C", "D", "E", "F"], requests_per_day=16)
+    assert result.success, "the run fetches exactly what the plan counted"
+    assert quota.count() == 16
+    assert [quota.count(s, "SPLITS") for s in "ABCDEF"] == [1, 1, 1, 1, 0, 0]
+
+
+def test_the_plan_puts_every_symbols_bars_before_any_actions() -> None:
+    registered = ["A", "B", "C", "D"]
+    stale = {"A": 4, "B": 3, "C": 2, "D": 1}  # D updated longest ago
+    plan = plan_update(registered, stale, 5, ["C", "A", "B"])
+    assert plan.symbols == ["A", "B", "C", "D"] and plan.deferred == []
+    assert plan.actions == [] and plan.actions_deferred == ["C", "A", "B"]
+    assert plan.calls == 4
+    plan = plan_update(registered, stale, 8, ["C", "A", "B"])
+    assert plan.actions == ["C", "A"] and plan.actions_deferred == ["B"] and plan.calls == 8
+    plan = plan_update(registered, stale, 3, ["C", "A", "B"])
+    assert plan.symbols == ["B", "C", "D"] and plan.deferred == ["A"]
+    assert plan.actions == [] and plan.actions_deferred == ["C", "B"]
+    plan = plan_update(registered, stale, None, ["C", "A"])
+    assert plan.symbols == registered and plan.actions == ["C", "A"] and plan.calls == 8
 
 
 def test_spent_quota_skips_the_tick_with_the_reason(

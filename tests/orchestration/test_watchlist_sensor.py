@@ -52,7 +52,7 @@ def test_new_symbols_are_registered_loaded_and_removed_ones_keep_their_data(
 def test_first_loads_fit_the_quota_and_the_rest_wait_registered(
     keyed: AlphaVantageStub, instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ALPHAVANTAGE_REQUESTS_PER_DAY", "2")
+    monkeypatch.setenv("ALPHAVANTAGE_REQUESTS_PER_DAY", "8")  # 3 calls per first load
     monkeypatch.setenv("MARKET_SYMBOLS", "AAA,BBB,CCC")
     result = tick(instance)
     assert instance.get_dynamic_partitions("symbols") == ["AAA", "BBB", "CCC"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 from dagster import AssetKey
 
-from market_core.assets import CLEAN, OHLCV, RAW
+from market_core.assets import ACTIONS, CLEAN, OHLCV, RAW, RAW_ACTIONS
 from market_core.home import DataHome
 from market_pipeline.batch import BatchRunner, BatchSettings
 from market_pipeline.outcome import Loaded, StageFailed
@@ -89,4 +89,9 @@ def test_each_stage_reports_exactly_its_metadata(keyed: AlphaVantageStub, run: R
         AssetKey(CLEAN): span | {"rejected", "flagged", "outside_history_window", "path",
                                  "rejects_path", "preview"},
         AssetKey(OHLCV): span | {"table", "database", "batch_inserted", "batch_revised"},
+        AssetKey(RAW_ACTIONS): {"splits", "dividends", "reason", "source", "splits_path",
+                                "dividends_path"},
+        AssetKey(ACTIONS): {"events", "splits", "dividends", "newest_ex_date", "rejected",
+                            "vanished", "vanished_events", "rejects_path", "table", "database",
+                            "batch_inserted", "batch_revised", "batch_deleted"},
     }  # fmt: skip

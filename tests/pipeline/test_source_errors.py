@@ -7,7 +7,7 @@ import pytest
 from market_core.home import DataHome
 from tests.conftest import TEST_KEY, Run
 from tests.pipeline.helpers import failure_text, materialized, recent_bars, snapshot, table_rows
-from tests.stubs.alpha_vantage import AlphaVantageStub
+from tests.stubs.alpha_vantage import AlphaVantageStub, Request
 
 RETRIED = ["note_frequency", "info_burst", "http_429", "http_500", "http_503", "reset", "timeout"]
 FAILED_NO_RETRY = {
@@ -20,6 +20,11 @@ FAILED_NO_RETRY = {
 }
 
 
+def bar_requests(stub: AlphaVantageStub) -> list[Request]:
+    """The TIME_SERIES_DAILY calls (a first load also asks for SPLITS and DIVIDENDS)."""
+    return [r for r in stub.requests if r.function == "TIME_SERIES_DAILY"]
+
+
 @pytest.mark.parametrize("fault", RETRIED)
 def test_transient_answers_are_retried_then_loaded(
     fault: str, keyed: AlphaVantageStub, run: Run, home: DataHome
@@ -27,7 +32,7 @@ def test_transient_answers_are_retried_then_loaded(
     keyed.script("AAA", fault, fault)
     result = run(["AAA"])
     assert result.success, failure_text(result)
-    assert keyed.count("AAA") == 3
+    assert keyed.count("AAA", "TIME_SERIES_DAILY") == 3
     assert len(table_rows(home, "AAA")) > 1000
 
 
@@ -88,7 +93,7 @@ def test_premium_refusal_falls_back_to_compact_and_is_remembered(
     keyed.premium_full = False
     result = run(["AAA", "BBB"])
     assert result.success, failure_text(result)
-    sizes = [(r.symbol, r.outputsize) for r in keyed.requests]
+    sizes = [(r.symbol, r.outputsize) for r in bar_requests(keyed)]
     assert sizes == [("AAA", "full"), ("AAA", "compact"), ("BBB", "compact")]
     assert len(table_rows(home, "BBB")) == 100 - 3  # the sample's three bad rows are rejected
 
@@ -102,7 +107,7 @@ def test_auto_outputsize_is_full_first_then_compact_while_recent(
     keyed.set_bars("OLD", [("2020-01-02", recent_bars(1)[0][1])])
     assert run(["OLD"]).success
     assert run(["OLD"]).success, "a stale symbol needs full again to bridge its gap"
-    sizes = [(r.symbol, r.outputsize) for r in keyed.requests]
+    sizes = [(r.symbol, r.outputsize) for r in bar_requests(keyed)]
     assert sizes == [("AAA", "full"), ("AAA", "compact"), ("OLD", "full"), ("OLD", "full")]
 
 
@@ -111,4 +116,4 @@ def test_outputsize_compact_is_honoured(
 ) -> None:
     monkeypatch.setenv("ALPHAVANTAGE_OUTPUTSIZE", "compact")
     assert run(["AAA"]).success
-    assert [r.outputsize for r in keyed.requests] == ["compact"]
+    assert [r.outputsize for r in bar_requests(keyed)] == ["compact"]
