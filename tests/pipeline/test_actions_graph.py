@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from dagster import (
     AssetKey,
+    AssetPartitionStatus,
     DagsterInstance,
     ExecuteInProcessResult,
     evaluate_automation_conditions,
@@ -21,7 +22,8 @@ from dagster import (
 from market_core.assets import ACTIONS, OHLCV, RAW_ACTIONS
 from market_core.home import DataHome
 from market_pipeline.definitions import defs
-from market_pipeline.partitions import parse_symbols
+from market_pipeline.partitions import parse_symbols, symbols_partitions
+from market_pipeline.retry import failed_symbols
 from market_pipeline.sample_source import split_date
 from market_pipeline.stages.known_actions import known_ex_dates, move_days
 from market_pipeline.stages.raw_actions import last_actions_fetch
@@ -273,3 +275,18 @@ def test_raw_actions_asked_for_alone_are_fetched_and_corporate_actions_follow(
     followed = run(["AAA"], selection=[ACTIONS])
     assert followed.success, failure_text(followed)
     assert actions(home, "AAA") == [("2020-08-31", "split", 4.0, None)], "the dividend vanished"
+
+
+def test_retry_failed_ignores_actions_skipped_in_a_run_that_failed_for_another_symbol(
+    keyed: AlphaVantageStub, run: Run, instance: DagsterInstance
+) -> None:
+    for symbol in ("AAA", "BBB"):
+        keyed.set_bars(symbol, recent_bars(20))
+    assert run(["AAA", "BBB"]).success
+    keyed.script("BBB", "error_message")
+    failed = run(["AAA", "BBB"])  # AAA's actions are not due: planned, skipped
+    assert not failed.success
+    assert materialized(failed, OHLCV) == {"AAA"}
+    status = instance.get_status_by_partition(AssetKey(RAW_ACTIONS), ["AAA"], symbols_partitions)
+    assert status == {"AAA": AssetPartitionStatus.FAILED}, "how Dagster sees a skip in a failed run"
+    assert failed_symbols(instance) == ["BBB"], "AAA loaded; its actions were not due"
