@@ -19,15 +19,21 @@ Adjusted prices (``Adjustment``) are computed here, at read time, from the raw b
 
 All in float64 without rounding, except the adjusted volume: ``volume * S(t)`` in float64,
 rounded half to even (``round_even``) to an integer, so that it stays a share count. Events
-outside the stored bars still adjust the bars before them. Set-based: each event gets the
-cumulative factor of itself and every later event (a window product, newest first), and each
-bar takes the one of the first event after it through an ASOF join; weekly and monthly bars
-and the stats are then computed from the adjusted daily bars by the same SQL as from raw ones.
-``raw`` runs the plain SQL, untouched by any of this.
+outside the stored bars still adjust the bars before them.
+
+In two steps. ``factor_steps``, set-based over the symbol's events: each ex-date gets S and D
+of itself and every later ex-date (a window product, newest first), the dividend factors from
+an ASOF join on the symbol's whole history. Those steps depend on the symbol and the data
+version only, so the service computes them once per version (``service.FactorCache``; they
+cost more than an answer). Each answer then binds them as list parameters and gives every bar
+in its range the step of the first ex-date after it; weekly and monthly bars and the stats
+come from those adjusted daily bars through the same SQL as from raw ones. ``raw``, and a
+symbol without events, run the plain SQL.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import cast
 
@@ -90,108 +96,108 @@ FROM {table}
 WHERE {range}
 """
 
-# S(t) per split: its factor times every later split's (a window over a handful of events,
-# newest first), valid for every bar before its ex-date and after the previous split's.
-_SPLIT_STEPS = f"""split_steps AS (
+# Per ex-date (a split and a dividend may share one), S and D of that date and every later one:
+# a window product, newest first. A dividend's factor uses the raw close of the last stored bar
+# before its ex-date (an ASOF join on the symbol's whole history); with no such bar it is 1.
+_STEPS_SQL = f"""
+WITH events AS (
     SELECT
-        CAST(ex_date AS TIMESTAMP) AS ex_at,
-        product(split_factor) OVER (
-            ORDER BY ex_date DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-        ) AS s
-    FROM {ACTIONS_TABLE}
-    WHERE symbol = $symbol AND kind = '{SPLIT}'
-)"""
-
-# A dividend's factor uses the raw close of the last stored bar before its ex-date (an ASOF
-# join on the symbol's whole history); the inner join drops a dividend with no such bar, so it
-# adjusts nothing. D(t) per dividend is then cumulated like S(t).
-_DIVIDEND_STEPS = f"""dividend_factors AS (
-    SELECT CAST(a.ex_date AS TIMESTAMP) AS ex_at, 1 - a.amount / prior.close AS factor
+        CAST(a.ex_date AS TIMESTAMP) AS ex_at,
+        CASE WHEN a.kind = '{SPLIT}' THEN a.split_factor ELSE 1.0 END AS s,
+        CASE WHEN a.kind = '{DIVIDEND}' THEN coalesce(1 - a.amount / prior.close, 1.0)
+             ELSE 1.0 END AS d
     FROM {ACTIONS_TABLE} AS a
-    ASOF JOIN (SELECT timestamp, close FROM {TABLE} WHERE symbol = $symbol) AS prior
+    ASOF LEFT JOIN (SELECT timestamp, close FROM {TABLE} WHERE symbol = $symbol) AS prior
         ON prior.timestamp < CAST(a.ex_date AS TIMESTAMP)
-    WHERE a.symbol = $symbol AND a.kind = '{DIVIDEND}'
+    WHERE a.symbol = $symbol AND a.kind IN ('{SPLIT}', '{DIVIDEND}')
 ),
-dividend_steps AS (
-    SELECT
-        ex_at,
-        product(factor) OVER (
-            ORDER BY ex_at DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-        ) AS d
-    FROM dividend_factors
-)"""
-
-_S = "coalesce(split_steps.s, 1.0)"
-_D = "coalesce(dividend_steps.d, 1.0)"
+per_date AS (SELECT ex_at, product(s) AS s, product(d) AS d FROM events GROUP BY ex_at),
+steps AS (
+    SELECT ex_at, product(s) OVER later AS s, product(d) OVER later AS d
+    FROM per_date
+    WINDOW later AS (ORDER BY ex_at DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+)
+SELECT list(ex_at ORDER BY ex_at), list(s ORDER BY ex_at), list(d ORDER BY ex_at) FROM steps
+"""
 
 
-def _adjusted_cte(adjustment: Adjustment, daily_limit: bool) -> str:
-    """``WITH ... adjusted AS (...)``: the symbol's bars in the range, adjusted; with
-    ``daily_limit`` only the newest ``$limit`` of them (the adjustment is per bar, so limiting
-    first gives the same bars for less work)."""
-    splits = adjustment in (Adjustment.SPLIT, Adjustment.ALL)
-    dividends = adjustment in (Adjustment.DIVIDEND, Adjustment.ALL)
+@dataclass(frozen=True, slots=True)
+class FactorSteps:
+    """One symbol's adjustment factors as steps, ascending by ex-date: a bar on day t takes
+    ``s[k]`` and ``d[k]`` of the first ex-date after t (1 after the last one)."""
 
-    def price(column: str) -> str:
-        expr = f"days.{column}"
-        if splits:
-            expr = f"{expr} / {_S}"
-        if dividends:
-            expr = f"{expr} * {_D}"
-        return f"{expr} AS {column}"
+    ex_at: tuple[datetime, ...] = ()
+    s: tuple[float, ...] = ()
+    d: tuple[float, ...] = ()
 
-    steps, joins = [], []
-    if splits:
-        steps.append(_SPLIT_STEPS)
-        joins.append("ASOF LEFT JOIN split_steps ON days.timestamp < split_steps.ex_at")
-    if dividends:
-        steps.append(_DIVIDEND_STEPS)
-        joins.append("ASOF LEFT JOIN dividend_steps ON days.timestamp < dividend_steps.ex_at")
-    volume = f"CAST(round_even(days.volume * {_S}, 0) AS BIGINT)" if splits else "days.volume"
-    limit = "ORDER BY timestamp DESC LIMIT $limit" if daily_limit else ""
-    prices = ", ".join(price(column) for column in ("open", "high", "low", "close"))
-    step_sql = ",\n".join(steps)
-    join_sql = "\n    ".join(joins)
-    return f"""WITH days AS (
-    SELECT timestamp, open, high, low, close, volume FROM {TABLE} WHERE {_RANGE} {limit}
+    def params(self, adjustment: Adjustment) -> dict[str, object]:
+        ones = [1.0] * len(self.ex_at)
+        splits = adjustment in (Adjustment.SPLIT, Adjustment.ALL)
+        dividends = adjustment in (Adjustment.DIVIDEND, Adjustment.ALL)
+        return {
+            "ex_at": list(self.ex_at),
+            "s": list(self.s) if splits else ones,
+            "d": list(self.d) if dividends else ones,
+        }
+
+
+# The bars in the range (with ``daily_limit`` only the newest $limit: the adjustment is per bar,
+# so limiting first gives the same bars for less work), each with the factors of the first
+# step after it: k counts the ex-dates <= t, so k + 1 indexes the first one after (1-based;
+# past the end the list gives NULL, i.e. 1).
+_ADJUSTED_CTE = """WITH days AS (
+    SELECT timestamp, open, high, low, close, volume FROM {table} WHERE {range} {limit}
 ),
-{step_sql},
+indexed AS (
+    SELECT *, len(list_filter($ex_at, lambda x: x <= timestamp)) + 1 AS k FROM days
+),
+factored AS (
+    SELECT *, coalesce($s[k], 1.0) AS s, coalesce($d[k], 1.0) AS d FROM indexed
+),
 adjusted AS (
-    SELECT days.timestamp, {prices}, {volume} AS volume
-    FROM days
-    {join_sql}
+    SELECT
+        timestamp,
+        open / s * d AS open,
+        high / s * d AS high,
+        low / s * d AS low,
+        close / s * d AS close,
+        CAST(round_even(volume * s, 0) AS BIGINT) AS volume
+    FROM factored
 )"""
 
 
-def _bars_sql(interval: Interval, adjustment: Adjustment) -> str:
+def _adjusted_cte(daily_limit: bool) -> str:
+    limit = "ORDER BY timestamp DESC LIMIT $limit" if daily_limit else ""
+    return _ADJUSTED_CTE.format(table=TABLE, range=_RANGE, limit=limit)
+
+
+def _bars_sql(interval: Interval, adjusted: bool) -> str:
     if interval is Interval.DAY:
-        if adjustment is Adjustment.RAW:
+        if not adjusted:
             return _DAILY_SQL
-        return _adjusted_cte(adjustment, daily_limit=True) + (
+        return _adjusted_cte(daily_limit=True) + (
             "\nSELECT CAST(timestamp AS DATE) AS day, open, high, low, close, volume"
             "\nFROM adjusted\nORDER BY timestamp\n"
         )
-    if adjustment is Adjustment.RAW:
+    if not adjusted:
         return _BUCKET_SQL.format(table=TABLE, range=_RANGE, unit=_UNITS[interval])
     buckets = _BUCKET_SQL.format(table="adjusted", range="true", unit=_UNITS[interval])
-    return _adjusted_cte(adjustment, daily_limit=False) + buckets
+    return _adjusted_cte(daily_limit=False) + buckets
 
 
-def _stats_sql(adjustment: Adjustment) -> str:
-    if adjustment is Adjustment.RAW:
+def _stats_sql(adjusted: bool) -> str:
+    if not adjusted:
         return _STATS_TEMPLATE.format(table=TABLE, range=_RANGE)
     summary = _STATS_TEMPLATE.format(table="adjusted", range="true")
-    return _adjusted_cte(adjustment, daily_limit=False) + summary
+    return _adjusted_cte(daily_limit=False) + summary
 
 
-_BARS_SQL: dict[tuple[Interval, Adjustment], str] = {
-    (interval, adjustment): _bars_sql(interval, adjustment)
+_BARS_SQL: dict[tuple[Interval, bool], str] = {
+    (interval, adjusted): _bars_sql(interval, adjusted)
     for interval in Interval
-    for adjustment in Adjustment
+    for adjusted in (False, True)
 }
-_STATS_SQL: dict[Adjustment, str] = {
-    adjustment: _stats_sql(adjustment) for adjustment in Adjustment
-}
+_STATS_SQL: dict[bool, str] = {adjusted: _stats_sql(adjusted) for adjusted in (False, True)}
 
 _ACTIONS_SQL = f"""
 SELECT kind, ex_date, split_factor, amount, declaration_date, record_date, payment_date
@@ -225,13 +231,18 @@ def bars(
     end: date | None,
     limit: int | None,
     adjustment: Adjustment = Adjustment.RAW,
+    steps: FactorSteps = FactorSteps(),
 ) -> list[BarRow]:
     """Bars of one symbol in ``[start, end]``, ascending; with ``limit``, only the newest N.
 
     Weekly and monthly buckets are built from the (adjusted) daily bars inside the range, so a
-    bucket cut by ``start`` or ``end`` holds only the days inside it."""
-    params = {**_range_params(symbol, start, end), "limit": limit}
-    sql = _BARS_SQL[(interval, adjustment)]
+    bucket cut by ``start`` or ``end`` holds only the days inside it. Without steps every
+    factor is 1, and the raw SQL gives the same numbers."""
+    params: dict[str, object] = {**_range_params(symbol, start, end), "limit": limit}
+    adjusted = adjustment is not Adjustment.RAW and bool(steps.ex_at)
+    if adjusted:
+        params.update(steps.params(adjustment))
+    sql = _BARS_SQL[(interval, adjusted)]
     return cast(list[BarRow], cur.execute(sql, params).fetchall())
 
 
@@ -241,10 +252,23 @@ def stats(
     start: date | None,
     end: date | None,
     adjustment: Adjustment = Adjustment.RAW,
+    steps: FactorSteps = FactorSteps(),
 ) -> StatsRow:
     """Count, first and last date, average close, min low, max high, total return."""
-    row = cur.execute(_STATS_SQL[adjustment], _range_params(symbol, start, end)).fetchone()
+    params = _range_params(symbol, start, end)
+    adjusted = adjustment is not Adjustment.RAW and bool(steps.ex_at)
+    if adjusted:
+        params.update(steps.params(adjustment))
+    row = cur.execute(_STATS_SQL[adjusted], params).fetchone()
     return cast(StatsRow, row)
+
+
+def factor_steps(cur: duckdb.DuckDBPyConnection, symbol: str) -> FactorSteps:
+    """The symbol's S and D as steps: what every adjusted answer of one data version shares."""
+    row = cur.execute(_STEPS_SQL, {"symbol": symbol}).fetchone()
+    if row is None or row[0] is None:
+        return FactorSteps()
+    return FactorSteps(tuple(row[0]), tuple(row[1]), tuple(row[2]))
 
 
 def actions(

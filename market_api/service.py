@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
@@ -49,12 +50,59 @@ log = logging.getLogger(__name__)
 _JSON_ONLY: frozenset[Format] = frozenset({"json"})
 
 
+class FactorCache:
+    """Each symbol's adjustment steps (``queries.factor_steps``) per data version, LRU-bounded.
+
+    Every adjusted answer of a symbol shares them, and computing them (a scan of the symbol's
+    events, an ASOF join on its whole history, a window) costs more than the answer itself, so
+    they are computed once per symbol and data version. The data version is part of the key:
+    a load that changes corporate actions is a new version, so no answer after the cache's poll
+    sees old factors; entries of old versions age out."""
+
+    def __init__(self, max_entries: int = 2048) -> None:
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, str | None], queries.FactorSteps] = OrderedDict()
+
+    def get(
+        self, cur: duckdb.DuckDBPyConnection, symbol: str, version: str | None
+    ) -> queries.FactorSteps:
+        key = (symbol, version)
+        with self._lock:
+            steps = self._entries.get(key)
+            if steps is not None:
+                self._entries.move_to_end(key)
+                return steps
+        steps = queries.factor_steps(cur, symbol)
+        with self._lock:
+            self._entries[key] = steps
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return steps
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """What an answer may use besides the cursor: the data version it is computed under (the
+    cache's snapshot) and the factor steps of that version."""
+
+    version: str | None
+    factors: FactorCache
+
+    def steps(
+        self, cur: duckdb.DuckDBPyConnection, symbol: str, adjustment: Adjustment
+    ) -> queries.FactorSteps:
+        if adjustment is Adjustment.RAW:
+            return queries.FactorSteps()
+        return self.factors.get(cur, symbol, self.version)
+
+
 class Question(Protocol):
     """What a request asks, normalized; its ``answer`` is the body in one of ``formats``."""
 
     formats: ClassVar[frozenset[Format]]
 
-    def answer(self, cur: duckdb.DuckDBPyConnection, fmt: Format, version: str | None) -> bytes:
+    def answer(self, cur: duckdb.DuckDBPyConnection, fmt: Format, read: Read) -> bytes:
         """The encoded body; raises ``UnknownSymbol`` for a symbol with no bars at all."""
         ...
 
@@ -89,10 +137,10 @@ def check_once(request: Request[Any, Any, Any], name: str, allowed: Iterable[str
 class HealthQuestion:
     formats: ClassVar[frozenset[Format]] = _JSON_ONLY
 
-    def answer(self, cur: duckdb.DuckDBPyConnection, fmt: Format, version: str | None) -> bytes:
+    def answer(self, cur: duckdb.DuckDBPyConnection, fmt: Format, read: Read) -> bytes:
         newest = queries.newest_bar_date(cur)
         return json_encoder.encode(
-            Health(status="ok", data_version=version, newest_bar_date=newest)
+            Health(status="ok", data_version=read.version, newest_bar_date=newest)
         )
 
 
@@ -100,7 +148,7 @@ class HealthQuestion:
 class InstrumentsQuestion:
     formats: ClassVar[frozenset[Format]] = _JSON_ONLY
 
-    def answer(self, cur: duckdb.DuckDBPyConnection, fmt: Format, version: str | None) -> bytes:
+    def answer(self, cur: duckdb.DuckDBPyConnection, fmt: Format, read: Read) -> bytes:
         rows = queries.instruments(cur)
         return json_encoder.encode(InstrumentList([Instrument(*row) for row in rows]))
 
@@ -130,9 +178,17 @@ class BarsQuestion:
             raise InvalidParameter("limit", f"limit must be between 1 and {MAX_LIMIT}")
         return cls(parse_symbol(symbol), interval, start, end, limit, adjustment)
 
-    def answer(self, cur: duckdb.DuckDBPyConnection, fmt: Format, version: str | None) -> bytes:
+    def answer(self, cur: duckdb.DuckDBPyConnection, fmt: Format, read: Read) -> bytes:
+        steps = read.steps(cur, self.symbol, self.adjustment)
         rows = queries.bars(
-            cur, self.symbol, self.interval, self.start, self.end, self.limit, self.adjustment
+            cur,
+            self.symbol,
+            self.interval,
+            self.start,
+            self.end,
+            self.limit,
+            self.adjustment,
+            steps,
         )
         if not rows and not queries.symbol_exists(cur, self.symbol):
             raise UnknownSymbol(self.symbol)
@@ -161,9 +217,10 @@ class StatsQuestion:
         check_range(start, end)
         return cls(parse_symbol(symbol), start, end, adjustment)
 
-    def answer(self, cur: duckdb.DuckDBPyConnection, fmt: Format, version: str | None) -> bytes:
+    def answer(self, cur: duckdb.DuckDBPyConnection, fmt: Format, read: Read) -> bytes:
+        steps = read.steps(cur, self.symbol, self.adjustment)
         count, first, last, avg_close, min_low, max_high, total_return = queries.stats(
-            cur, self.symbol, self.start, self.end, self.adjustment
+            cur, self.symbol, self.start, self.end, self.adjustment, steps
         )
         if count == 0 and not queries.symbol_exists(cur, self.symbol):
             raise UnknownSymbol(self.symbol)
@@ -195,7 +252,7 @@ class ActionsQuestion:
         check_range(start, end)
         return cls(parse_symbol(symbol), start, end)
 
-    def answer(self, cur: duckdb.DuckDBPyConnection, fmt: Format, version: str | None) -> bytes:
+    def answer(self, cur: duckdb.DuckDBPyConnection, fmt: Format, read: Read) -> bytes:
         rows = queries.actions(cur, self.symbol, self.start, self.end)
         if not rows and not queries.symbol_known(cur, self.symbol):
             raise UnknownSymbol(self.symbol, "bars and no corporate actions")
@@ -227,6 +284,7 @@ class MarketService:
         self.cache = ResponseCache(
             settings.cache_entries, settings.cache_bytes, self.db.data_version
         )
+        self.factors = FactorCache()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -266,7 +324,8 @@ class MarketService:
 
     def _answer(self, question: Question, fmt: Format) -> bytes:
         _, version = self.cache.snapshot()
-        return self.db.run(lambda cur: question.answer(cur, fmt, version))
+        read = Read(version, self.factors)
+        return self.db.run(lambda cur: question.answer(cur, fmt, read))
 
 
 _CACHEABLE = {"cache-control": CACHE_CONTROL, "vary": VARY}
