@@ -231,6 +231,8 @@ class _Run:
     def _actions(self, symbols: Sequence[str]) -> None:
         """The corporate actions of the symbols whose bars did not fail, after all bars."""
         ready = [s for s in symbols if s not in self.failures]
+        if not ready:
+            return
         if RAW_ACTIONS in self.stages:
             ready = self._fetch_actions(ready)
         if ACTIONS in self.stages and ready:
