@@ -33,6 +33,7 @@ symbol without events, run the plain SQL.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import cast
@@ -129,6 +130,13 @@ class FactorSteps:
     ex_at: tuple[datetime, ...] = ()
     s: tuple[float, ...] = ()
     d: tuple[float, ...] = ()
+
+    def within(self, low: datetime, high: datetime) -> FactorSteps:
+        """The steps a bar in ``[low, high)`` can take: none at or before ``low``, and after
+        ``high`` only the first (it carries every later one)."""
+        first = bisect_right(self.ex_at, low)
+        last = bisect_left(self.ex_at, high) + 1
+        return FactorSteps(self.ex_at[first:last], self.s[first:last], self.d[first:last])
 
     def params(self, adjustment: Adjustment) -> dict[str, object]:
         ones = [1.0] * len(self.ex_at)
@@ -239,6 +247,7 @@ def bars(
     bucket cut by ``start`` or ``end`` holds only the days inside it. Without steps every
     factor is 1, and the raw SQL gives the same numbers."""
     params: dict[str, object] = {**_range_params(symbol, start, end), "limit": limit}
+    steps = steps.within(cast(datetime, params["low"]), cast(datetime, params["high"]))
     adjusted = adjustment is not Adjustment.RAW and bool(steps.ex_at)
     if adjusted:
         params.update(steps.params(adjustment))
@@ -256,6 +265,7 @@ def stats(
 ) -> StatsRow:
     """Count, first and last date, average close, min low, max high, total return."""
     params = _range_params(symbol, start, end)
+    steps = steps.within(cast(datetime, params["low"]), cast(datetime, params["high"]))
     adjusted = adjustment is not Adjustment.RAW and bool(steps.ex_at)
     if adjusted:
         params.update(steps.params(adjustment))
