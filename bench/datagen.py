@@ -1,5 +1,11 @@
 """Deterministic data sets: raw Parquet per symbol, and a full ``ohlcv_data`` DuckDB file.
 
+The DuckDB file also holds a ``corporate_actions`` table, so that adjusted answers do real work:
+per symbol one to three splits (a reverse one among them now and then) on seeded random days,
+and a dividend every quarter (the first trading day from the 10th of February, May, August and
+November), of about 0.5 % of that day's close. It is added to a file built before it existed
+(its own done-marker, ``ACTIONS_VERSION``), without rebuilding the bars.
+
 The raw files have the pipeline's raw schema (``market_pipeline.stages.raw.RAW_SCHEMA``: values as
 strings, newest bar first, as Alpha Vantage sends them), so ``clean_symbols`` reads them exactly
 as it reads fetched ones. Prices are seeded random walks on weekdays; about one bar in two
@@ -21,7 +27,15 @@ import numpy as np
 import polars as pl
 
 from bench.harness import DATA_DIR
-from market_core.schema import CREATE_TABLE_SQL, TABLE
+from market_core.schema import (
+    ACTIONS_COLUMNS,
+    ACTIONS_TABLE,
+    CREATE_ACTIONS_SQL,
+    CREATE_TABLE_SQL,
+    DIVIDEND,
+    SPLIT,
+    TABLE,
+)
 from market_pipeline.stages.raw import RAW_SCHEMA
 
 FIRST_DAY = dt.date(2005, 1, 3)
@@ -31,6 +45,10 @@ NEXT_DAY = dt.date(2025, 1, 2)
 SEED = 20_050_103
 FORMAT_VERSION = 1
 """Bump to regenerate every data set after a change to how they are made."""
+ACTIONS_VERSION = 1
+"""Bump to rebuild only the ``corporate_actions`` table of every data set (bars are kept)."""
+SPLIT_FACTORS = (2.0, 2.0, 3.0, 1.5, 4.0, 7.0, 0.5, 0.1)
+"""Drawn from for each split; 0.5 and 0.1 are reverse splits."""
 CHUNK_SYMBOLS = 100
 Log = Callable[[str], None]
 FETCHED_AT = dt.datetime(2025, 1, 2, 21, 0, tzinfo=dt.UTC)
@@ -159,16 +177,74 @@ ORDER BY symbol, timestamp
 
 def ensure_duckdb(data: DataSet, log: Log = print) -> Path:
     """The full ``ohlcv_data`` table of ``data`` (valid rows only, clustered by symbol, as the
-    pipeline's batches leave it), for the API benchmarks."""
+    pipeline's batches leave it) and its ``corporate_actions``, for the API benchmarks."""
     done = data.root / "api.done"
-    if done.exists():
-        return data.duckdb_path
-    ensure_raw(data, log)
-    data.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-    data.duckdb_path.unlink(missing_ok=True)
-    log(f"building {data.duckdb_path}")
-    with connect(data.duckdb_path) as conn:
-        conn.execute(CREATE_TABLE_SQL)
-        conn.execute(CAST_SQL, {"files": str(data.raw_dir / "*.parquet")})
-    done.touch()
+    if not done.exists():
+        ensure_raw(data, log)
+        data.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+        data.duckdb_path.unlink(missing_ok=True)
+        log(f"building {data.duckdb_path}")
+        with connect(data.duckdb_path) as conn:
+            conn.execute(CREATE_TABLE_SQL)
+            conn.execute(CAST_SQL, {"files": str(data.raw_dir / "*.parquet")})
+        done.touch()
+    ensure_actions(data, log)
     return data.duckdb_path
+
+
+# One dividend per quarter and symbol, from the bars themselves: deterministic, and the amount
+# is a plausible yield on the price of the day.
+DIVIDENDS_SQL = f"""
+INSERT INTO {ACTIONS_TABLE} ({", ".join(ACTIONS_COLUMNS)})
+SELECT symbol, day, '{DIVIDEND}', NULL, round(close * 0.005, 4), day - 21, day + 1, day + 14
+FROM (
+    SELECT symbol, CAST(timestamp AS DATE) AS day, close
+    FROM {TABLE}
+    WHERE month(timestamp) IN (2, 5, 8, 11) AND day(timestamp) >= 10
+    QUALIFY row_number() OVER (
+        PARTITION BY symbol, year(timestamp), month(timestamp) ORDER BY timestamp
+    ) = 1
+)
+"""
+
+
+def split_events(data: DataSet) -> pl.DataFrame:
+    """One to three splits per symbol on seeded random trading days, in ACTIONS_COLUMNS."""
+    rng = np.random.default_rng(SEED + 1)
+    days = data.days()
+    rows = []
+    for symbol in data.names:
+        picks = rng.choice(len(days), size=int(rng.integers(1, 4)), replace=False)
+        for at in sorted(picks):
+            factor = float(SPLIT_FACTORS[int(rng.integers(len(SPLIT_FACTORS)))])
+            rows.append((symbol, days[at].astype(dt.date), SPLIT, factor))
+    frame = pl.DataFrame(
+        rows,
+        schema={"symbol": pl.String, "ex_date": pl.Date, "kind": pl.String,
+                "split_factor": pl.Float64},
+        orient="row",
+    )  # fmt: skip
+    nulls = {"amount": pl.Float64, "declaration_date": pl.Date, "record_date": pl.Date,
+             "payment_date": pl.Date}  # fmt: skip
+    return frame.with_columns(pl.lit(None, dtype=t).alias(c) for c, t in nulls.items()).select(
+        ACTIONS_COLUMNS
+    )
+
+
+def ensure_actions(data: DataSet, log: Log = print) -> None:
+    """Give the built DuckDB file its ``corporate_actions`` table, unless it has this version."""
+    done = data.root / f"actions-v{ACTIONS_VERSION}.done"
+    if done.exists():
+        return
+    log(f"adding corporate actions to {data.duckdb_path}")
+    splits = split_events(data).to_arrow()
+    with connect(data.duckdb_path) as conn:
+        conn.execute(CREATE_ACTIONS_SQL)
+        conn.execute(f"DELETE FROM {ACTIONS_TABLE}")
+        conn.register("bench_splits", splits)
+        conn.execute(f"INSERT INTO {ACTIONS_TABLE} SELECT * FROM bench_splits")
+        conn.unregister("bench_splits")
+        conn.execute(DIVIDENDS_SQL)
+    for old in data.root.glob("actions-v*.done"):
+        old.unlink()
+    done.touch()
