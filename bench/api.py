@@ -148,8 +148,8 @@ def cache_hits(symbols: int, reps: int, seconds: float) -> Result:
              "ratio ours/baseline req/s @50", ">=", 2.0),
         Goal("Cache hit with adjustment=all as fast as raw: req/s at 50 connections >= 0.9x "
              "raw's", f"ratio {ALL}/ours req/s @50", ">=", 0.9),
-        Goal("Cache hit with adjustment=all as fast as raw: p99 at 1 connection <= 1.1x raw's",
-             f"ratio {ALL}/ours p99 @1", "<=", 1.1),
+        Goal("Cache hit with adjustment=all as fast as raw: p50 at 1 connection <= 1.1x raw's",
+             f"ratio {ALL}/ours p50 @1", "<=", 1.1),
     ]  # fmt: skip
     result.notes = [
         "ours: `make api` (granian, one worker, market_api.app:create_app); floor: a Litestar "
@@ -160,7 +160,9 @@ def cache_hits(symbols: int, reps: int, seconds: float) -> Result:
         "requested round-robin after one warm-up pass; the floor gets `/`. "
         f"'{ALL}': the same paths with `&adjustment=all`, on the same server, run right after "
         "'ours'; a hit does no adjusting work, so the two should match within noise "
-        "(the 0.9x and 1.1x goals leave room for the run-to-run noise seen on this machine); "
+        "(the 0.9x and 1.1x goals leave room for the run-to-run noise seen on this machine; "
+        "the median, not p99, because a hit's p99 at 1 connection swings tenfold between "
+        "runs with other processes on the core); "
         "adjusted bodies are larger (unrounded float64 prices print up to 17 digits where the "
         "stored ones have 4 decimals), which is all that differs on the wire.",
         "Load: wrk, 1 thread, pinned to CPU 0; every server pinned to CPU 1 (taskset). "
@@ -237,8 +239,11 @@ def _add_adjusted_ratios(
     raw, adj = runs[("ours", conns)], runs[(ALL, conns)]
     result.add(f"ratio {ALL}/ours req/s @{conns}", "x",
                ratios([r.rps for r in adj], [r.rps for r in raw]))  # fmt: skip
-    p99 = ratios([r.p99_ms for r in adj], [r.p99_ms for r in raw])
-    result.add(f"ratio {ALL}/ours p99 @{conns}", "x", p99, better="lower")
+    for name in ("p50", "p99"):
+        values = ratios(
+            [getattr(r, f"{name}_ms") for r in adj], [getattr(r, f"{name}_ms") for r in raw]
+        )
+        result.add(f"ratio {ALL}/ours {name} @{conns}", "x", values, better="lower")
 
 
 def _rss(server: Server) -> tuple[int, int]:
