@@ -1,8 +1,8 @@
 """The backfill's work without Dagster: ``python -m bench.direct_backfill`` (benchmark 6).
 
 The code location's own resources (resolved as a run resolves them), the same ``BatchRunner``
-over all three stages for ``MARKET_SYMBOLS``, in one plain process: what is left when the
-orchestration is taken away. Exits 1 if any symbol failed.
+over every stage (bars and corporate actions) for ``MARKET_SYMBOLS``, in one plain process:
+what is left when the orchestration is taken away. Exits 1 if any symbol failed.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import sys
 
 from dagster import build_resources
 
-from market_core.assets import CLEAN, OHLCV, RAW
-from market_pipeline.batch import BatchRunner, BatchSettings
+from market_pipeline.batch import ALL_STAGES, BatchRunner, BatchSettings
 from market_pipeline.definitions import resources as location_resources
 from market_pipeline.validation import Rules
 
@@ -24,7 +23,7 @@ def main() -> int:
             home=duckdb.home,
             client=source.client(),
             duckdb=duckdb,
-            stages=[RAW, CLEAN, OHLCV],
+            stages=ALL_STAGES,
             settings=BatchSettings(outputsize=source.outputsize, rules=Rules()),
             log=lambda _: None,
         )

@@ -33,7 +33,10 @@ ingest_job = define_asset_job(
     INGEST_JOB,
     selection=AssetSelection.assets(symbol_pipeline),
     partitions_def=symbols_partitions,
-    description="raw_data -> clean_data -> ohlcv_data for a range of symbols, in one run.",
+    description=(
+        "raw_data -> clean_data -> ohlcv_data, and raw_actions -> corporate_actions where due, "
+        "for a range of symbols, in one run."
+    ),
 )
 
 resources = resources_from_env()

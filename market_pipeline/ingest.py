@@ -1,4 +1,4 @@
-"""``make ingest``: register the watchlist and materialize all three assets, headless.
+"""``make ingest``: register the watchlist and materialize the graph, headless.
 
 Runs through Dagster (the ``ingest_job`` of the code location, on the data home's instance), so
 the runs, materializations and checks show in the UI afterwards. Dynamic partitions can only be
