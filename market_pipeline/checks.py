@@ -66,20 +66,27 @@ def check_results(
         if AssetCheckKey(CHECKED_ASSET, name) not in selected:
             continue
         counts = reject_counts if name.startswith("reject_") else flag_counts
-        by_symbol = {sym: c[rule] for sym, c in sorted(counts.items()) if c.get(rule)}
-        total = sum(by_symbol.values())
-        yield AssetCheckResult(
-            asset_key=CHECKED_ASSET,
-            check_name=name,
-            passed=total == 0,
-            severity=AssetCheckSeverity.WARN,
-            metadata={
-                "rows": total,
-                "symbols_checked": len(counts),
-                "symbols_affected": len(by_symbol),
-                "by_symbol": by_symbol,
-            },
-        )
+        yield _rule_result(CHECKED_ASSET, name, rule, counts)
+
+
+def _rule_result(
+    asset: AssetKey, name: str, rule: str, counts: Mapping[str, Mapping[str, int]]
+) -> AssetCheckResult:
+    """One rule's WARN result: the rows it caught, per symbol, out of the symbols checked."""
+    by_symbol = {sym: c[rule] for sym, c in sorted(counts.items()) if c.get(rule)}
+    total = sum(by_symbol.values())
+    return AssetCheckResult(
+        asset_key=asset,
+        check_name=name,
+        passed=total == 0,
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "rows": total,
+            "symbols_checked": len(counts),
+            "symbols_affected": len(by_symbol),
+            "by_symbol": by_symbol,
+        },
+    )
 
 
 def actions_check_results(
@@ -89,20 +96,7 @@ def actions_check_results(
     for name, (rule, _) in ACTIONS_RULES.items():
         if AssetCheckKey(ACTIONS_ASSET, name) not in selected:
             continue
-        by_symbol = {s: c[rule] for s, c in sorted(reject_counts.items()) if c.get(rule)}
-        total = sum(by_symbol.values())
-        yield AssetCheckResult(
-            asset_key=ACTIONS_ASSET,
-            check_name=name,
-            passed=total == 0,
-            severity=AssetCheckSeverity.WARN,
-            metadata={
-                "rows": total,
-                "symbols_checked": len(reject_counts),
-                "symbols_affected": len(by_symbol),
-                "by_symbol": by_symbol,
-            },
-        )
+        yield _rule_result(ACTIONS_ASSET, name, rule, reject_counts)
 
 
 def unexplained_move_result(

@@ -81,15 +81,8 @@ def _first_message(payload: Mapping[str, Any]) -> tuple[str, str] | None:
 
 def classify(symbol: str, payload: Any, *, api_key: str | None) -> Mapping[str, Any]:
     """Return the daily series of a good response, or raise the error it stands for."""
-    if not isinstance(payload, Mapping):
-        raise MalformedResponseError(f"{symbol}: Alpha Vantage answered JSON that is not an object")
-    found = _first_message(payload)
-    if found is not None and SERIES_KEY not in payload:
-        key, message = found
-        _raise_for_message(symbol, key, redact(message, api_key))
+    _check_envelope(symbol, payload, SERIES_KEY, api_key)
     series = payload.get(SERIES_KEY)
-    if not payload:
-        raise MalformedResponseError(f"{symbol}: Alpha Vantage answered an empty object {{}}")
     if not isinstance(series, Mapping):
         keys = ", ".join(sorted(map(str, payload)))[:200]
         raise MalformedResponseError(
@@ -104,6 +97,19 @@ def classify(symbol: str, payload: Any, *, api_key: str | None) -> Mapping[str, 
             f"{symbol}: Alpha Vantage answered a series for {answered!r} instead"
         )
     return series
+
+
+def _check_envelope(who: str, payload: Any, data_key: str, api_key: str | None) -> None:
+    """Raise for what every function's answer can be instead of data: not an object, one of
+    the vendor's messages (with no data beside it), or ``{}``."""
+    if not isinstance(payload, Mapping):
+        raise MalformedResponseError(f"{who}: Alpha Vantage answered JSON that is not an object")
+    found = _first_message(payload)
+    if found is not None and data_key not in payload:
+        key, message = found
+        _raise_for_message(who, key, redact(message, api_key))
+    if not payload:
+        raise MalformedResponseError(f"{who}: Alpha Vantage answered an empty object {{}}")
 
 
 def _raise_for_message(symbol: str, key: str, message: str) -> None:
@@ -157,14 +163,7 @@ def classify_actions(
     path and the same exception classes: the caller retries, stops or fails the symbol alike.
     """
     who = f"{symbol}: {function}"
-    if not isinstance(payload, Mapping):
-        raise MalformedResponseError(f"{who}: Alpha Vantage answered JSON that is not an object")
-    found = _first_message(payload)
-    if found is not None and DATA_KEY not in payload:
-        key, message = found
-        _raise_for_message(who, key, redact(message, api_key))
-    if not payload:
-        raise MalformedResponseError(f"{who}: Alpha Vantage answered an empty object {{}}")
+    _check_envelope(who, payload, DATA_KEY, api_key)
     rows = payload.get(DATA_KEY)
     if not isinstance(rows, list):
         keys = ", ".join(sorted(map(str, payload)))[:200]
