@@ -52,7 +52,7 @@ api: setup
 dagster: instance
 	$(DAGSTER_DEV)
 
-## The fast suite: everything not marked `reliability` (about 4 minutes on 2 cores).
+## The fast suite: everything not marked `reliability` (about 6½ minutes on 2 cores).
 test: setup
 	$(BIN)/python -m pytest -q -m "not reliability"; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
