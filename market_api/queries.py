@@ -21,20 +21,22 @@ All in float64 without rounding, except the adjusted volume: ``volume * S(t)`` i
 rounded half to even (``round_even``) to an integer, so that it stays a share count. Events
 outside the stored bars still adjust the bars before them.
 
-In two steps. ``factor_steps``, set-based over the symbol's events: each ex-date gets S and D
-of itself and every later ex-date (a window product, newest first), the dividend factors from
-an ASOF join on the symbol's whole history. Those steps depend on the symbol and the data
-version only, so the service computes them once per version (``service.FactorCache``; they
-cost more than an answer). Each answer then binds them as list parameters and gives every bar
-in its range the step of the first ex-date after it; weekly and monthly bars and the stats
-come from those adjusted daily bars through the same SQL as from raw ones. ``raw``, and a
-symbol without events, run the plain SQL.
+In two steps. ``factor_steps_between``, set-based over the events of a range of symbols: each
+ex-date gets S and D of itself and every later ex-date (products taken newest first), the
+dividend factors from an ASOF join on each symbol's whole history. Those steps depend on the
+symbol and the data version only, and computing them costs more than an answer, so the
+service computes every symbol's once per version (``factors.FactorCache``). Each answer then
+binds them as list parameters and gives every bar in its range the step of the first ex-date
+after it; weekly and monthly bars and the stats come from those adjusted daily bars through the
+same SQL as from raw ones. ``raw``, and a symbol without events, run the plain SQL.
 """
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import cast
 
@@ -97,64 +99,123 @@ FROM {table}
 WHERE {range}
 """
 
-# Per ex-date (a split and a dividend may share one), S and D of that date and every later one:
-# a window product, newest first. A dividend's factor uses the raw close of the last stored bar
-# before its ex-date (an ASOF join on the symbol's whole history); with no such bar it is 1.
+# Per symbol in [$first, $last] (a contiguous range, so zone maps prune the scan) and per
+# ex-date (a split and a dividend may share one), the factor of that date alone. A dividend's
+# factor uses the raw close of the last stored bar before its ex-date (an ASOF join on the
+# symbol's whole history); with no such bar it is 1. ``FactorSteps.of`` then multiplies them
+# newest first, in Python, so the same events always give bit-identical steps.
 _STEPS_SQL = f"""
 WITH events AS (
     SELECT
+        a.symbol,
         CAST(a.ex_date AS TIMESTAMP) AS ex_at,
         CASE WHEN a.kind = '{SPLIT}' THEN a.split_factor ELSE 1.0 END AS s,
         CASE WHEN a.kind = '{DIVIDEND}' THEN coalesce(1 - a.amount / prior.close, 1.0)
              ELSE 1.0 END AS d
     FROM {ACTIONS_TABLE} AS a
-    ASOF LEFT JOIN (SELECT timestamp, close FROM {TABLE} WHERE symbol = $symbol) AS prior
-        ON prior.timestamp < CAST(a.ex_date AS TIMESTAMP)
-    WHERE a.symbol = $symbol AND a.kind IN ('{SPLIT}', '{DIVIDEND}')
+    ASOF LEFT JOIN (
+        SELECT symbol, timestamp, close FROM {TABLE}
+        WHERE symbol >= $first AND symbol <= $last
+    ) AS prior
+        ON prior.symbol = a.symbol AND prior.timestamp < CAST(a.ex_date AS TIMESTAMP)
+    WHERE a.symbol >= $first AND a.symbol <= $last AND a.kind IN ('{SPLIT}', '{DIVIDEND}')
 ),
-per_date AS (SELECT ex_at, product(s) AS s, product(d) AS d FROM events GROUP BY ex_at),
-steps AS (
-    SELECT ex_at, product(s) OVER later AS s, product(d) OVER later AS d
-    FROM per_date
-    WINDOW later AS (ORDER BY ex_at DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+per_date AS (
+    SELECT symbol, ex_at, product(s) AS s, product(d) AS d FROM events GROUP BY symbol, ex_at
 )
-SELECT list(ex_at ORDER BY ex_at), list(s ORDER BY ex_at), list(d ORDER BY ex_at) FROM steps
+SELECT symbol, list(ex_at ORDER BY ex_at), list(s ORDER BY ex_at), list(d ORDER BY ex_at)
+FROM per_date
+GROUP BY symbol
 """
+
+_ACTION_SYMBOLS_SQL = f"SELECT DISTINCT symbol FROM {ACTIONS_TABLE} ORDER BY symbol"
+
+_EPOCH = datetime(1970, 1, 1)
+_EPOCH_ORDINAL = _EPOCH.toordinal()
+_MICROSECOND = timedelta(microseconds=1)
+_DAY_US = 86_400_000_000
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 @dataclass(frozen=True, slots=True)
 class FactorSteps:
     """One symbol's adjustment factors as steps, ascending by ex-date: a bar on day t takes
-    ``s[k]`` and ``d[k]`` of the first ex-date after t (1 after the last one)."""
+    ``s[k]`` and ``d[k]`` of the first ex-date after t (1 after the last one).
 
-    ex_at: tuple[datetime, ...] = ()
-    s: tuple[float, ...] = ()
-    d: tuple[float, ...] = ()
+    Held as typed arrays (ex-dates in microseconds since the epoch), 24 bytes a step, because
+    the service keeps every symbol's steps in memory."""
+
+    ex_us: array[int] = field(default_factory=lambda: array("q"))
+    s: array[float] = field(default_factory=lambda: array("d"))
+    d: array[float] = field(default_factory=lambda: array("d"))
+
+    @classmethod
+    def of(cls, ex_at: Sequence[datetime], s: Sequence[float], d: Sequence[float]) -> FactorSteps:
+        """Steps from each ex-date's own factors: S and D of an ex-date are the products of
+        its own and every later one's."""
+        split, dividend = array("d", s), array("d", d)
+        for k in range(len(split) - 2, -1, -1):
+            split[k] *= split[k + 1]
+            dividend[k] *= dividend[k + 1]
+        return cls(array("q", map(_micros, ex_at)), split, dividend)
+
+    def __bool__(self) -> bool:
+        return bool(self.ex_us)
 
     def within(self, low: datetime, high: datetime) -> FactorSteps:
         """The steps a bar in ``[low, high)`` can take: none at or before ``low``, and after
         ``high`` only the first (it carries every later one)."""
-        first = bisect_right(self.ex_at, low)
-        last = bisect_left(self.ex_at, high) + 1
-        return FactorSteps(self.ex_at[first:last], self.s[first:last], self.d[first:last])
+        first = bisect_right(self.ex_us, _micros(low))
+        last = bisect_left(self.ex_us, _micros(high)) + 1
+        return FactorSteps(self.ex_us[first:last], self.s[first:last], self.d[first:last])
 
     def params(self, adjustment: Adjustment) -> dict[str, object]:
-        ones = [1.0] * len(self.ex_at)
+        ones = [1.0] * len(self.ex_us)
         splits = adjustment in (Adjustment.SPLIT, Adjustment.ALL)
         dividends = adjustment in (Adjustment.DIVIDEND, Adjustment.ALL)
         return {
-            "ex_at": list(self.ex_at),
-            "s": list(self.s) if splits else ones,
-            "d": list(self.d) if dividends else ones,
+            "ex_at": [_EPOCH + us * _MICROSECOND for us in self.ex_us],
+            "s": self.s.tolist() if splits else ones,
+            "d": self.d.tolist() if dividends else ones,
         }
 
+    def apply(self, rows: Sequence[BarRow], adjustment: Adjustment) -> list[BarRow]:
+        """Daily bars (ascending, as ``_DAILY_SQL`` gives them) adjusted by these steps.
 
-# The bars in the range (with ``daily_limit`` only the newest $limit: the adjustment is per bar,
-# so limiting first gives the same bars for less work), each with the factors of the first
-# step after it: k counts the ex-dates <= t, so k + 1 indexes the first one after (1-based;
-# past the end the list gives NULL, i.e. 1).
-_ADJUSTED_CTE = """WITH days AS (
-    SELECT timestamp, open, high, low, close, volume FROM {table} WHERE {range} {limit}
+        The formula of ``_ADJUSTED_CTE`` in Python: the same float64 operations in the same
+        order (``open / s * d``; the volume ``volume * s`` rounded half to even), so each bar is
+        bit-identical to the one the weekly and monthly buckets and the stats are built from in
+        SQL. Daily bars are the most asked adjusted question, and for them this costs a third
+        of binding the steps into the SQL (bench/README.md, ``api-miss``)."""
+        factors = self.params(adjustment)
+        split, dividend = cast(list[float], factors["s"]), cast(list[float], factors["d"])
+        ex_days = [date.fromordinal(_EPOCH_ORDINAL + us // _DAY_US) for us in self.ex_us]
+        out: list[BarRow] = []
+        k, steps = 0, len(ex_days)
+        for day, o, h, low, c, volume in rows:
+            while k < steps and ex_days[k] <= day:  # k: the first ex-date after the bar
+                k += 1
+            if k == steps:
+                out.append((day, o, h, low, c, volume))
+                continue
+            s, d = split[k], dividend[k]
+            out.append((day, o / s * d, h / s * d, low / s * d, c / s * d, round(volume * s)))
+        return out
+
+
+NO_STEPS = FactorSteps()
+"""A symbol without events: every factor 1."""
+
+
+# The bars in the range, each with the factors of the first step after it: k counts the
+# ex-dates <= t, so k + 1 indexes the first one after (1-based; past the end the list gives
+# NULL, i.e. 1). Weekly and monthly buckets and the stats are built from it; daily bars take
+# the same formula in Python (``FactorSteps.apply``).
+_ADJUSTED_CTE = f"""WITH days AS (
+    SELECT timestamp, open, high, low, close, volume FROM {TABLE} WHERE {_RANGE}
 ),
 indexed AS (
     SELECT *, len(list_filter($ex_at, lambda x: x <= timestamp)) + 1 AS k FROM days
@@ -174,35 +235,21 @@ adjusted AS (
 )"""
 
 
-def _adjusted_cte(daily_limit: bool) -> str:
-    limit = "ORDER BY timestamp DESC LIMIT $limit" if daily_limit else ""
-    return _ADJUSTED_CTE.format(table=TABLE, range=_RANGE, limit=limit)
-
-
-def _bars_sql(interval: Interval, adjusted: bool) -> str:
-    if interval is Interval.DAY:
-        if not adjusted:
-            return _DAILY_SQL
-        return _adjusted_cte(daily_limit=True) + (
-            "\nSELECT CAST(timestamp AS DATE) AS day, open, high, low, close, volume"
-            "\nFROM adjusted\nORDER BY timestamp\n"
-        )
+def _buckets_sql(interval: Interval, adjusted: bool) -> str:
     if not adjusted:
         return _BUCKET_SQL.format(table=TABLE, range=_RANGE, unit=_UNITS[interval])
-    buckets = _BUCKET_SQL.format(table="adjusted", range="true", unit=_UNITS[interval])
-    return _adjusted_cte(daily_limit=False) + buckets
+    return _ADJUSTED_CTE + _BUCKET_SQL.format(table="adjusted", range="true", unit=_UNITS[interval])
 
 
 def _stats_sql(adjusted: bool) -> str:
     if not adjusted:
         return _STATS_TEMPLATE.format(table=TABLE, range=_RANGE)
-    summary = _STATS_TEMPLATE.format(table="adjusted", range="true")
-    return _adjusted_cte(daily_limit=False) + summary
+    return _ADJUSTED_CTE + _STATS_TEMPLATE.format(table="adjusted", range="true")
 
 
-_BARS_SQL: dict[tuple[Interval, bool], str] = {
-    (interval, adjusted): _bars_sql(interval, adjusted)
-    for interval in Interval
+_BUCKETS_SQL: dict[tuple[Interval, bool], str] = {
+    (interval, adjusted): _buckets_sql(interval, adjusted)
+    for interval in _UNITS
     for adjusted in (False, True)
 }
 _STATS_SQL: dict[bool, str] = {adjusted: _stats_sql(adjusted) for adjusted in (False, True)}
@@ -239,7 +286,7 @@ def bars(
     end: date | None,
     limit: int | None,
     adjustment: Adjustment = Adjustment.RAW,
-    steps: FactorSteps = FactorSteps(),
+    steps: FactorSteps = NO_STEPS,
 ) -> list[BarRow]:
     """Bars of one symbol in ``[start, end]``, ascending; with ``limit``, only the newest N.
 
@@ -248,11 +295,13 @@ def bars(
     factor is 1, and the raw SQL gives the same numbers."""
     params: dict[str, object] = {**_range_params(symbol, start, end), "limit": limit}
     steps = steps.within(cast(datetime, params["low"]), cast(datetime, params["high"]))
-    adjusted = adjustment is not Adjustment.RAW and bool(steps.ex_at)
+    adjusted = adjustment is not Adjustment.RAW and bool(steps)
+    if interval is Interval.DAY:
+        rows = cast(list[BarRow], cur.execute(_DAILY_SQL, params).fetchall())
+        return steps.apply(rows, adjustment) if adjusted else rows
     if adjusted:
         params.update(steps.params(adjustment))
-    sql = _BARS_SQL[(interval, adjusted)]
-    return cast(list[BarRow], cur.execute(sql, params).fetchall())
+    return cast(list[BarRow], cur.execute(_BUCKETS_SQL[(interval, adjusted)], params).fetchall())
 
 
 def stats(
@@ -261,12 +310,12 @@ def stats(
     start: date | None,
     end: date | None,
     adjustment: Adjustment = Adjustment.RAW,
-    steps: FactorSteps = FactorSteps(),
+    steps: FactorSteps = NO_STEPS,
 ) -> StatsRow:
     """Count, first and last date, average close, min low, max high, total return."""
     params = _range_params(symbol, start, end)
     steps = steps.within(cast(datetime, params["low"]), cast(datetime, params["high"]))
-    adjusted = adjustment is not Adjustment.RAW and bool(steps.ex_at)
+    adjusted = adjustment is not Adjustment.RAW and bool(steps)
     if adjusted:
         params.update(steps.params(adjustment))
     row = cur.execute(_STATS_SQL[adjusted], params).fetchone()
@@ -275,10 +324,20 @@ def stats(
 
 def factor_steps(cur: duckdb.DuckDBPyConnection, symbol: str) -> FactorSteps:
     """The symbol's S and D as steps: what every adjusted answer of one data version shares."""
-    row = cur.execute(_STEPS_SQL, {"symbol": symbol}).fetchone()
-    if row is None or row[0] is None:
-        return FactorSteps()
-    return FactorSteps(tuple(row[0]), tuple(row[1]), tuple(row[2]))
+    return factor_steps_between(cur, symbol, symbol).get(symbol, NO_STEPS)
+
+
+def factor_steps_between(
+    cur: duckdb.DuckDBPyConnection, first: str, last: str
+) -> dict[str, FactorSteps]:
+    """The steps of every symbol with events in ``[first, last]``, in one query."""
+    rows = cur.execute(_STEPS_SQL, {"first": first, "last": last}).fetchall()
+    return {symbol: FactorSteps.of(ex_at, s, d) for symbol, ex_at, s, d in rows}
+
+
+def action_symbols(cur: duckdb.DuckDBPyConnection) -> list[str]:
+    """Every symbol with corporate actions, sorted: what the steps of all symbols cover."""
+    return [row[0] for row in cur.execute(_ACTION_SYMBOLS_SQL).fetchall()]
 
 
 def actions(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
@@ -25,6 +24,7 @@ from market_api import queries
 from market_api.cache import CACHE_CONTROL, MEDIA_TYPES, VARY, Format, ResponseCache
 from market_api.db import Database
 from market_api.errors import InvalidParameter, UnknownSymbol
+from market_api.factors import FactorCache
 from market_api.fastpath import request_format
 from market_api.schemas import (
     Adjustment,
@@ -50,37 +50,6 @@ log = logging.getLogger(__name__)
 _JSON_ONLY: frozenset[Format] = frozenset({"json"})
 
 
-class FactorCache:
-    """Each symbol's adjustment steps (``queries.factor_steps``) per data version, LRU-bounded.
-
-    Every adjusted answer of a symbol shares them, and computing them (a scan of the symbol's
-    events, an ASOF join on its whole history, a window) costs more than the answer itself, so
-    they are computed once per symbol and data version. The data version is part of the key:
-    a load that changes corporate actions is a new version, so no answer after the cache's poll
-    sees old factors; entries of old versions age out."""
-
-    def __init__(self, max_entries: int = 2048) -> None:
-        self.max_entries = max_entries
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[str, str | None], queries.FactorSteps] = OrderedDict()
-
-    def get(
-        self, cur: duckdb.DuckDBPyConnection, symbol: str, version: str | None
-    ) -> queries.FactorSteps:
-        key = (symbol, version)
-        with self._lock:
-            steps = self._entries.get(key)
-            if steps is not None:
-                self._entries.move_to_end(key)
-                return steps
-        steps = queries.factor_steps(cur, symbol)
-        with self._lock:
-            self._entries[key] = steps
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-        return steps
-
-
 @dataclass(frozen=True, slots=True)
 class Read:
     """What an answer may use besides the cursor: the data version it is computed under (the
@@ -93,7 +62,7 @@ class Read:
         self, cur: duckdb.DuckDBPyConnection, symbol: str, adjustment: Adjustment
     ) -> queries.FactorSteps:
         if adjustment is Adjustment.RAW:
-            return queries.FactorSteps()
+            return queries.NO_STEPS
         return self.factors.get(cur, symbol, self.version)
 
 
@@ -284,7 +253,7 @@ class MarketService:
         self.cache = ResponseCache(
             settings.cache_entries, settings.cache_bytes, self.db.data_version
         )
-        self.factors = FactorCache()
+        self.factors = FactorCache(self.db.run)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -307,6 +276,7 @@ class MarketService:
             try:
                 self.db.poll()
                 self.cache.poll()
+                self.factors.follow(self.cache.snapshot()[1])
             except Exception:  # the thread must outlive any one failed tick
                 log.exception("market-api watch tick failed")
 

@@ -29,6 +29,7 @@ from market_core.home import DataHome
 from market_core.schema import ACTIONS_TABLE, CREATE_ACTIONS_SQL
 from tests.api.conftest import ApiClient, Dataset, MakeClient, service_of
 from tests.api.test_endpoints import aggregate, iso_week, month
+from tests.api.test_handoff import wait_for
 from tests.api.writer import Row, connect_with_backoff, load
 
 
@@ -263,6 +264,21 @@ def test_weekly_and_monthly_bars_are_built_from_adjusted_days(
     inside = [r for r in expected(adj_rows(), EVENTS, adjustment)
               if date(2024, 1, 8) <= r[0].date() <= date(2024, 1, 24)]  # fmt: skip
     assert ranged == approx_bars(aggregate(inside, bucket))
+
+
+@pytest.mark.parametrize("adjustment", ["split", "dividend", "all"])
+def test_daily_bars_are_bit_identical_to_the_days_buckets_are_built_from(
+    adj: ApiClient, adjustment: str
+) -> None:
+    """Daily bars are adjusted in Python, buckets and stats in SQL: a one-day week must be
+    exactly (not approximately) that day's bar, and a one-day total return zero."""
+    daily = adj.get(f"/instruments/ADJ/ohlcv?adjustment={adjustment}").json()["bars"]
+    for bar in daily:
+        day = bar["timestamp"]
+        one_day = f"interval=1w&start={day}&end={day}&adjustment={adjustment}"
+        assert adj.get(f"/instruments/ADJ/ohlcv?{one_day}").json()["bars"] == [bar]
+        stats = adj.get(f"/instruments/ADJ/stats?start={day}&end={day}&adjustment={adjustment}")
+        assert stats.json()["min_low"] == bar["low"] and stats.json()["max_high"] == bar["high"]
 
 
 @pytest.mark.parametrize("adjustment", ADJUSTMENTS)
@@ -504,3 +520,33 @@ def test_the_first_actions_load_into_an_old_file_is_served(
         halved = new["timestamp"] < "2024-02-01"
         assert new["close"] == (old["close"] / 2 if halved else old["close"])
         assert new["volume"] == (old["volume"] * 2 if halved else old["volume"])
+
+
+def test_every_symbols_steps_are_computed_in_the_background_and_again_per_version(
+    adj_home: DataHome, make_client: MakeClient
+) -> None:
+    """The first adjusted question starts computing every symbol's factor steps at once; the
+    answers from them follow the formula for symbols not asked yet too. A new data version
+    drops them and, since adjusted questions were asked, computes the new ones without
+    waiting for a question. (The watch thread is parked; the test polls.)"""
+    client = make_client(adj_home, poll_seconds=3600.0)
+    service = service_of(client)
+    assert not service.factors.complete
+    first = client.get("/instruments/ADJ/ohlcv?adjustment=all&end=2024-01-31").json()["bars"]
+    january = [r for r in expected(adj_rows(), EVENTS, "all") if r[0] < datetime(2024, 2, 1)]
+    assert first == approx_bars(as_bars(january))
+    wait_for(lambda: service.factors.complete, "every symbol's steps computed")
+    for symbol, base in (("ADJ", 100.0), ("OTHER", 300.0), ("PLAIN", 50.0)):
+        bars = client.get(f"/instruments/{symbol}/ohlcv?adjustment=all").json()["bars"]
+        assert bars == approx_bars(as_bars(expected(adj_rows(symbol, base), EVENTS, "all")))
+
+    service.db.close()  # a writer in this very process: hand the file over, as poll() would
+    new = split("PLAIN", date(2024, 1, 17), 4.0)
+    load_actions(adj_home, [new])
+    assert service.cache.poll()
+    service.factors.follow(service.cache.snapshot()[1])
+    assert not service.factors.complete  # the old version's steps are gone
+    wait_for(lambda: service.factors.complete, "the new version's steps computed")
+    bars = client.get("/instruments/PLAIN/ohlcv?adjustment=split").json()["bars"]
+    assert bars == approx_bars(as_bars(expected(adj_rows("PLAIN", 50.0), [*EVENTS, new], "split")))
+    assert bars[0]["close"] == pytest.approx(50.0 / 4.0, rel=1e-12)
