@@ -1,0 +1,95 @@
+"""The test side of ``market_core.services``: throwaway servers in temporary folders.
+
+The folders come from ``tempfile`` (``/tmp``), not from pytest's ``tmp_path``: pytest's base
+folder is private to its user, and PostgreSQL, which refuses root, may run as another one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from market_core.services import PostgresServer, RedisServer, start_postgres, start_redis
+
+
+@dataclass
+class PostgresService:
+    """A session's PostgreSQL: ``url`` is its ``market`` database, shared; tests that write
+    should take their own with ``fresh_database()``."""
+
+    server: PostgresServer
+    _names: Iterator[int] = field(default_factory=itertools.count)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def fresh_database(self) -> str:
+        """The URL of a new, empty database that no other test sees."""
+        return self.server.create_database(f"t{next(self._names)}_{uuid.uuid4().hex[:8]}")
+
+
+@dataclass
+class RedisService:
+    server: RedisServer
+    _names: Iterator[int] = field(default_factory=itertools.count)
+
+    @property
+    def url(self) -> str:
+        """Database 0; a test that must not share keys may use ``fresh_database()`` instead."""
+        return self.server.url
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def fresh_database(self) -> str:
+        """Another of Redis's 16 numbered databases (1..15), flushed, for a test of its own."""
+        number = next(self._names) % 15 + 1
+        client = redis.Redis.from_url(f"redis://127.0.0.1:{self.port}/{number}")
+        try:
+            client.flushdb()
+        finally:
+            client.close()
+        return f"redis://127.0.0.1:{self.port}/{number}"
+
+
+@contextmanager
+def _scratch(prefix: str) -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def postgres_service() -> Iterator[PostgresService]:
+    with _scratch("market-pg-") as root:
+        server = start_postgres(root, fast=True)
+        try:
+            yield PostgresService(server)
+        finally:
+            server.stop()
+
+
+@contextmanager
+def redis_service() -> Iterator[RedisService]:
+    with _scratch("market-redis-") as root:
+        server = start_redis(root)
+        try:
+            yield RedisService(server)
+        finally:
+            server.stop()
