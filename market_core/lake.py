@@ -1,0 +1,335 @@
+"""The shared lake: ``ohlcv_data`` and ``corporate_actions`` in a DuckLake whose catalog lives in
+PostgreSQL (``MARKET_POSTGRES_URL``) and whose Parquet files live under ``MARKET_SHARED_HOME``.
+
+This is the one module that knows how to open it, so the pipeline's writer and the API's reader
+cannot disagree on the alias, the data path or the tables. The DuckLake and postgres extensions
+come only from the PyPI wheels built for this DuckDB (``duckdb-extension-ducklake``,
+``duckdb-extension-postgres``): they do not register themselves, so each process installs them
+once, by path, into a per-machine extension directory (``<MARKET_DATA_HOME>/duckdb_extensions``)
+under a file lock, after which ``ATTACH 'ducklake:postgres:...'`` autoloads them from there.
+(``LOAD`` by path would work for ducklake only: the postgres file's entry point is named
+``postgres_scanner``.)
+
+Every commit makes one snapshot, and an identical reload commits nothing, so the current
+snapshot id is the lake's data version. DuckLake has no unique constraints and turns concurrent
+commits that touch one table's rows into a conflict, even on disjoint keys: writers retry the
+whole transaction (``with_conflict_retry``).
+
+The URL may carry a password; it never appears in an exception raised here (``redact``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import quote
+
+import duckdb
+import filelock
+import tenacity
+from psycopg import conninfo as pg_conninfo
+
+from market_core.env import SettingsError
+from market_core.home import DataHome
+from market_core.schema import ACTIONS_TABLE, CREATE_ACTIONS_SQL, CREATE_TABLE_SQL, TABLE
+
+T = TypeVar("T")
+
+LAKE_ALIAS = "lake"
+"""The name the lake is attached (and ``USE``d) under in every connection."""
+
+POSTGRES_URL_VAR = "MARKET_POSTGRES_URL"
+SHARED_HOME_VAR = "MARKET_SHARED_HOME"
+EXTENSIONS_FOLDER = "duckdb_extensions"
+# The wheel packages holding each extension file, by the name DuckDB knows it under once installed.
+_WHEELS = {"ducklake": "duckdb_extension_ducklake", "postgres_scanner": "duckdb_extension_postgres"}
+INSTALL_LOCK_TIMEOUT_SECONDS = 120.0
+CONFLICT_ATTEMPTS = 8
+CONFLICT_FIRST_WAIT_SECONDS = 0.1
+CONFLICT_MAX_WAIT_SECONDS = 5.0
+
+_UNIQUE = re.compile(r",\s*UNIQUE\s*\([^)]*\)")
+
+
+def _without_unique(sql: str) -> str:
+    """schema.py's table, minus the UNIQUE constraint DuckLake does not have: one column list."""
+    stripped = _UNIQUE.sub("", sql)
+    if stripped == sql:
+        raise AssertionError("schema.py's CREATE TABLE lost its UNIQUE clause; update lake.py")
+    return stripped
+
+
+LAKE_TABLES_SQL: tuple[tuple[str, str], ...] = (
+    (TABLE, _without_unique(CREATE_TABLE_SQL)),
+    (ACTIONS_TABLE, _without_unique(CREATE_ACTIONS_SQL)),
+)
+
+
+class LakeError(RuntimeError):
+    """The lake could not be opened or written."""
+
+
+class LakeUnavailable(LakeError):
+    """The lake's catalog or extensions could not be reached or loaded."""
+
+
+class LakeWriteConflict(LakeError):
+    """A commit kept meeting other writers' commits to the same table after every retry."""
+
+
+@dataclass(frozen=True)
+class LakeSettings:
+    """Where the lake is: its catalog (a PostgreSQL URL) and the shared folder of its files.
+
+    ``postgres_url`` stays out of ``repr`` because it may hold a password."""
+
+    postgres_url: str = field(repr=False)
+    shared_home: str
+    extension_dir: Path | None = None
+    """Where the extensions are installed; ``<MARKET_DATA_HOME>/duckdb_extensions`` if None."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LakeSettings | None:
+        """The lake mode's settings, or None when ``MARKET_POSTGRES_URL`` is unset (file mode)."""
+        env = os.environ if env is None else env
+        url = env.get(POSTGRES_URL_VAR, "").strip()
+        if not url:
+            return None
+        shared = env.get(SHARED_HOME_VAR, "").strip()
+        if not shared:
+            raise SettingsError(
+                f"{POSTGRES_URL_VAR} is set but {SHARED_HOME_VAR} is not: the lake's data files "
+                f"need a folder every machine sees; set {SHARED_HOME_VAR} to it"
+            )
+        settings = cls(postgres_url=url, shared_home=shared)
+        settings.conninfo  # noqa: B018 - a malformed URL fails at start-up, not at first load
+        return settings
+
+    @property
+    def conninfo(self) -> str:
+        """The libpq key=value form of the URL, as the postgres extension takes it."""
+        try:
+            params = pg_conninfo.conninfo_to_dict(self.postgres_url)
+        except Exception:  # psycopg's message would quote the URL, password and all
+            raise SettingsError(
+                f"{POSTGRES_URL_VAR} is not a PostgreSQL URL libpq understands "
+                f"({self.redacted_url}); expected postgresql://user[:password]@host:port/database"
+            ) from None
+        return pg_conninfo.make_conninfo(
+            "", **{k: str(v) for k, v in params.items() if v is not None}
+        )
+
+    @property
+    def redacted_url(self) -> str:
+        return self.redact(self.postgres_url)
+
+    def redact(self, text: str) -> str:
+        """``text`` with the URL's password, plain or percent-encoded, replaced by ``***``."""
+        for secret in self._secrets():
+            text = text.replace(secret, "***")
+        return text
+
+    def _secrets(self) -> list[str]:
+        found = set(re.findall(r"://[^:/@]*:([^@]*)@", self.postgres_url))
+        found |= set(re.findall(r"password=([^&\s]+)", self.postgres_url))
+        try:
+            password = pg_conninfo.conninfo_to_dict(self.postgres_url).get("password")
+        except Exception:
+            password = None
+        if password:
+            found |= {str(password), quote(str(password), safe="")}
+        # Longest first, so a password containing another's text is replaced whole.
+        return sorted((s for s in found if s), key=len, reverse=True)
+
+    @property
+    def data_path(self) -> str:
+        """The lake's data folder (``<MARKET_SHARED_HOME>/lake/``), with its trailing slash."""
+        if "://" in self.shared_home:
+            return self.shared_home.rstrip("/") + "/lake/"
+        return str(Path(self.shared_home).resolve() / "lake") + "/"
+
+    def extensions_dir(self) -> Path:
+        return self.extension_dir or DataHome.from_env().root / EXTENSIONS_FOLDER
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _wheel_file(package: str) -> Path:
+    version = duckdb.__version__
+    folder = resources.files(package) / "extensions" / f"v{version}"
+    matches = [p for p in folder.iterdir() if p.name.endswith(".duckdb_extension")]
+    if len(matches) != 1:
+        raise LakeUnavailable(
+            f"the {package} wheel holds no extension for DuckDB {version}; "
+            f"install {package.replace('_', '-')}=={version}"
+        )
+    return Path(str(matches[0]))
+
+
+_installed: set[Path] = set()
+_installed_guard = threading.Lock()
+
+
+def install_extensions(conn: duckdb.DuckDBPyConnection, directory: Path) -> None:
+    """Point ``conn`` at ``directory`` and install the wheels' extensions into it if missing.
+
+    Under a file lock so that two processes starting at once never autoload a half-written
+    file; a process remembers a folder it has seen complete."""
+    conn.execute(f"SET extension_directory = {_quote(str(directory))}")
+    with _installed_guard:
+        if directory in _installed:
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            with filelock.FileLock(
+                directory / ".install.lock", timeout=INSTALL_LOCK_TIMEOUT_SECONDS
+            ):
+                present = {
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT extension_name FROM duckdb_extensions() WHERE installed"
+                    ).fetchall()
+                }
+                for name, package in _WHEELS.items():
+                    if name not in present:
+                        conn.execute(f"INSTALL {_quote(str(_wheel_file(package)))}")
+        except filelock.Timeout:
+            raise LakeUnavailable(
+                f"another process held {directory / '.install.lock'} for over "
+                f"{INSTALL_LOCK_TIMEOUT_SECONDS:.0f} s; remove it if no process is installing"
+            ) from None
+        except duckdb.Error as exc:
+            raise LakeUnavailable(f"cannot install the lake's DuckDB extensions: {exc}") from exc
+        _installed.add(directory)
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """A DuckLake commit that lost to another writer's commit to the same table."""
+    return isinstance(exc, duckdb.TransactionException) and "conflict" in str(exc).lower()
+
+
+def with_conflict_retry(work: Callable[[], T], *, attempts: int = CONFLICT_ATTEMPTS) -> T:
+    """``work()`` (one whole transaction, which must roll itself back on error), run again with
+    jittered exponential backoff while it meets a write conflict, at most ``attempts`` times."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_conflict),
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=tenacity.wait_exponential_jitter(
+            initial=CONFLICT_FIRST_WAIT_SECONDS, max=CONFLICT_MAX_WAIT_SECONDS
+        ),
+        reraise=True,
+    )
+    try:
+        return retrying(work)
+    except duckdb.TransactionException as exc:
+        if not is_conflict(exc):
+            raise
+        raise LakeWriteConflict(
+            f"a lake commit met other writers' commits {attempts} times in a row: {exc}; "
+            "run fewer writers at once (the run queue's pool keeps one)"
+        ) from exc
+
+
+def _attach(conn: duckdb.DuckDBPyConnection, settings: LakeSettings, *, read_only: bool) -> None:
+    options = f"DATA_PATH {_quote(settings.data_path)}" + (", READ_ONLY" if read_only else "")
+    target = _quote(f"ducklake:postgres:{settings.conninfo}")
+    try:
+        conn.execute(f"ATTACH {target} AS {LAKE_ALIAS} ({options})")
+    except duckdb.Error as exc:
+        # DuckDB quotes the connection string, password and all: keep only a redacted copy,
+        # raised outside the handler so that not even __context__ holds the original.
+        reason = settings.redact(str(exc))
+    else:
+        conn.execute(f"USE {LAKE_ALIAS}")
+        return
+    raise LakeUnavailable(
+        f"cannot open the lake at {settings.redacted_url} (data in {settings.data_path}): {reason}"
+    )
+
+
+def _detach(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute("USE memory")
+    conn.execute(f"DETACH {LAKE_ALIAS}")
+
+
+def _missing_tables(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    present = {
+        row[0]
+        for row in conn.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [LAKE_ALIAS]
+        ).fetchall()
+    }
+    return [name for name, _ in LAKE_TABLES_SQL if name not in present]
+
+
+def _create_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    """Both tables in one transaction; a writer creating them at the same time is a conflict,
+    and the retry then finds them there."""
+
+    def create() -> None:
+        conn.begin()
+        try:
+            for _, sql in LAKE_TABLES_SQL:
+                conn.execute(sql)
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+
+    with_conflict_retry(create)
+
+
+def _attach_read_only(conn: duckdb.DuckDBPyConnection, settings: LakeSettings) -> None:
+    """A reader that comes before any writer finds no lake, or a lake without the tables: it
+    creates them once through a read-write attach, so that readers never see a missing table."""
+    try:
+        _attach(conn, settings, read_only=True)
+        if not _missing_tables(conn):
+            return
+        _detach(conn)
+    except LakeUnavailable:
+        pass  # the catalog holds no lake yet (or is down: the read-write attach says which)
+    _attach(conn, settings, read_only=False)
+    try:
+        _create_tables(conn)
+    finally:
+        _detach(conn)
+    _attach(conn, settings, read_only=True)
+
+
+def connect(settings: LakeSettings, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the lake attached as ``LAKE_ALIAS`` and ``USE``d,
+    its two tables there (created by the first connection ever, read-only or not)."""
+    conn = duckdb.connect()
+    try:
+        install_extensions(conn, settings.extensions_dir())
+        if "://" not in settings.data_path:
+            with contextlib.suppress(OSError):  # a read-only mount: DuckLake says what is wrong
+                Path(settings.data_path).mkdir(parents=True, exist_ok=True)
+        if read_only:
+            _attach_read_only(conn, settings)
+        else:
+            _attach(conn, settings, read_only=False)
+            if _missing_tables(conn):
+                _create_tables(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def snapshot_id(conn: duckdb.DuckDBPyConnection) -> int:
+    """The lake's current snapshot id: it grows with every commit that changed something."""
+    row = conn.execute(f"SELECT id FROM ducklake_current_snapshot('{LAKE_ALIAS}')").fetchone()
+    if row is None:  # pragma: no cover - a lake always has its creation snapshot
+        raise LakeError("the lake has no snapshot")
+    return int(row[0])
