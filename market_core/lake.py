@@ -212,6 +212,12 @@ def install_extensions(conn: duckdb.DuckDBPyConnection, directory: Path) -> None
         _installed.add(directory)
 
 
+def rollback(conn: duckdb.DuckDBPyConnection) -> None:
+    """Roll back the open transaction, if any: a commit that failed has already ended it."""
+    with contextlib.suppress(duckdb.TransactionException):
+        conn.rollback()
+
+
 def is_conflict(exc: BaseException) -> bool:
     """A DuckLake commit that lost to another writer's commit to the same table."""
     return isinstance(exc, duckdb.TransactionException) and "conflict" in str(exc).lower()
@@ -282,7 +288,7 @@ def _create_tables(conn: duckdb.DuckDBPyConnection) -> None:
                 conn.execute(sql)
             conn.commit()
         except BaseException:
-            conn.rollback()
+            rollback(conn)
             raise
 
     with_conflict_retry(create)
