@@ -53,6 +53,24 @@ class ServiceStartError(ServiceError):
     """A server was found but did not come up in time."""
 
 
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _choose_port(requested: int | None, previous: int | None, attempt: int) -> int:
+    """The requested port, else the previous one while it is free, else any free one."""
+    if requested:
+        return requested
+    if attempt == 0 and previous and port_free(previous):
+        return previous
+    return free_port()
+
+
 def free_port() -> int:
     """A port nobody listens on right now; a race with another process is retried by callers."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -60,9 +78,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES, since: int = 0) -> str:
+    """The last ``lines`` of a log, from byte ``since`` on (what one start wrote)."""
     try:
-        text = path.read_text(errors="replace")
+        with path.open("rb") as log:
+            log.seek(since)
+            text = log.read().decode(errors="replace")
     except OSError:
         return f"(no log at {path})"
     return "\n".join(text.splitlines()[-lines:]) or f"(empty log at {path})"
@@ -227,6 +248,15 @@ def _write_postgres_conf(data_dir: Path, port: int, socket_dir: Path, fast: bool
             conf.write(include)
 
 
+def _previous_postgres_port(data_dir: Path) -> int | None:
+    """The port of the last start: a restarted server keeps its URL while nobody took the port."""
+    try:
+        found = re.search(r"^port = (\d+)$", (data_dir / "market.conf").read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(found.group(1)) if found else None
+
+
 def start_postgres(
     root: Path,
     port: int | None = None,
@@ -246,24 +276,26 @@ def start_postgres(
     if not (server.data_dir / "PG_VERSION").exists():
         _initdb(server, timeout)
     attempts = 1 if port else PORT_ATTEMPTS
+    previous = _previous_postgres_port(server.data_dir)
     for attempt in range(attempts):
-        server.port = port or free_port()
+        server.port = _choose_port(port, previous, attempt)
         _write_postgres_conf(server.data_dir, server.port, root, fast)
         if run_as:
             run_as.hand_over(root)
+        log_start = server.log_path.stat().st_size if server.log_path.exists() else 0
         started = server._pg_ctl(
             "start", "-w", "-t", f"{timeout:.0f}", "-l", str(server.log_path), timeout=timeout + 5
         )
         if started.returncode == 0:
             server.ensure_database(POSTGRES_DATABASE)
             return server
-        in_use = "Address already in use" in log_tail(server.log_path)
+        in_use = "Address already in use" in log_tail(server.log_path, since=log_start)
         if not (in_use and attempt + 1 < attempts):
             server.stop()
             raise ServiceStartError(
                 f"PostgreSQL did not start on 127.0.0.1:{server.port} within {timeout:.0f} s "
                 f"(pg_ctl: {started.stdout.strip()} {started.stderr.strip()}); "
-                f"{server.log_path}:\n{log_tail(server.log_path)}"
+                f"{server.log_path}:\n{log_tail(server.log_path, since=log_start)}"
             )
     raise AssertionError("unreachable")
 
@@ -328,8 +360,13 @@ def start_redis(
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
     attempts = 1 if port else PORT_ATTEMPTS
+    port_file = root / "redis.port"
+    previous = None
+    with contextlib.suppress(OSError, ValueError):
+        previous = int(port_file.read_text())
     for attempt in range(attempts):
-        chosen = port or free_port()
+        chosen = _choose_port(port, previous, attempt)
+        port_file.write_text(str(chosen))
         log = root / "redis.log"
         log.unlink(missing_ok=True)
         command = [
