@@ -88,6 +88,12 @@ class FactorCache:
                 self._start_build()
 
     @property
+    def version(self) -> str | None:
+        """The data version whose steps are held or being computed: what a lake's reader pins
+        the computation's queries to."""
+        return self._version
+
+    @property
     def complete(self) -> bool:
         """Whether every symbol's steps of the current version are in memory."""
         with self._lock:

@@ -8,7 +8,7 @@ Everything else happens in ``MarketService``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get
@@ -103,6 +103,17 @@ AdjustmentParam = Annotated[
         default=Adjustment.RAW,
     ),
 ]
+AsOf = Annotated[
+    datetime | None,
+    Parameter(
+        description=(
+            "Answer as the data stood at this time (RFC 3339, e.g. 2026-11-30T12:00:00Z; "
+            "without an offset, UTC): the bars of the newest lake snapshot committed by then. "
+            "Only with the shared lake (multi-machine mode); the single-file mode answers 400. "
+            "A time before the lake's oldest kept snapshot is a 400; at most once."
+        ),
+    ),
+]
 
 
 @dataclass
@@ -161,7 +172,8 @@ class InstrumentController(Controller):
             "bars inside [start, end]: first open, max high, min low, last close, summed "
             "volume, dated by their first trading day. `limit` keeps the newest N bars. "
             "With `adjustment`, the daily bars are adjusted first and the weekly and monthly "
-            "ones built from them. Send `Accept: text/csv` for CSV with the same columns."
+            "ones built from them. With `as_of` (shared lake only), bars and corporate actions "
+            "are read as they stood then. Send `Accept: text/csv` for CSV with the same columns."
         ),
         response_headers=_CACHE_HEADERS,
         responses=_SYMBOL_ERRORS,
@@ -177,9 +189,13 @@ class InstrumentController(Controller):
         interval: IntervalParam = Interval.DAY,
         limit: Limit = None,
         adjustment: AdjustmentParam = Adjustment.RAW,
+        as_of: AsOf = None,
     ) -> Response[OhlcvSeries]:
         check_once(request, "adjustment", Adjustment)
-        question = BarsQuestion.parse(symbol, interval, start, end, limit, adjustment)
+        check_once(request, "as_of", ("an RFC 3339 timestamp",))
+        question = BarsQuestion.parse(
+            symbol, interval, start, end, limit, adjustment, service.check_as_of(as_of)
+        )
         return await service.respond(request, question)
 
     @get(

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date
-from typing import Any, ClassVar, Protocol, cast
+from datetime import date, datetime
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 from urllib.parse import parse_qsl
 
 import anyio.to_thread
@@ -26,6 +26,7 @@ from market_api.db import Database
 from market_api.errors import InvalidParameter, UnknownSymbol
 from market_api.factors import FactorCache
 from market_api.fastpath import request_format
+from market_api.lake_db import AS_OF, LakeDatabase
 from market_api.schemas import (
     Adjustment,
     Bar,
@@ -42,6 +43,7 @@ from market_api.schemas import (
     json_encoder,
 )
 from market_api.settings import MAX_LIMIT, Settings
+from market_core.lake import LakeSettings
 from market_core.schema import DIVIDEND, SPLIT
 from market_core.symbols import SYMBOL_RULE, InvalidSymbolError, normalize_symbol
 
@@ -49,20 +51,25 @@ log = logging.getLogger(__name__)
 
 _JSON_ONLY: frozenset[Format] = frozenset({"json"})
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
 class Read:
     """What an answer may use besides the cursor: the data version it is computed under (the
-    cache's snapshot) and the factor steps of that version."""
+    cache's snapshot) and the factor steps of that version. An answer as of an older snapshot
+    (``as_of``) has no cached steps (``factors`` None): it computes its symbol's on its cursor."""
 
     version: str | None
-    factors: FactorCache
+    factors: FactorCache | None
 
     def steps(
         self, cur: duckdb.DuckDBPyConnection, symbol: str, adjustment: Adjustment
     ) -> queries.FactorSteps:
         if adjustment is Adjustment.RAW:
             return queries.NO_STEPS
+        if self.factors is None:
+            return queries.factor_steps(cur, symbol)
         return self.factors.get(cur, symbol, self.version)
 
 
@@ -130,6 +137,8 @@ class BarsQuestion:
     end: date | None
     limit: int | None
     adjustment: Adjustment = Adjustment.RAW
+    as_of: datetime | None = None
+    """Answer as the data stood then (lake mode only; ``MarketService.check_as_of``)."""
     formats: ClassVar[frozenset[Format]] = frozenset({"json", "csv"})
 
     @classmethod
@@ -141,11 +150,12 @@ class BarsQuestion:
         end: date | None,
         limit: int | None,
         adjustment: Adjustment = Adjustment.RAW,
+        as_of: datetime | None = None,
     ) -> BarsQuestion:
         check_range(start, end)
         if limit is not None and not 1 <= limit <= MAX_LIMIT:
             raise InvalidParameter("limit", f"limit must be between 1 and {MAX_LIMIT}")
-        return cls(parse_symbol(symbol), interval, start, end, limit, adjustment)
+        return cls(parse_symbol(symbol), interval, start, end, limit, adjustment, as_of)
 
     def answer(self, cur: duckdb.DuckDBPyConnection, fmt: Format, read: Read) -> bytes:
         steps = read.steps(cur, self.symbol, self.adjustment)
@@ -235,25 +245,41 @@ class ActionsQuestion:
         return json_encoder.encode(CorporateActions(self.symbol, splits, dividends))
 
 
-class MarketService:
-    """Owns the cache, the store's reader and the background watch thread of one app.
-
-    Only the ``market_core.store.StoreReader`` side of ``db`` is used here, so another store's
-    reader can take its place."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.db = Database(
+def open_reader(settings: Settings) -> Database | LakeDatabase:
+    """The store's reader: the shared lake when ``MARKET_POSTGRES_URL`` is set, else the data
+    home's DuckDB file."""
+    lake = LakeSettings.from_env()
+    if lake is None:
+        return Database(
             settings.home,
             wait_seconds=settings.unavailable_wait_seconds,
             retry_seconds=settings.poll_seconds,
             retry_after_seconds=settings.retry_after_seconds,
         )
+    return LakeDatabase(
+        lake,
+        wait_seconds=settings.unavailable_wait_seconds,
+        retry_seconds=settings.poll_seconds,
+        retry_after_seconds=settings.retry_after_seconds,
+    )
+
+
+class MarketService:
+    """Owns the cache, the store's reader and the background watch thread of one app.
+
+    Only the ``market_core.store.StoreReader`` side of ``db`` is used here, so another store's
+    reader can take its place; a lake's reader also pins each answer to the snapshot of the
+    data version it is filed under, and travels in time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = open_reader(settings)
+        self._lake = self.db if isinstance(self.db, LakeDatabase) else None
         # The cache follows the reader's data version: the store's own change signal.
         self.cache = ResponseCache(
             settings.cache_entries, settings.cache_bytes, self.db.data_version
         )
-        self.factors = FactorCache(self.db.run)
+        self.factors = FactorCache(self._run_for_factors)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -292,10 +318,40 @@ class MarketService:
             content=body, media_type=MEDIA_TYPES[fmt], headers=_CACHEABLE, status_code=200
         )
 
+    def check_as_of(self, as_of: datetime | None) -> datetime | None:
+        """``as_of`` if the store keeps its history (the lake's snapshots); the DuckDB file
+        keeps none, so there it is refused."""
+        if as_of is not None and self._lake is None:
+            raise InvalidParameter(
+                AS_OF,
+                "as_of needs the shared lake, which keeps every snapshot (set "
+                "MARKET_POSTGRES_URL and MARKET_SHARED_HOME); this API serves one DuckDB file "
+                "with no history: leave as_of out",
+            )
+        return as_of
+
     def _answer(self, question: Question, fmt: Format) -> bytes:
         _, version = self.cache.snapshot()
-        read = Read(version, self.factors)
-        return self.db.run(lambda cur: question.answer(cur, fmt, read))
+        as_of = question.as_of if isinstance(question, BarsQuestion) else None
+        read = Read(version, self.factors if as_of is None else None)
+        return self._run(version, lambda cur: question.answer(cur, fmt, read), as_of)
+
+    def _run(
+        self,
+        version: str | None,
+        query: Callable[[duckdb.DuckDBPyConnection], T],
+        as_of: datetime | None = None,
+    ) -> T:
+        """``query`` on the snapshot of ``version`` (a lake keeps many; the file only its
+        latest), or of ``as_of``."""
+        if self._lake is not None:
+            return self._lake.run_at(version, query, as_of)
+        return self.db.run(query)
+
+    def _run_for_factors(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """The factor cache's queries, on the snapshot of the version it is computing: a
+        commit during its computation never mixes into the steps of the version before."""
+        return self._run(self.factors.version, query)
 
 
 _CACHEABLE = {"cache-control": CACHE_CONTROL, "vary": VARY}

@@ -1,0 +1,267 @@
+"""The API's reader of the shared lake, the lake implementation of ``StoreReader``.
+
+In lake mode (``MARKET_POSTGRES_URL`` set) the bars live in a DuckLake (``market_core.lake``)
+that loaders on any machine commit to, one snapshot per commit. There is no file to hand over
+and no version file: the lake's current snapshot id is the data version. The watch thread's
+``poll`` asks the catalog for it (one small PostgreSQL query, at most every
+``refresh_seconds``), and ``data_version`` hands out the id it last saw, so the response cache
+and the factor cache follow commits from every machine within a fraction of a second, with no
+lock and no hand-off. An attached DuckLake sees other processes' commits without re-attaching:
+every autocommit query starts a transaction at the catalog's newest snapshot.
+
+An answer must read one snapshot, the one its data version names, even when a load commits
+while it runs (a question asks several queries, and the adjusted ones also read the factor
+steps). Each thread's cursor therefore shadows the two tables with temporary views of
+``lake.main.<table> AT (VERSION => n)``: temporary objects are private to a cursor and come
+first in DuckDB's search path, so ``queries.py``'s SQL, which names ``ohlcv_data`` and
+``corporate_actions``, reads the pinned snapshot unchanged, with the same plans (the filters
+reach the lake's scan through the view) and no cost to the file mode. A cursor re-pins only
+when it is asked for another snapshot. Time travel (``as_of``) is the same pin, at the newest
+snapshot committed at or before the asked time.
+
+The catalog may be unreachable for a while (PostgreSQL restarting, the network): queries then
+wait, reconnecting, up to ``wait_seconds`` and fail as ``DataUnavailable`` (a 503 with
+``Retry-After``), as the file mode does while a loader holds its file.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import duckdb
+
+from market_api.db import ReadWriteLock
+from market_api.errors import DataUnavailable, InvalidParameter
+from market_core.lake import LAKE_ALIAS, LakeError, LakeSettings, connect, snapshot_id
+from market_core.schema import ACTIONS_TABLE, TABLE
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+AS_OF = "as_of"
+"""The query parameter of time travel, named in its errors."""
+
+_PIN_SQL = tuple(
+    f"CREATE OR REPLACE TEMP VIEW {table} AS "
+    f"SELECT * FROM {LAKE_ALIAS}.main.{table} AT (VERSION => {{snapshot}})"
+    for table in (TABLE, ACTIONS_TABLE)
+)
+
+_AS_OF_SQL = f"""
+SELECT max(snapshot_id) FILTER (WHERE snapshot_time <= $as_of), min(snapshot_time)
+FROM ducklake_snapshots('{LAKE_ALIAS}')
+"""
+
+_UNREACHABLE = (duckdb.IOException, duckdb.ConnectionException, LakeError)
+"""What a lost or unreachable catalog (or data folder) raises: reconnect and try again."""
+
+
+class _Unreachable:
+    """An attempt that could not reach the lake."""
+
+
+_UNREACHED = _Unreachable()
+
+
+class LakeDatabase:
+    """One in-memory DuckDB connection with the lake attached read-only, its cursors pinned to
+    snapshots; ``run`` and ``run_at`` are the only ways queries reach the lake."""
+
+    def __init__(
+        self,
+        settings: LakeSettings,
+        wait_seconds: float = 10.0,
+        retry_seconds: float = 0.025,
+        retry_after_seconds: int = 1,
+        refresh_seconds: float = 0.1,
+        reconnect_seconds: float = 1.0,
+    ) -> None:
+        self._settings = settings
+        self._wait_seconds = wait_seconds
+        self._retry_seconds = retry_seconds
+        self._retry_after_seconds = retry_after_seconds
+        self._refresh_seconds = refresh_seconds
+        """How often ``poll`` asks the catalog for its newest snapshot: well inside the 2 s in
+        which every replica must serve a commit, at ~10 catalog queries a second."""
+        self._reconnect_seconds = reconnect_seconds
+        self._lock = ReadWriteLock()
+        """Queries hold it shared, connecting and closing exclusive (``market_api.db``)."""
+        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._generation = 0
+        self._local = threading.local()
+        self._version: int | None = None
+        self._refreshed_at = float("-inf")
+        self._connect_after = float("-inf")
+        self._shut_down = False
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the lake is attached right now."""
+        return self._conn is not None
+
+    def data_version(self) -> str | None:
+        """The newest snapshot id ``poll`` saw (``None`` until the lake was first reached)."""
+        version = self._version
+        return None if version is None else str(version)
+
+    def poll(self) -> None:
+        """Learn the lake's newest snapshot (at most every ``refresh_seconds``); from the
+        background thread. A failure keeps the last known version and is retried."""
+        if self._shut_down or time.monotonic() - self._refreshed_at < self._refresh_seconds:
+            return
+        self._attempt(self._refresh)
+
+    def run(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``query`` at the current data version (``StoreReader.run``)."""
+        return self.run_at(self.data_version(), query)
+
+    def run_at(
+        self,
+        version: str | None,
+        query: Callable[[duckdb.DuckDBPyConnection], T],
+        as_of: datetime | None = None,
+    ) -> T:
+        """Run ``query`` on a cursor whose tables are snapshot ``version`` (a ``data_version``;
+        None: the newest), or with ``as_of`` the newest snapshot committed at or before it, but
+        never one after ``version``. Blocking; retried while the lake cannot be reached.
+
+        Raises ``DataUnavailable`` after ``wait_seconds`` without reaching the lake, and
+        ``InvalidParameter`` naming ``as_of`` for a time before the lake's oldest snapshot."""
+        snapshot = None if version is None else int(version)
+        deadline = time.monotonic() + self._wait_seconds
+        while True:
+            result = self._attempt(lambda cur: self._answer(snapshot, as_of, query, cur))
+            if not isinstance(result, _Unreachable):
+                return result
+            if self._shut_down or time.monotonic() >= deadline:
+                raise DataUnavailable(
+                    "the shared lake's catalog could not be reached in time; retry shortly",
+                    retry_after_seconds=self._retry_after_seconds,
+                )
+            time.sleep(self._retry_seconds)
+
+    def close(self) -> None:
+        """Detach the lake (and every cursor with it) once running queries end; the next query
+        or poll connects again."""
+        with self._lock.exclusive():
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+    def shutdown(self) -> None:
+        """Close for good: waiting requests get a 503, nothing connects again."""
+        self._shut_down = True
+        self.close()
+
+    def _answer(
+        self,
+        snapshot: int | None,
+        as_of: datetime | None,
+        query: Callable[[duckdb.DuckDBPyConnection], T],
+        cursor: duckdb.DuckDBPyConnection,
+    ) -> T:
+        """Pin ``snapshot`` (the newest if None; ``as_of``'s if given) and run ``query``."""
+        if snapshot is None:
+            snapshot = self._refresh(cursor)
+        if as_of is not None:
+            snapshot = _snapshot_at(cursor, as_of, snapshot)
+        self._pin(cursor, snapshot, as_of)
+        return query(cursor)
+
+    def _attempt(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T | _Unreachable:
+        """One try of ``work`` on this thread's cursor, connecting first if need be."""
+        if self._shut_down or not self._connected():
+            return _UNREACHED
+        with self._lock.shared():
+            if self._conn is None:
+                return _UNREACHED
+            try:
+                return work(self._cursor(self._conn))
+            except _UNREACHABLE as exc:
+                failure: Exception = exc
+        log.warning(
+            "the shared lake could not be read (%s); reconnecting",
+            self._settings.redact(str(failure)),
+        )
+        self.close()
+        return _UNREACHED
+
+    def _refresh(self, cursor: duckdb.DuckDBPyConnection) -> int:
+        """The catalog's newest snapshot, remembered as the data version."""
+        version = snapshot_id(cursor)
+        self._refreshed_at = time.monotonic()
+        if version != self._version:
+            log.debug("lake snapshot %s -> %s", self._version, version)
+            self._version = version
+        return version
+
+    def _pin(
+        self, cursor: duckdb.DuckDBPyConnection, snapshot: int, as_of: datetime | None
+    ) -> None:
+        """Point this cursor's ``ohlcv_data`` and ``corporate_actions`` at ``snapshot``."""
+        local = self._local
+        if local.pinned == snapshot:
+            return
+        local.pinned = None
+        try:
+            for sql in _PIN_SQL:
+                cursor.execute(sql.format(snapshot=int(snapshot)))
+        except (duckdb.CatalogException, duckdb.InvalidInputException) as exc:
+            if as_of is None:
+                raise
+            # A snapshot before the lake's tables were created, or one expired meanwhile.
+            raise InvalidParameter(
+                AS_OF, f"as_of {as_of.isoformat()} is before the lake's oldest usable snapshot"
+            ) from exc
+        local.pinned = snapshot
+
+    def _cursor(self, conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        local = self._local
+        if getattr(local, "generation", None) != self._generation:
+            local.cursor = conn.cursor()
+            local.pinned = None
+            local.generation = self._generation
+        cursor: duckdb.DuckDBPyConnection = local.cursor
+        return cursor
+
+    def _connected(self) -> bool:
+        """Attach the lake unless it is attached; False if it cannot be reached now (tried
+        again after ``reconnect_seconds``)."""
+        if self._conn is not None:
+            return True
+        with self._lock.exclusive():
+            if self._conn is not None:
+                return True
+            if self._shut_down or time.monotonic() < self._connect_after:
+                return False
+            try:
+                conn = connect(self._settings, read_only=True)
+            except LakeError as exc:  # messages from market_core.lake are redacted already
+                log.warning("cannot open the shared lake: %s", exc)
+                self._connect_after = time.monotonic() + self._reconnect_seconds
+                return False
+            self._conn = conn
+            self._generation += 1
+            return True
+
+
+def _snapshot_at(cursor: duckdb.DuckDBPyConnection, as_of: datetime, newest: int) -> int:
+    """The newest snapshot committed at or before ``as_of`` (a naive time is UTC), never one
+    after ``newest``: the answer is as of the data version it is filed under."""
+    moment = as_of if as_of.tzinfo is not None else as_of.replace(tzinfo=UTC)
+    row = cursor.execute(_AS_OF_SQL, {"as_of": moment}).fetchone()
+    found, oldest = (None, None) if row is None else row
+    if found is None:
+        since = "" if oldest is None else f" ({oldest.isoformat()})"
+        raise InvalidParameter(
+            AS_OF,
+            f"as_of {as_of.isoformat()} is before the lake's oldest snapshot{since}; "
+            "give a later time",
+        )
+    return min(int(found), newest)
