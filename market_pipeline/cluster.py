@@ -6,7 +6,7 @@ own ``dagster-celery worker start`` with ``-A dagster_celery.app`` and a config 
 same ``execution: config:`` block as the job's ``celery_executor`` (broker and result backend both
 on ``MARKET_CELERY_BROKER_URL``, named by variable, so the file holds no URL). The YAML lives under
 the machine's data home, and the venv's ``bin`` goes first on ``PATH``: dagster-celery starts
-``celery`` by name.
+``celery`` by name. A stop signal reaches the whole worker, as in ``serve``.
 
 ``demo`` is the one-box cluster: PostgreSQL, Redis, two workers, the Dagster webserver and daemon,
 and two API replicas, as separate processes. Each "machine" has a data home of its own under one
@@ -38,7 +38,14 @@ from market_core.services import (
     start_postgres,
     start_redis,
 )
-from market_pipeline.serve import POLL_SECONDS, Server, StopRequested, stop_all, wait_for_stop
+from market_pipeline.serve import (
+    POLL_SECONDS,
+    STOP_GRACE_SECONDS,
+    Server,
+    StopRequested,
+    stop_all,
+    wait_for_stop,
+)
 
 BROKER_VARIABLE = "MARKET_CELERY_BROKER_URL"
 SHARED_VARIABLES = ("MARKET_POSTGRES_URL", "MARKET_SHARED_HOME", BROKER_VARIABLE)
@@ -102,14 +109,26 @@ def worker_command(config: Path, name: str | None = None) -> list[str]:
 
 
 def run_worker(env: Mapping[str, str], name: str | None) -> int:
-    """Check the broker, make sure the instance exists, then become the worker (``exec``)."""
+    """Check the broker, make sure the instance exists, then run the worker until a signal.
+
+    Not an ``exec``: dagster-celery runs ``celery`` as a child and dies alone on SIGTERM, leaving
+    that child serving. Like ``serve``, the worker leads a group of its own here, and the first
+    SIGTERM/SIGINT/SIGHUP goes to the whole group (Celery's warm shutdown)."""
     broker_url(env)
     from market_pipeline.instance import open_instance  # Dagster loads only once it is needed
 
     open_instance().dispose()
     config = write_worker_config(DataHome.from_env().root)
-    command = worker_command(config, name)
-    os.execve(command[0], command, with_venv_path(env))
+    stop = StopRequested()
+    stop.install()
+    popen = subprocess.Popen(worker_command(config, name), env=with_venv_path(env), process_group=0)
+    worker = Server("the worker", popen, signal.SIGTERM)
+    ended = wait_for_stop([worker], stop)
+    if stop.signal is not None:
+        print(f"worker: {stop.signal.name} received; stopping", file=sys.stderr)
+    for killed in stop_all([worker]):
+        print(f"worker: {killed} outlived {STOP_GRACE_SECONDS:.0f} s; killed", file=sys.stderr)
+    return 0 if ended is None else (popen.returncode or 1)
 
 
 @dataclass(frozen=True)

@@ -10,25 +10,7 @@ import pytest
 from redis import Redis
 
 from market_core.services import ServiceNotInstalled, find_postgres_bindir, find_redis_server
-from tests.cluster.services import PostgresService, RedisService
-
-LOOPBACK_HEX = "0100007F"  # 127.0.0.1 as /proc/net/tcp writes it
-TCP_LISTEN = "0A"
-
-
-def listeners(port: int) -> list[str]:
-    """The local addresses (hex, as the kernel lists them) of every TCP socket listening on port."""
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        path = Path(table)
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines()[1:]:
-            fields = line.split()
-            address, port_hex = fields[1].rsplit(":", 1)
-            if int(port_hex, 16) == port and fields[3] == TCP_LISTEN:
-                found.append(address)
-    return found
+from tests.cluster.services import LOOPBACK_HEX, PostgresService, RedisService, listeners
 
 
 def test_postgres_answers_at_its_url(postgres: PostgresService) -> None:
