@@ -3,6 +3,11 @@
 Every piece of state of one data home lives below one folder (``MARKET_DATA_HOME``, default
 ``./storage``) so that two homes never interfere: Parquet, rejects, the DuckDB file, its data
 version, the rate limiter's bucket and, unless ``DAGSTER_HOME`` is set, the Dagster instance.
+
+The exception is the Parquet a stage hands to the next (``raw/``, ``clean/``, ``rejects/``,
+``raw_actions/``, ``rejects_actions/``): with ``MARKET_SHARED_HOME`` set it lives in that folder,
+which every machine sees, so that a step may run on any machine (a Celery worker) and the next
+step on another. State, logs, the DuckDB file and the Dagster home stay with the machine.
 """
 
 from __future__ import annotations
@@ -11,28 +16,47 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from market_core.env import SettingsError
+
 DEFAULT_HOME = "./storage"
+DATA_HOME_VAR = "MARKET_DATA_HOME"
+SHARED_HOME_VAR = "MARKET_SHARED_HOME"
 
 
 @dataclass(frozen=True)
 class DataHome:
     root: Path
+    shared: Path | None = None
+    """The folder every machine sees (``MARKET_SHARED_HOME``); None keeps it all under ``root``."""
 
     @classmethod
-    def from_env(cls) -> DataHome:
-        return cls(Path(os.environ.get("MARKET_DATA_HOME") or DEFAULT_HOME).resolve())
+    def from_env(cls, root: Path | None = None) -> DataHome:
+        """This machine's data home, and the shared folder if ``MARKET_SHARED_HOME`` names one.
+
+        ``root`` stands in for ``MARKET_DATA_HOME`` where a resource was configured with the
+        path: the shared folder still comes from the environment of the process running the
+        step, so each machine may mount it where it likes.
+        """
+        if root is None:
+            root = Path(os.environ.get(DATA_HOME_VAR) or DEFAULT_HOME).resolve()
+        return cls(root, shared_from_env())
+
+    @property
+    def shared_root(self) -> Path:
+        """Where the Parquet between stages lives: the shared folder, else the data home."""
+        return self.root if self.shared is None else self.shared
 
     @property
     def raw_dir(self) -> Path:
-        return self.root / "raw"
+        return self.shared_root / "raw"
 
     @property
     def clean_dir(self) -> Path:
-        return self.root / "clean"
+        return self.shared_root / "clean"
 
     @property
     def rejects_dir(self) -> Path:
-        return self.root / "rejects"
+        return self.shared_root / "rejects"
 
     @property
     def duckdb_path(self) -> Path:
@@ -69,7 +93,7 @@ class DataHome:
     @property
     def raw_actions_dir(self) -> Path:
         """Alpha Vantage's SPLITS and DIVIDENDS answers as received, one folder per function."""
-        return self.root / "raw_actions"
+        return self.shared_root / "raw_actions"
 
     def raw_actions_file(self, symbol: str, function: str) -> Path:
         """``function`` is ``splits`` or ``dividends``."""
@@ -78,7 +102,21 @@ class DataHome:
     @property
     def actions_rejects_dir(self) -> Path:
         """Corporate-action rows that broke a rule, with the rule (beside ``rejects/`` for bars)."""
-        return self.root / "rejects_actions"
+        return self.shared_root / "rejects_actions"
 
     def actions_rejects_file(self, symbol: str) -> Path:
         return self.actions_rejects_dir / f"{symbol}.parquet"
+
+
+def shared_from_env() -> Path | None:
+    """``MARKET_SHARED_HOME`` as an absolute folder, or None when it is unset or empty."""
+    raw = os.environ.get(SHARED_HOME_VAR, "").strip()
+    if not raw:
+        return None
+    if "://" in raw:
+        raise SettingsError(
+            f"{SHARED_HOME_VAR}={raw} is a URL, but the pipeline writes its Parquet with plain "
+            f"file operations: set {SHARED_HOME_VAR} to a folder every machine mounts (for an "
+            "object store, mount the bucket, e.g. with s3fs or mountpoint-s3)"
+        )
+    return Path(raw).resolve()

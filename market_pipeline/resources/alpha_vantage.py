@@ -45,7 +45,12 @@ from market_pipeline.resources.av_errors import (
     classify_actions,
     redact,
 )
-from market_pipeline.resources.rate_limit import SharedRateLimiter, calls_available, key_id
+from market_pipeline.resources.rate_limit import (
+    SharedRateLimiter,
+    calls_available,
+    key_id,
+    postgres_url_from_env,
+)
 from market_pipeline.sample_source import SAMPLE_BASE_URL, SampleAdapter
 from market_pipeline.settings import OUTPUTSIZES, env_fields, is_unresolved, stripped_or
 
@@ -156,7 +161,10 @@ class AlphaVantageClient:
         max_attempts: int = 6,
         backoff_seconds: float = 1.0,
         max_backoff_seconds: float = 60.0,
+        limiter_postgres_url: str | None = None,
     ) -> None:
+        """``limiter_postgres_url``: the key's limits live in that PostgreSQL, shared by every
+        machine using it, instead of in SQLite files under the data home."""
         self._key = api_key
         self._session = requests.Session()
         self._timeout = (min(10.0, timeout_seconds), timeout_seconds)
@@ -174,6 +182,7 @@ class AlphaVantageClient:
                 per_second=requests_per_second,
                 per_minute=requests_per_minute,
                 per_day=requests_per_day,
+                postgres_url=limiter_postgres_url,
             )
             self.facts: KeyFacts | None = KeyFacts(
                 home.state_dir / f"alpha_vantage-{key_id(api_key)}.json"
@@ -399,7 +408,7 @@ class AlphaVantageResource(ConfigurableResource):
 
     @property
     def home(self) -> DataHome:
-        return DataHome(Path(self.data_home))
+        return DataHome.from_env(Path(self.data_home))
 
     @property
     def uses_sample(self) -> bool:
@@ -418,6 +427,7 @@ class AlphaVantageResource(ConfigurableResource):
             per_second=self.requests_per_second,
             per_minute=self.requests_per_minute,
             per_day=self.requests_per_day,
+            postgres_url=postgres_url_from_env(),
         )
 
     def client(self) -> AlphaVantageClient:
@@ -434,5 +444,6 @@ class AlphaVantageResource(ConfigurableResource):
                     deadline_seconds=self.deadline_seconds,
                     max_attempts=self.max_attempts,
                     backoff_seconds=self.backoff_seconds,
+                    limiter_postgres_url=postgres_url_from_env(),
                 )
             return self._client

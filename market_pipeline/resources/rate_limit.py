@@ -18,6 +18,13 @@ A call takes its day permit right after its burst permit, just before its reques
 another process took the day permit it waited for, it waits again (or fails) with a fresh burst
 permit. ``calls_available`` tells the schedule how many calls a run started now can make under
 these rules, counting yesterday's calls that leave the window before the run gets to them.
+
+With ``MARKET_POSTGRES_URL`` set the same two buckets are tables in that database (pyrate-limiter's
+``PostgresBucket``, one table per key and bucket, named by the key's hash as the SQLite files
+are), so every machine using the key takes permits from one limit. Their permits are stamped
+with the database's clock, the one time every machine agrees on, and their sessions run in UTC,
+since the library keeps timestamps without a zone. ``BucketStore`` is the one place that knows
+which of the two backs a key.
 """
 
 from __future__ import annotations
@@ -26,20 +33,34 @@ import contextlib
 import datetime as dt
 import hashlib
 import itertools
+import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, cast
 
-from pyrate_limiter import Duration, Limiter, Rate, RateItem, SQLiteBucket
+from psycopg import conninfo as pg_conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
+from pyrate_limiter import AbstractBucket, Duration, Limiter, Rate, RateItem, SQLiteBucket
+from pyrate_limiter.buckets.postgres import PostgresBucket
 
+from market_core.lake import POSTGRES_URL_VAR
 from market_pipeline.resources.av_errors import DailyQuotaError, RateLimitedError
 
 DAY_MARGIN_MS = 60_000
 DAY_MAX_WAIT_SECONDS = 300.0
 DAY_BUCKET, BURST_BUCKET = "day", "burst"
 MIN_MARGIN_MS = 500
+POSTGRES_CONNECT_SECONDS = 10.0
+POSTGRES_POOL_SIZE = 4
+DAY_PUT_ATTEMPTS = 20
+DAY_PUT_RETRY_SECONDS = 0.02
+
+
+class LimiterStoreError(RuntimeError):
+    """The PostgreSQL holding the key's buckets (``MARKET_POSTGRES_URL``) could not be reached."""
 
 
 def widened(limit: int, interval: Duration) -> Rate:
@@ -118,6 +139,64 @@ def open_bucket(state_dir: Path, api_key: str, name: str, rates: list[Rate]) -> 
     )
 
 
+def postgres_url_from_env() -> str | None:
+    """``MARKET_POSTGRES_URL``, whose database then holds the buckets of every machine."""
+    return os.environ.get(POSTGRES_URL_VAR, "").strip() or None
+
+
+def open_postgres_bucket(url: str, api_key: str, name: str, rates: list[Rate]) -> PostgresBucket:
+    """One of the key's buckets as a table in PostgreSQL, on a small pool of its own.
+
+    The table is ``ratelimit___av_<key hash>_<bucket>``: one per key, as the SQLite file is.
+    """
+    pool: ConnectionPool[Any] = ConnectionPool(
+        url,
+        min_size=1,
+        max_size=POSTGRES_POOL_SIZE,
+        kwargs={"options": "-c timezone=UTC"},
+        open=False,
+        name=f"ratelimit-{name}",
+    )
+    try:
+        pool.open(wait=True, timeout=POSTGRES_CONNECT_SECONDS)
+    except PoolTimeout:
+        pool.close()
+        raise LimiterStoreError(
+            f"the Alpha Vantage limiter cannot reach PostgreSQL at {_where(url)} within "
+            f"{POSTGRES_CONNECT_SECONDS:.0f} s (MARKET_POSTGRES_URL, which holds the key's "
+            "shared limits); start it or fix the variable"
+        ) from None
+    return PostgresBucket(pool, f"{bucket_table(api_key)}_{name}", rates)
+
+
+def _where(url: str) -> str:
+    """Host, port and database of ``url``: enough to find it, never its password."""
+    try:
+        parts = pg_conninfo.conninfo_to_dict(url)
+    except Exception:  # psycopg's message would quote the URL
+        return "an unreadable URL"
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
+@dataclass(frozen=True)
+class BucketStore:
+    """Where a key's buckets live: SQLite files in the data home, or tables in PostgreSQL."""
+
+    state_dir: Path
+    postgres_url: str | None = field(default=None, repr=False)
+
+    def open(self, api_key: str, name: str, rates: list[Rate]) -> AbstractBucket:
+        if self.postgres_url is None:
+            return open_bucket(self.state_dir, api_key, name, rates)
+        return open_postgres_bucket(self.postgres_url, api_key, name, rates)
+
+    def clock(self, bucket: AbstractBucket) -> Callable[[], int]:
+        """The time permits are stamped with: the wall clock, or the database's."""
+        if self.postgres_url is None:
+            return now_ms
+        return synchronous(bucket).now
+
+
 def now_ms() -> int:
     """The bucket's clock: pyrate-limiter's ``SQLiteBucket`` stamps permits with wall time."""
     return time.time_ns() // 1_000_000
@@ -131,6 +210,21 @@ class PermitLog(Protocol):
     """
 
     def peek(self, index: int) -> RateItem | None: ...
+
+
+class SyncBucket(PermitLog, Protocol):
+    """What the day logic calls on a bucket. pyrate-limiter types its buckets for sync and async
+    use alike; the SQLite and PostgreSQL ones answer synchronously."""
+
+    def put(self, item: RateItem) -> bool: ...
+
+    def leak(self, current_timestamp: int | None = None) -> int: ...
+
+    def now(self) -> int: ...
+
+
+def synchronous(bucket: AbstractBucket) -> SyncBucket:
+    return cast(SyncBucket, bucket)
 
 
 def permits_in_window(bucket: PermitLog, day: Rate, at_ms: int) -> list[int]:
@@ -158,6 +252,20 @@ def window_stamps(state_dir: Path, api_key: str, day: Rate, at_ms: int) -> list[
     try:
         with bucket.limiter_lock() or contextlib.nullcontext():
             return permits_in_window(bucket, day, at_ms)
+    finally:
+        bucket.close()
+
+
+def postgres_window_stamps(url: str, api_key: str, day: Rate) -> tuple[list[int], int]:
+    """``permits_in_window`` of the key's day table, and the database's time it was read at.
+
+    The walk's peeks are separate statements, so a permit taken meanwhile by another machine can
+    shift it by one: a moment-stale plan, as with SQLite, while the bucket enforces the limit.
+    """
+    bucket = open_postgres_bucket(url, api_key, DAY_BUCKET, [day])
+    try:
+        at = synchronous(bucket).now()
+        return permits_in_window(synchronous(bucket), day, at), at
     finally:
         bucket.close()
 
@@ -201,7 +309,13 @@ def runnable_calls(
 
 
 def calls_available(
-    state_dir: Path, api_key: str, *, per_second: int, per_minute: int, per_day: int
+    state_dir: Path,
+    api_key: str,
+    *,
+    per_second: int,
+    per_minute: int,
+    per_day: int,
+    postgres_url: str | None = None,
 ) -> int | None:
     """Calls a run started now can make under the daily quota, or ``None`` when there is none.
 
@@ -210,14 +324,18 @@ def calls_available(
     """
     if per_day <= 0:
         return None
-    day, at = day_rate(per_day), now_ms()
-    stamps = window_stamps(state_dir, api_key, day, at)
+    day = day_rate(per_day)
+    if postgres_url is None:
+        at = now_ms()
+        stamps = window_stamps(state_dir, api_key, day, at)
+    else:
+        stamps, at = postgres_window_stamps(postgres_url, api_key, day)
     burst = burst_rates(per_second, per_minute)
     return runnable_calls(stamps, day, burst, at, int(DAY_MAX_WAIT_SECONDS * 1000))
 
 
 class SharedRateLimiter:
-    """Blocking permits for one API key, shared through files under the data home."""
+    """Blocking permits for one API key, shared through files under the data home (or Postgres)."""
 
     def __init__(
         self,
@@ -229,8 +347,9 @@ class SharedRateLimiter:
         per_day: int,
         max_wait_seconds: float = 300.0,
         day_max_wait_seconds: float = DAY_MAX_WAIT_SECONDS,
+        postgres_url: str | None = None,
     ) -> None:
-        self._state_dir = state_dir
+        self._store = BucketStore(state_dir, postgres_url)
         self._api_key = api_key
         self._burst_rates = effective_rates(burst_rates(per_second, per_minute))
         self._day_rate = day_rate(per_day) if per_day > 0 else None
@@ -238,19 +357,17 @@ class SharedRateLimiter:
         self._day_max_wait = day_max_wait_seconds
         self._lock = threading.Lock()
         self._burst: Limiter | None = None
-        self._day: SQLiteBucket | None = None
+        self._day: SyncBucket | None = None
+        self._now: Callable[[], int] = now_ms
 
     def _open(self) -> None:
         with self._lock:
             if self._day_rate is not None and self._day is None:
-                self._day = open_bucket(
-                    self._state_dir, self._api_key, DAY_BUCKET, [self._day_rate]
-                )
-                self._day.leak(now_ms())  # nothing else drops old day permits: no Limiter runs it
+                day = self._store.open(self._api_key, DAY_BUCKET, [self._day_rate])
+                self._day, self._now = synchronous(day), self._store.clock(day)
+                self._day.leak(self._now())  # nothing else drops old day permits: no Limiter does
             if self._burst_rates and self._burst is None:
-                bucket = open_bucket(
-                    self._state_dir, self._api_key, BURST_BUCKET, self._burst_rates
-                )
+                bucket = self._store.open(self._api_key, BURST_BUCKET, self._burst_rates)
                 self._burst = Limiter(bucket, buffer_ms=50)
 
     def acquire(self, symbol: str) -> None:
@@ -259,7 +376,7 @@ class SharedRateLimiter:
         deadline = time.monotonic() + self._day_max_wait
         while True:
             if self._day is not None and self._day_rate is not None:
-                wait_ms = day_wait_ms(self._day, self._day_rate, now_ms())
+                wait_ms = day_wait_ms(self._day, self._day_rate, self._now())
                 if wait_ms / 1000 > deadline - time.monotonic():
                     raise self._quota_error(symbol, self._day_rate.limit, wait_ms)
                 time.sleep(wait_ms / 1000)
@@ -270,9 +387,35 @@ class SharedRateLimiter:
                     f"{symbol}: no Alpha Vantage permit within {self._max_wait:.0f}s; other "
                     "processes are using the key's per-second/per-minute budget"
                 )
-            # The bucket's own put: under its file lock, and never waiting on the day window.
-            if self._day is None or self._day.put(RateItem(symbol, now_ms())):
+            if self._put_day(symbol):
                 return
+
+    def _put_day(self, symbol: str) -> bool:
+        """The day permit, through the bucket's own put (atomic, never waiting on the window).
+
+        False when another process took the room meanwhile. PostgreSQL's bucket also refuses
+        while another session holds its table (it locks with NOWAIT); with room still in the
+        window that refusal is only contention, so the put is tried again with the burst permit
+        already held rather than spending another.
+        """
+        if self._day is None or self._day_rate is None:
+            return True
+        for _ in range(DAY_PUT_ATTEMPTS):
+            if self._day.put(RateItem(symbol, self._now())):
+                return True
+            if day_wait_ms(self._day, self._day_rate, self._now()) > 0:
+                return False
+            time.sleep(DAY_PUT_RETRY_SECONDS)
+        return False
+
+    def close(self) -> None:
+        """Let go of the buckets' connections (PostgreSQL pools; nothing to do for SQLite)."""
+        with self._lock:
+            buckets = [self._day, *(self._burst.buckets() if self._burst else [])]
+            for bucket in buckets:
+                if isinstance(bucket, PostgresBucket):
+                    bucket.close()
+            self._day, self._burst = None, None
 
     @staticmethod
     def _quota_error(symbol: str, per_day: int, wait_ms: int) -> DailyQuotaError:
