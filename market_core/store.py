@@ -12,6 +12,7 @@ with no lock, no version file and no hand-off at all.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -78,6 +79,16 @@ class SymbolActions(Protocol):
 
 class StoreWriter(Protocol):
     """The pipeline's one way to write bars and corporate actions."""
+
+    @property
+    def database(self) -> str:
+        """Where the data goes, for run metadata and messages (never with a password)."""
+        ...
+
+    def stored_ex_dates(self, symbols: Sequence[str]) -> dict[str, set[dt.date]]:
+        """Each symbol's ex-dates in ``corporate_actions`` as committed now, for the refresh
+        policy; empty for a symbol (or all) when the store cannot answer right now."""
+        ...
 
     def load(self, frames: Sequence[pl.DataFrame]) -> LoadStats:
         """Upsert clean bars (the ``ohlcv_data`` columns, each (symbol, timestamp) once) in one

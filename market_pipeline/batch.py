@@ -32,6 +32,7 @@ import polars as pl
 from market_core.assets import ACTIONS, CLEAN, OHLCV, RAW, RAW_ACTIONS, STAGES
 from market_core.home import DataHome
 from market_core.schema import ACTIONS_TABLE, TABLE
+from market_core.store import StoreWriter
 from market_pipeline.actions_policy import ACTIONS_CALLS, Due, affordable, asked, due_symbols
 from market_pipeline.outcome import (
     ActionsFetched,
@@ -52,7 +53,6 @@ from market_pipeline.resources.av_errors import (
     DailyQuotaError,
     InvalidApiKeyError,
 )
-from market_pipeline.resources.storage import MarketDuckDB
 from market_pipeline.stages.actions import ActionsError, ActionsResult, clean_actions
 from market_pipeline.stages.clean import CleanError, CleanResult, clean_symbols
 from market_pipeline.stages.known_actions import unexplained_by_symbol
@@ -78,7 +78,7 @@ class BatchRunner:
         *,
         home: DataHome,
         client: AlphaVantageClient | None,
-        duckdb: MarketDuckDB | None,
+        duckdb: StoreWriter | None,
         stages: Sequence[str],
         settings: BatchSettings,
         log: Callable[[str], None],
@@ -245,7 +245,7 @@ class _Run:
             wanted = set(symbols)
             moves = {s: r.large_moves for s, r in self.results.get(CLEAN, {}).items()
                      if isinstance(r, Cleaned) and s in wanted}  # fmt: skip
-            unexplained = unexplained_by_symbol(self.home, moves)
+            unexplained = unexplained_by_symbol(self.home, moves, self.duckdb)
             dues = due_symbols(symbols, last, self.now(), unexplained)
         else:
             dues = asked(symbols, last)
@@ -339,7 +339,7 @@ class _Run:
             return {}
         moves = {s: r.large_moves for s, r in self.results[CLEAN].items()
                  if isinstance(r, Cleaned)}  # fmt: skip
-        return unexplained_by_symbol(self.home, moves)
+        return unexplained_by_symbol(self.home, moves, self.duckdb)
 
     def _progress(self, done: int, total: int, elapsed: float) -> None:
         """Symbols taken so far (fetched, when ``raw_data`` runs, which is then the slow part);

@@ -9,6 +9,7 @@ previous file readable.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from market_core.home import DataHome
 from market_core.schema import ACTIONS_COLUMNS, ACTIONS_TABLE, CREATE_ACTIONS_SQL, CREATE_TABLE_SQL
 from market_core.store import ActionsLoadStats, LoadStats, SymbolActions
 from market_pipeline.actions_validation import EVENT_SCHEMA, KEY_COLUMNS, KEY_SCHEMA, answered
+from market_pipeline.stages.known_actions import stored_ex_dates_in_file
 from market_pipeline.stages.ohlcv import upsert
 
 _ACTION_VALUES = tuple(c for c in ACTIONS_COLUMNS if c not in KEY_COLUMNS)
@@ -57,8 +59,9 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
     )
 
 
-def _frames(results: Sequence[SymbolActions]) -> dict[str, pl.DataFrame]:
-    """The three relations an actions load reads, typed for DuckDB (empty ones too)."""
+def actions_frames(results: Sequence[SymbolActions]) -> dict[str, pl.DataFrame]:
+    """The three relations an actions load reads, typed for DuckDB (empty ones too), whichever
+    store takes them: ``incoming_actions``, ``answered_actions``, ``complete_kinds``."""
     symbols = [r.symbol for r in results]
     if len(set(symbols)) != len(symbols):
         raise ValueError(f"symbols given twice in one load_actions: {sorted(symbols)}")
@@ -84,7 +87,7 @@ def upsert_actions(
 ) -> ActionsLoadStats:
     """Each symbol's events upserted and its vanished ones deleted, in one transaction; roll
     back on any error. Deletes first: a deleted key is never one being upserted."""
-    frames = {name: frame.to_arrow() for name, frame in _frames(results).items()}
+    frames = {name: frame.to_arrow() for name, frame in actions_frames(results).items()}
     conn.begin()
     try:
         conn.execute(CREATE_ACTIONS_SQL)
@@ -100,15 +103,20 @@ def upsert_actions(
     except BaseException:
         conn.rollback()
         raise
-    by_symbol: dict[str, list[str]] = {}
-    for symbol, ex_date, kind in sorted(deleted):
-        by_symbol.setdefault(symbol, []).append(f"{ex_date.isoformat()} {kind}")
     return ActionsLoadStats(
         inserted=inserted,
         updated=affected - inserted,
         deleted=len(deleted),
-        deleted_by_symbol=by_symbol,
+        deleted_by_symbol=vanished_by_symbol(deleted),
     )
+
+
+def vanished_by_symbol(deleted: Sequence[tuple[str, dt.date, str]]) -> dict[str, list[str]]:
+    """The deleted (symbol, ex_date, kind) keys as ``ActionsLoadStats.deleted_by_symbol``."""
+    by_symbol: dict[str, list[str]] = {}
+    for symbol, ex_date, kind in sorted(deleted):
+        by_symbol.setdefault(symbol, []).append(f"{ex_date.isoformat()} {kind}")
+    return by_symbol
 
 
 def _count(conn: duckdb.DuckDBPyConnection, sql: str) -> int:
@@ -154,6 +162,10 @@ class MarketDuckDB(DuckDBResource):
             conn.close()  # checkpoint now, under the lock, so the record sees the file as left
             handoff.finish(changed=bool(stats.inserted or stats.updated))
         return stats
+
+    def stored_ex_dates(self, symbols: Sequence[str]) -> dict[str, set[dt.date]]:
+        """Each symbol's ex-dates in ``corporate_actions`` (``stored_ex_dates_in_file``)."""
+        return stored_ex_dates_in_file(Path(self.database), symbols)
 
     def load_actions(self, results: Sequence[SymbolActions]) -> ActionsLoadStats:
         """Make each symbol's stored corporate actions its latest answer, in one transaction

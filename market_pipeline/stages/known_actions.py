@@ -3,15 +3,18 @@ in a symbol's clean bars, and the ex-dates of the actions we know of.
 
 An action is known when its ex-date is in the stored ``corporate_actions`` table or in the
 symbol's raw SPLITS/DIVIDENDS files (a row the table refused, say for a bad factor, still
-explains a move on its day). The table is read through a read-only connection, which needs no
-write lock and so never makes the API let go of the file; if a loader of another process holds
-it just then, the raw files alone answer (they hold every event the table was loaded from).
+explains a move on its day). The table is read through the store (the file or the lake). The
+file is read through a read-only connection, which needs no write lock and so never makes the
+API let go of the file; if a loader of another process holds it just then, the raw files alone
+answer (they hold every event the table was loaded from).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
 
 import duckdb
 import polars as pl
@@ -47,9 +50,15 @@ def _raw_ex_dates(home: DataHome, symbol: str) -> set[dt.date]:
     return days
 
 
-def _stored_ex_dates(home: DataHome, symbols: Sequence[str]) -> dict[str, set[dt.date]]:
-    path = home.duckdb_path
-    if not path.exists():
+class ExDateStore(Protocol):
+    """Where the stored actions are (``market_core.store.StoreWriter``)."""
+
+    def stored_ex_dates(self, symbols: Sequence[str]) -> dict[str, set[dt.date]]: ...
+
+
+def stored_ex_dates_in_file(path: Path, symbols: Sequence[str]) -> dict[str, set[dt.date]]:
+    """The DuckDB file's ex-dates, through a read-only connection."""
+    if not symbols or not path.exists():
         return {}
     try:
         with duckdb.connect(str(path), read_only=True) as conn:
@@ -65,19 +74,25 @@ def _stored_ex_dates(home: DataHome, symbols: Sequence[str]) -> dict[str, set[dt
     return stored
 
 
-def known_ex_dates(home: DataHome, symbols: Sequence[str]) -> dict[str, set[dt.date]]:
-    """Each symbol's known ex-dates (splits and dividends alike)."""
+def known_ex_dates(
+    home: DataHome, symbols: Sequence[str], store: ExDateStore | None = None
+) -> dict[str, set[dt.date]]:
+    """Each symbol's known ex-dates (splits and dividends alike); the stored ones from
+    ``store``, or from the data home's DuckDB file when no store is at hand."""
     if not symbols:
         return {}
-    stored = _stored_ex_dates(home, symbols)
+    if store is None:
+        stored = stored_ex_dates_in_file(home.duckdb_path, symbols)
+    else:
+        stored = store.stored_ex_dates(symbols)
     return {s: _raw_ex_dates(home, s) | stored.get(s, set()) for s in symbols}
 
 
 def unexplained_by_symbol(
-    home: DataHome, moves: Mapping[str, Sequence[dt.date]]
+    home: DataHome, moves: Mapping[str, Sequence[dt.date]], store: ExDateStore | None = None
 ) -> dict[str, tuple[dt.date, ...]]:
     """Each symbol's large-move days that no known action explains; symbols without moves are
     not looked up (most have none)."""
     moving = [s for s, days in moves.items() if days]
-    known = known_ex_dates(home, moving)
+    known = known_ex_dates(home, moving, store)
     return {s: unexplained(moves[s], known[s]) for s in moving}
