@@ -131,15 +131,22 @@ class Lake:
         return moment.astimezone(UTC)
 
 
+def new_lake(postgres: PostgresService, root: Path) -> Lake:
+    """A lake of its own: a fresh catalog database and a fresh shared folder."""
+    shared = root / "shared"
+    shared.mkdir(parents=True)
+    return Lake(postgres.fresh_database(), shared, root / "machines")
+
+
 @pytest.fixture
 def lake(postgres: PostgresService, tmp_path: Path) -> Lake:
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    return Lake(postgres.fresh_database(), shared, tmp_path / "machines")
+    return new_lake(postgres, tmp_path)
 
 
 AAPL = make_bars("AAPL", date(2024, 1, 2), 60, 180.0)
 MSFT = make_bars("MSFT", date(2024, 1, 2), 40, 370.0)
+NVDA = make_bars("NVDA", date(2024, 1, 2), 30, 480.0)
+"""Only the revision test changes NVDA; the other tests read AAPL and MSFT."""
 SPLITS = [("AAPL", "2024-02-01", 4.0)]
 
 
@@ -154,16 +161,28 @@ def wait_until(check: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture
-def replicas(lake: Lake, tmp_path: Path) -> Iterator[tuple[Served, Served]]:
-    """Two API replicas (``make api``), each on a data home of its own, on the loaded lake."""
-    lake.commit(AAPL + MSFT, SPLITS)
+@dataclass(frozen=True)
+class Replicas:
+    lake: Lake
+    a: Served
+    b: Served
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    postgres: PostgresService, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Replicas]:
+    """Two API replicas (``make api``), each on a data home of its own, on one loaded lake
+    (started once for the module: a replica takes seconds to start)."""
+    root = tmp_path_factory.mktemp("lake-api")
+    lake = new_lake(postgres, root)
+    lake.commit(AAPL + MSFT + NVDA, SPLITS)
     with ExitStack() as stack:
         a, b = (
-            stack.enter_context(serve(lake.machine(name), tmp_path / f"{name}.log", **lake.env()))
+            stack.enter_context(serve(lake.machine(name), root / f"{name}.log", **lake.env()))
             for name in ("api-a", "api-b")
         )
-        yield a, b
+        yield Replicas(lake, a, b)
 
 
 QUESTIONS = [
@@ -177,10 +196,8 @@ QUESTIONS = [
 ]
 
 
-def test_two_replicas_serve_identical_exact_answers(
-    lake: Lake, replicas: tuple[Served, Served]
-) -> None:
-    a, b = replicas
+def test_two_replicas_serve_identical_exact_answers(replicas: Replicas) -> None:
+    a, b = replicas.a, replicas.b
     for path in QUESTIONS:
         first, second = get(a, path), get(b, path)
         assert first.status_code == second.status_code == 200, (path, first.text, second.text)
@@ -192,10 +209,9 @@ def test_two_replicas_serve_identical_exact_answers(
     raw_before_split = [as_json_bar(bar) for bar in AAPL if bar[0] < "2024-02-01"]
     assert [bar["close"] for bar in adjusted] == [bar["close"] / 4 for bar in raw_before_split]
     assert [bar["volume"] for bar in adjusted] == [bar["volume"] * 4 for bar in raw_before_split]
-    instruments = get(a, "/instruments").json()["instruments"]
-    assert [(i["symbol"], i["bar_count"]) for i in instruments] == [("AAPL", 60), ("MSFT", 40)]
-    health = get(a, "/health").json()
-    assert health["data_version"] == str(lake_snapshot(lake))
+    counts = {i["symbol"]: i["bar_count"] for i in get(a, "/instruments").json()["instruments"]}
+    assert (counts["AAPL"], counts["MSFT"]) == (60, 40)
+    assert get(a, "/health").json()["data_version"] == str(lake_snapshot(replicas.lake))
     assert get(a, "/instruments/ZZZ/ohlcv").status_code == 404
 
 
@@ -207,57 +223,60 @@ def lake_snapshot(lake: Lake) -> int:
         conn.close()
 
 
-def test_a_revised_bar_reaches_both_replicas_and_as_of_reads_either_side(
-    lake: Lake, replicas: tuple[Served, Served]
+def test_a_revision_reaches_both_replicas_and_as_of_reads_either_side(
+    replicas: Replicas,
 ) -> None:
-    a, b = replicas
-    path = "/instruments/AAPL/ohlcv?start=2024-03-01"
-    before = {name: get(s, path) for name, s in (("a", a), ("b", b))}  # now cached by both
-    assert before["a"].content == before["b"].content
+    a, b, lake = replicas.a, replicas.b, replicas.lake
+    path = "/instruments/NVDA/ohlcv?start=2024-02-01"
+    before = get(a, path)
+    assert get(b, path).content == before.content  # now cached by both
     old_version = get(a, "/health").json()["data_version"]
-    revised_bar = (*AAPL[-1][:5], AAPL[-1][5] + 7.5, *AAPL[-1][6:])
-    new_bar = make_bars("AAPL", date(2024, 1, 2), 61, 180.0)[-1]  # the next trading day
-    assert new_bar[0] > AAPL[-1][0]
-    version = lake.commit([revised_bar, new_bar])
+    revised = (*NVDA[-1][:5], NVDA[-1][5] + 7.5, *NVDA[-1][6:])
+    added = make_bars("NVDA", date(2024, 1, 2), 31, 480.0)[-1]  # the next trading day
+    assert added[0] > NVDA[-1][0]
+    version = lake.commit([revised, added], [("NVDA", "2024-03-01", 2.0)])
     assert str(version) != old_version
 
     for served in (a, b):
         wait_until(
-            lambda s=served: get(s, path).content != before["a"].content,  # type: ignore[misc]
+            lambda s=served: get(s, path).content != before.content,  # type: ignore[misc]
             f"{served.base} serves the revised bar",
         )
     after_a, after_b = get(a, path), get(b, path)
     assert after_a.content == after_b.content
     bars = after_a.json()["bars"]
-    assert bars[-2] == as_json_bar(revised_bar)
-    assert bars[-1] == as_json_bar(new_bar)
+    assert bars[-2:] == [as_json_bar(revised), as_json_bar(added)]
+    assert bars[:-2] == [as_json_bar(bar) for bar in NVDA[:-1] if bar[0] >= "2024-02-01"]
     assert get(a, "/health").json()["data_version"] == str(version)
     # The old ETag is stale on both replicas: a full answer, not a 304.
     for served in (a, b):
-        fresh = get(served, path, **{"If-None-Match": before["a"].headers["etag"]})
+        fresh = get(served, path, **{"If-None-Match": before.headers["etag"]})
         assert fresh.status_code == 200
-        assert fresh.headers["etag"] != before["a"].headers["etag"]
+        assert fresh.headers["etag"] != before.headers["etag"]
 
     # Time travel: the snapshot before the revision and the one after, on both replicas.
     old_time = lake.snapshot_time(int(old_version))
     new_time = lake.snapshot_time(version)
     assert old_time < new_time
+    between = old_time + (new_time - old_time) / 2
     for served in (a, b):
-        then = get(served, f"{path}&as_of={quote(old_time.isoformat())}")
-        assert then.status_code == 200, then.text
-        assert then.json()["bars"] == [as_json_bar(bar) for bar in AAPL if bar[0] >= "2024-03"]
-        assert then.json() == before["a"].json()
+        for moment in (old_time, between):
+            then = get(served, f"{path}&as_of={quote(moment.isoformat())}")
+            assert then.status_code == 200, then.text
+            assert then.json() == before.json()
         now = get(served, f"{path}&as_of={quote(new_time.isoformat())}")
         assert now.json() == after_a.json()
-        # Between the two commits: still the old bars.
-        between = old_time + (new_time - old_time) / 2
-        assert get(served, f"{path}&as_of={quote(between.isoformat())}").json() == then.json()
     naive_utc = old_time.replace(tzinfo=None).isoformat()
-    assert get(b, f"{path}&as_of={naive_utc}").json() == before["b"].json()
-    adjusted = f"/instruments/AAPL/ohlcv?adjustment=all&as_of={quote(old_time.isoformat())}"
-    adjusted_then = get(a, adjusted)
-    assert adjusted_then.status_code == 200
-    assert adjusted_then.json()["bars"][-1]["close"] == AAPL[-1][5]
+    assert get(b, f"{path}&as_of={naive_utc}").json() == before.json()
+    # Adjusted answers travel too: the split committed with the revision halves the prices
+    # before it now, and did not exist then.
+    early = "/instruments/NVDA/ohlcv?end=2024-02-29&adjustment=split"
+    then = get(a, f"{early}&as_of={quote(old_time.isoformat())}").json()["bars"]
+    now = get(a, f"{early}&as_of={quote(new_time.isoformat())}").json()["bars"]
+    assert NVDA[-1][0] < "2024-03-01"
+    assert [bar["close"] for bar in then] == [bar[5] for bar in NVDA]
+    assert [bar["close"] for bar in now] == [bar[5] / 2 for bar in (*NVDA[:-1], revised, added)]
+    assert get(b, early).json()["bars"] == now
 
 
 @pytest.mark.parametrize(
@@ -269,10 +288,8 @@ def test_a_revised_bar_reaches_both_replicas_and_as_of_reads_either_side(
         ("as_of=2030-01-01T00:00:00Z&as_of=2031-01-01T00:00:00Z", "more than once"),
     ],
 )
-def test_bad_as_of_is_a_400_naming_it(
-    replicas: tuple[Served, Served], query: str, word: str
-) -> None:
-    response = get(replicas[0], f"/instruments/AAPL/ohlcv?{query}")
+def test_bad_as_of_is_a_400_naming_it(replicas: Replicas, query: str, word: str) -> None:
+    response = get(replicas.a, f"/instruments/AAPL/ohlcv?{query}")
     assert response.status_code == 400, response.text
     assert response.json()["parameter"] == "as_of"
     assert word in response.json()["detail"]
