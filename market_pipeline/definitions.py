@@ -11,7 +11,7 @@ from market_pipeline.assets import symbol_pipeline
 from market_pipeline.automation import INGEST_JOB, daily_update, follow_raw_data, watchlist_sensor
 from market_pipeline.partitions import WatchlistResource, symbols_partitions
 from market_pipeline.resources.alpha_vantage import AlphaVantageResource
-from market_pipeline.resources.storage import MarketDuckDB
+from market_pipeline.resources.lake_storage import store_from_env
 
 
 def resources_from_env(**alpha_vantage: Any) -> dict[str, ConfigurableResource]:
@@ -24,7 +24,7 @@ def resources_from_env(**alpha_vantage: Any) -> dict[str, ConfigurableResource]:
     home = DataHome.from_env()
     return {
         "alpha_vantage": AlphaVantageResource.from_env(str(home.root), **alpha_vantage),
-        "duckdb": MarketDuckDB(database=str(home.duckdb_path)),
+        "duckdb": store_from_env(home),
         "watchlist": WatchlistResource.from_env(),
     }
 

@@ -24,11 +24,13 @@ from typing import TypeVar
 import duckdb
 import polars as pl
 import pyarrow as pa
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, EnvVar
 
 from market_core.home import DataHome
 from market_core.lake import (
     EXTENSIONS_FOLDER,
+    POSTGRES_URL_VAR,
+    SHARED_HOME_VAR,
     LakeSettings,
     connect,
     rollback,
@@ -37,7 +39,7 @@ from market_core.lake import (
 from market_core.schema import ACTIONS_COLUMNS, ACTIONS_TABLE, COLUMNS, TABLE
 from market_core.store import ActionsLoadStats, LoadStats, SymbolActions
 from market_pipeline.actions_validation import KEY_COLUMNS
-from market_pipeline.resources.storage import actions_frames, vanished_by_symbol
+from market_pipeline.resources.storage import MarketDuckDB, actions_frames, vanished_by_symbol
 
 T = TypeVar("T")
 
@@ -214,3 +216,16 @@ class MarketLake(ConfigurableResource):
         for symbol, ex_date in rows:
             stored.setdefault(symbol, set()).add(ex_date)
         return stored
+
+
+def store_from_env(home: DataHome) -> MarketDuckDB | MarketLake:
+    """The ``duckdb`` resource: the lake when ``MARKET_POSTGRES_URL`` is set, else the data
+    home's DuckDB file exactly as before. The lake's URL and folder stay ``EnvVar``s, so that
+    the Dagster UI shows the variables' names, never a password."""
+    if LakeSettings.from_env() is None:
+        return MarketDuckDB(database=str(home.duckdb_path))
+    return MarketLake(
+        postgres_url=EnvVar(POSTGRES_URL_VAR),
+        shared_home=EnvVar(SHARED_HOME_VAR),
+        data_home=str(home.root),
+    )

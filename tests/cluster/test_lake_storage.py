@@ -9,11 +9,13 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
+from dagster import EnvVar
 
+from market_core.env import SettingsError
 from market_core.home import DataHome
 from market_core.lake import connect, snapshot_id
 from market_core.store import LoadStats
-from market_pipeline.resources.lake_storage import MarketLake
+from market_pipeline.resources.lake_storage import MarketLake, store_from_env
 from market_pipeline.resources.storage import MarketDuckDB
 from tests.cluster.services import PostgresService
 from tests.pipeline.test_actions_store import AAPL_DIVIDENDS, AAPL_SPLITS, fetched, results
@@ -145,3 +147,23 @@ def test_two_processes_loading_disjoint_symbols_at_once_both_succeed(
         assert stats == [LoadStats(20, 0, 20)] * rounds
     closes = {row[1]: row[5] for row in lake_rows(lake)}
     assert closes == {"AAPL": 100.0 + rounds, "MSFT": 100.0 + rounds}
+
+
+def test_the_duckdb_resource_is_the_lake_only_when_postgres_is_set(
+    postgres: PostgresService, home: DataHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert store_from_env(home) == MarketDuckDB(database=str(home.duckdb_path))
+    monkeypatch.setenv("MARKET_POSTGRES_URL", postgres.url)
+    monkeypatch.setenv("MARKET_SHARED_HOME", str(tmp_path / "shared"))
+    store = store_from_env(home)
+    assert isinstance(store, MarketLake)
+    for field, name in (
+        ("postgres_url", "MARKET_POSTGRES_URL"),
+        ("shared_home", "MARKET_SHARED_HOME"),
+    ):
+        value = getattr(store, field)
+        assert isinstance(value, EnvVar) and value.env_var_name == name, "never a value in the UI"
+    assert store.data_home == str(home.root)
+    monkeypatch.delenv("MARKET_SHARED_HOME")
+    with pytest.raises(SettingsError, match="MARKET_SHARED_HOME"):
+        store_from_env(home)
