@@ -266,6 +266,8 @@ def test_a_revision_reaches_both_replicas_and_as_of_reads_either_side(
             assert then.json() == before.json()
         now = get(served, f"{path}&as_of={quote(new_time.isoformat())}")
         assert now.json() == after_a.json()
+    # A time to come answers as the data stands now (never past the answer's own snapshot).
+    assert get(a, f"{path}&as_of=2999-01-01T00:00:00Z").json() == after_a.json()
     naive_utc = old_time.replace(tzinfo=None).isoformat()
     assert get(b, f"{path}&as_of={naive_utc}").json() == before.json()
     # Adjusted answers travel too: the split committed with the revision halves the prices
