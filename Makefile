@@ -15,7 +15,7 @@ DAGSTER_DEV = $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_POR
 
 setup: $(STAMP)
 
-$(STAMP): requirements/bootstrap.txt requirements/base.txt requirements/dev.txt pyproject.toml
+$(STAMP): requirements/bootstrap.txt requirements/base.txt requirements/dev.txt requirements/migrate.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --require-hashes -r requirements/bootstrap.txt
 	# --compile-bytecode: every process (each Dagster run, the daemon's ticks) starts ~3 s faster
@@ -23,9 +23,12 @@ $(STAMP): requirements/bootstrap.txt requirements/base.txt requirements/dev.txt 
 	$(BIN)/uv pip install -q --python $(BIN)/python --require-hashes --compile-bytecode \
 		-r requirements/base.txt -r requirements/dev.txt
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	# DuckDB 2.0.0 alone, to convert a data home's file written before the 1.5.5 pin (market_core/duckdb_migration.py).
+	test -x .venv-duckdb2/bin/python || $(BIN)/python -m market_core.duckdb_migration --install
 	touch $(STAMP)
 
 instance: setup
+	@$(BIN)/python -m market_core.duckdb_migration
 	@$(BIN)/python -m market_pipeline.instance
 
 ## The main job: load the watchlist, then serve the Dagster UI (with its daemon) and the API.
@@ -47,6 +50,7 @@ retry-failed: instance
 	$(BIN)/python -m market_pipeline.retry
 
 api: setup
+	@$(BIN)/python -m market_core.duckdb_migration
 	$(BIN)/granian --interface asgi --factory --host 127.0.0.1 --port $(MARKET_API_PORT) \
 		--workers 1 --no-ws market_api.app:create_app
 
