@@ -50,6 +50,7 @@ _EXPORT = """
 import sys, duckdb
 source, out = sys.argv[1], sys.argv[2]
 conn = duckdb.connect(source, read_only=True)
+conn.execute("SET enable_progress_bar = false")  # stdout carries the counts
 tables = [r[0] for r in conn.execute(
     "SELECT table_name FROM information_schema.tables "
     "WHERE table_schema = 'main' AND table_type = 'BASE TABLE'").fetchall()]
