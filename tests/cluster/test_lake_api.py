@@ -23,14 +23,17 @@ from urllib.parse import quote
 
 import pytest
 import requests
+from litestar.testing import TestClient
 
+from market_api.app import create_app
 from market_api.lake_db import LakeDatabase
+from market_api.settings import Settings
 from market_core.home import DataHome
 from market_core.lake import LakeSettings, connect, snapshot_id
 from market_core.schema import ACTIONS_TABLE, TABLE
 from tests.cluster.services import PostgresService
 from tests.reliability.processes import REPO, clean_env
-from tests.served_api import Served, serve
+from tests.served_api import Served, free_port, serve
 
 WAIT_SECONDS = 30.0
 """Bound of every wait for a replica to serve a commit (the design serves it within ~0.1 s;
@@ -327,3 +330,28 @@ def test_an_answer_reads_the_snapshot_of_its_version_after_a_newer_commit(lake: 
         assert db.run_at(str(first), question) == (10, AAPL[0][5], 0)  # and back again
     finally:
         db.shutdown()
+
+
+def test_an_unreachable_catalog_is_a_503_without_the_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A replica whose catalog is down answers 503 with Retry-After, and says where it looked
+    without the password, in the answer and in its log."""
+    closed = free_port()  # nobody listens there
+    password = "s3cret-Pa55"
+    monkeypatch.setenv(
+        "MARKET_POSTGRES_URL", f"postgresql://market:{password}@127.0.0.1:{closed}/m"
+    )
+    monkeypatch.setenv("MARKET_SHARED_HOME", str(tmp_path / "shared"))
+    monkeypatch.setenv("MARKET_DATA_HOME", str(tmp_path / "home"))
+    settings = Settings(home=DataHome(tmp_path / "home"), unavailable_wait_seconds=1.0)
+    with TestClient(app=create_app(settings)) as client:
+        for path in ("/health", "/instruments/AAPL/ohlcv?as_of=2024-01-01T00:00:00Z"):
+            response = client.get(path)
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] == "1"
+            assert response.json()["error"] == "data_unavailable"
+            assert password not in response.text
+    log = capfd.readouterr().err
+    assert f"127.0.0.1:{closed}" in log  # it did try, and said where
+    assert password not in log
