@@ -1,0 +1,105 @@
+"""The lake_maintenance job on a real lake: small files merged, old snapshots expired, their
+files deleted, the data unchanged, and the figures in the run's metadata."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+import pytest
+from dagster import DagsterInstance
+
+from market_core.env import SettingsError
+from market_core.lake import connect
+from market_pipeline.maintenance import (
+    lake_maintenance,
+    lake_maintenance_schedule,
+    maintain,
+    maintenance_definitions,
+)
+from market_pipeline.resources.lake_storage import MarketLake
+from tests.cluster.services import PostgresService
+from tests.cluster.test_lake_storage import bars, lake_rows, lake_snapshot
+
+
+@pytest.fixture
+def lake(postgres: PostgresService, tmp_path: Path) -> MarketLake:
+    return MarketLake(
+        postgres_url=postgres.fresh_database(),
+        shared_home=str(tmp_path / "shared"),
+        data_home=str(tmp_path / "machine"),
+    )
+
+
+def parquet_files(lake: MarketLake) -> set[Path]:
+    return set((Path(lake.shared_home) / "lake").rglob("*.parquet"))
+
+
+def run(lake: MarketLake, keep_days: int) -> dict[str, int]:
+    result = lake_maintenance.execute_in_process(
+        run_config={"ops": {"maintain_lake": {"config": {"keep_days": keep_days}}}},
+        resources={"duckdb": lake},
+        instance=DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    assert output.step_output_data is not None
+    entries = output.step_output_data.metadata
+    return {key: int(value.value) for key, value in entries.items()}  # type: ignore[arg-type]
+
+
+def load_small_commits(lake: MarketLake) -> None:
+    for symbol in ("AAPL", "MSFT", "NVDA"):  # three commits, three small files (not inlined)
+        lake.load([bars(symbol, 30)])
+    lake.load([bars("MSFT", 30, close=11.0)])  # the old rows live on for time travel
+
+
+def closes_at(conn: duckdb.DuckDBPyConnection, version: int) -> list[tuple[str, float]]:
+    return conn.execute(
+        f"SELECT symbol, avg(close) FROM ohlcv_data AT (VERSION => {version}) GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+
+
+def test_the_job_merges_small_files_keeps_recent_snapshots_and_says_so(lake: MarketLake) -> None:
+    load_small_commits(lake)
+    rows, files, before = lake_rows(lake), parquet_files(lake), lake_snapshot(lake)
+
+    figures = run(lake, keep_days=30)
+    assert figures["files_merged"] == 3 and figures["files_created"] == 1
+    assert figures["snapshots_expired"] == 0
+    assert figures["files_deleted"] == 0, "let go of just now: a reader may still scan them"
+    assert figures["snapshot"] == before + 1 == lake_snapshot(lake)
+    assert parquet_files(lake) > files
+    assert lake_rows(lake) == rows
+    conn = connect(lake.settings, read_only=True)
+    try:
+        assert closes_at(conn, before - 1) == [("AAPL", 10.0), ("MSFT", 10.0), ("NVDA", 10.0)]
+    finally:
+        conn.close()
+
+
+def test_expired_snapshots_and_merged_files_are_deleted_a_day_later(lake: MarketLake) -> None:
+    load_small_commits(lake)
+    rows, files = lake_rows(lake), parquet_files(lake)
+    conn = connect(lake.settings)
+    try:
+        today = maintain(conn, keep_days=30)
+        assert today.files_merged == 3 and today.files_deleted == 0
+        later = maintain(conn, keep_days=0, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=2))
+        assert later.snapshots_expired == today.snapshot, "every snapshot but the current one"
+        assert later.files_deleted == len(files), "the merged ones and the revised one"
+        assert not parquet_files(lake) & files
+        assert lake_rows(lake) == rows
+        with pytest.raises(duckdb.Error):
+            closes_at(conn, today.snapshot - 1)
+    finally:
+        conn.close()
+
+
+def test_the_job_and_schedule_exist_only_in_lake_mode(postgres: PostgresService) -> None:
+    assert maintenance_definitions({}) == ([], [])
+    lake_env = {"MARKET_POSTGRES_URL": postgres.url, "MARKET_SHARED_HOME": "/shared"}
+    assert maintenance_definitions(lake_env) == ([lake_maintenance], [lake_maintenance_schedule])
+    with pytest.raises(SettingsError, match="MARKET_LAKE_KEEP_DAYS"):
+        maintenance_definitions({**lake_env, "MARKET_LAKE_KEEP_DAYS": "a month"})
