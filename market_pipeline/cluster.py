@@ -19,6 +19,7 @@ grace is killed; PostgreSQL and Redis stop last, so everything is gone within 10
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -26,11 +27,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from market_core.atomic import write_text_atomic
 from market_core.home import DataHome
+from market_core.lake import LakeError, LakeSettings, connect
 from market_core.services import (
     PostgresServer,
     RedisServer,
@@ -68,6 +70,29 @@ READY_TIMEOUT_SECONDS = 180.0
 INSTANCE_TIMEOUT_SECONDS = 180.0
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent  # not resolved: the venv's bin, not the base Python's
+
+
+class Group(Server):
+    """A server whose exited members count as gone before they are reaped.
+
+    dagster-celery's wrapper dies at once on SIGTERM; the ``celery`` it started exits after its
+    warm shutdown and stays a zombie until init reaps it, which ``killpg(group, 0)`` cannot tell
+    from a live process: the stop would wait out its whole grace and report a kill."""
+
+    def group_alive(self) -> bool:
+        if self.process.poll() is None:
+            return True
+        if not super().group_alive():
+            return False
+        proc = Path("/proc")
+        if not proc.is_dir():  # no /proc (macOS): trust killpg
+            return True
+        for stat in proc.glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = stat.read_bytes().rsplit(b")", 1)[1].split()
+                if int(fields[2]) == self.group and fields[0] != b"Z":
+                    return True
+        return False
 
 
 class ClusterError(RuntimeError):
@@ -115,14 +140,16 @@ def run_worker(env: Mapping[str, str], name: str | None) -> int:
     that child serving. Like ``serve``, the worker leads a group of its own here, and the first
     SIGTERM/SIGINT/SIGHUP goes to the whole group (Celery's warm shutdown)."""
     broker_url(env)
-    from market_pipeline.instance import open_instance  # Dagster loads only once it is needed
+    from market_pipeline.instance import dagster_home, open_instance  # Dagster loads only now
 
     open_instance().dispose()
     config = write_worker_config(DataHome.from_env().root)
+    # dagster-celery opens the instance through DAGSTER_HOME, which only make sets.
+    worker_env = with_venv_path({**env, "DAGSTER_HOME": str(dagster_home().resolve())})
     stop = StopRequested()
     stop.install()
-    popen = subprocess.Popen(worker_command(config, name), env=with_venv_path(env), process_group=0)
-    worker = Server("the worker", popen, signal.SIGTERM)
+    popen = subprocess.Popen(worker_command(config, name), env=worker_env, process_group=0)
+    worker = Group("the worker", popen, signal.SIGTERM)
     ended = wait_for_stop([worker], stop)
     if stop.signal is not None:
         print(f"worker: {stop.signal.name} received; stopping", file=sys.stderr)
@@ -196,7 +223,7 @@ def spawn(process: Process, shared: Mapping[str, str]) -> Server:
             process.command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, process_group=0,
         )  # fmt: skip
-    return Server(process.name, popen, process.stop_signal)
+    return Group(process.name, popen, process.stop_signal)
 
 
 def create_instances(machines: Sequence[Machine], shared: Mapping[str, str]) -> None:
@@ -218,6 +245,16 @@ def create_instances(machines: Sequence[Machine], shared: Mapping[str, str]) -> 
                 f"the Dagster instance of {machine.name} could not be opened (exit {code}); "
                 f"see {machine.log('instance')}"
             )
+
+
+def create_lake(root: Path, shared: Mapping[str, str]) -> None:
+    """The lake's catalog and tables, made once before any machine opens it, as provisioning a
+    deployment would: five processes opening a fresh catalog at the same moment need not."""
+    settings = LakeSettings.from_env(shared)
+    if settings is None:  # pragma: no cover - the demo always sets MARKET_POSTGRES_URL
+        return
+    extensions = root / "provisioning" / "duckdb_extensions"
+    connect(replace(settings, extension_dir=extensions)).close()
 
 
 def _answers(port: int) -> bool:
@@ -281,6 +318,8 @@ def demo(root: Path, dagster_port: int, api_port: int) -> int:
             "MARKET_SHARED_HOME": str(root / "shared"),
             BROKER_VARIABLE: redis.url,
         }
+        if stop.signal is None:
+            create_lake(root, shared)
         processes = demo_processes(root, dagster_port, api_port)
         if stop.signal is None:
             create_instances([m for m in machines(root) if m.name in DAGSTER_MACHINES], shared)
@@ -294,7 +333,7 @@ def demo(root: Path, dagster_port: int, api_port: int) -> int:
         ended = wait_for_stop(servers, stop)
         if ended is not None:
             reason = f"{ended.name} exited with code {ended.process.returncode} (see its log)"
-    except (ServiceError, ClusterError) as exc:
+    except (ServiceError, ClusterError, LakeError) as exc:
         reason = str(exc)
     finally:
         if reason is not None:
