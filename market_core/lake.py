@@ -21,6 +21,7 @@ The URL may carry a password; it never appears in an exception raised here (``re
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import threading
@@ -41,6 +42,7 @@ from market_core.home import DataHome
 from market_core.schema import ACTIONS_TABLE, CREATE_ACTIONS_SQL, CREATE_TABLE_SQL, TABLE
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 LAKE_ALIAS = "lake"
 """The name the lake is attached (and ``USE``d) under in every connection."""
@@ -232,6 +234,7 @@ def with_conflict_retry(work: Callable[[], T], *, attempts: int = CONFLICT_ATTEM
         wait=tenacity.wait_exponential_jitter(
             initial=CONFLICT_FIRST_WAIT_SECONDS, max=CONFLICT_MAX_WAIT_SECONDS
         ),
+        before_sleep=tenacity.before_sleep_log(log, logging.INFO),
         reraise=True,
     )
     try:

@@ -2,7 +2,8 @@
 
 Every load commits a snapshot with its own small Parquet files, and the old versions of
 rewritten rows stay on disk for time travel (``?as_of=``). Left alone, reads slow down as files
-pile up and the shared folder only grows. Once a day, in this order: merge adjacent small files,
+pile up and the shared folder only grows. Once a day, in this order: write the rows of tiny
+commits that DuckLake kept in the catalog (data inlining) to a file, merge adjacent small files,
 expire the snapshots older than ``MARKET_LAKE_KEEP_DAYS`` (default 30: ``as_of`` answers that
 far back), then delete the files that no remaining snapshot needs and that were let go of over a
 day ago (a reader's query may still be scanning a file let go of just now). Each step is its
@@ -43,6 +44,7 @@ MAINTENANCE_CRON = "0 3 * * *"
 
 # CALL, not SELECT ... FROM: selected from (and with prepared parameters), the merge is not
 # committed. The alias and the timestamp are ours, never user text.
+FLUSH_SQL = f"CALL ducklake_flush_inlined_data('{LAKE_ALIAS}')"
 MERGE_SQL = f"CALL ducklake_merge_adjacent_files('{LAKE_ALIAS}')"
 EXPIRE_SQL = f"CALL ducklake_expire_snapshots('{LAKE_ALIAS}', older_than => TIMESTAMPTZ '{{}}')"
 CLEANUP_SQL = f"CALL ducklake_cleanup_old_files('{LAKE_ALIAS}', older_than => TIMESTAMPTZ '{{}}')"
@@ -60,6 +62,8 @@ def keep_days_from_env(env: Mapping[str, str] | None = None) -> int:
 class MaintenanceStats:
     """What one upkeep did, as the UI shows it."""
 
+    rows_flushed: int
+    """Rows of small commits kept in the catalog (DuckLake's data inlining), now in a file."""
     files_merged: int
     files_created: int
     snapshots_expired: int
@@ -79,11 +83,13 @@ def maintain(
     files let go of more than ``CLEANUP_GRACE`` before ``now``. Merged-away files are let go
     of at once (the merged file keeps each row's snapshots, so time travel still works)."""
     now = now or dt.datetime.now(dt.UTC)
+    flushed = _call(conn, FLUSH_SQL)  # (schema, table, rows_flushed) per table
     merged = _call(conn, MERGE_SQL)  # (schema, table, files_processed, files_created) per table
     horizon = (now - dt.timedelta(days=keep_days)).isoformat()
     expired = _call(conn, EXPIRE_SQL.format(horizon))
     deleted = _call(conn, CLEANUP_SQL.format((now - CLEANUP_GRACE).isoformat()))
     return MaintenanceStats(
+        rows_flushed=sum(int(row[2]) for row in flushed),
         files_merged=sum(int(row[2]) for row in merged),
         files_created=sum(int(row[3]) for row in merged),
         snapshots_expired=len(expired),
@@ -108,13 +114,15 @@ def maintain_lake(
     finally:
         conn.close()
     context.log.info(
-        f"lake maintenance: {stats.files_merged} files merged into {stats.files_created}, "
+        f"lake maintenance: {stats.rows_flushed} inlined rows flushed, "
+        f"{stats.files_merged} files merged into {stats.files_created}, "
         f"{stats.snapshots_expired} snapshots older than {keep_days} days expired, "
         f"{stats.files_deleted} files deleted"
     )
     return Output(
         None,
         metadata={
+            "rows_flushed": stats.rows_flushed,
             "files_merged": stats.files_merged,
             "files_created": stats.files_created,
             "snapshots_expired": stats.snapshots_expired,

@@ -97,6 +97,17 @@ def test_expired_snapshots_and_merged_files_are_deleted_a_day_later(lake: Market
         conn.close()
 
 
+def test_rows_of_tiny_commits_kept_in_the_catalog_are_written_to_a_file(lake: MarketLake) -> None:
+    lake.load([bars("AAPL", 3)])
+    lake.load([bars("MSFT", 2)])
+    rows = lake_rows(lake)
+    assert not parquet_files(lake), "tiny commits stay in the catalog"
+    figures = run(lake, keep_days=30)
+    assert figures["rows_flushed"] == 5
+    assert len(parquet_files(lake)) == 1
+    assert lake_rows(lake) == rows
+
+
 def test_the_job_and_schedule_exist_only_in_lake_mode(postgres: PostgresService) -> None:
     assert maintenance_definitions({}) == ([], [])
     lake_env = {"MARKET_POSTGRES_URL": postgres.url, "MARKET_SHARED_HOME": "/shared"}
