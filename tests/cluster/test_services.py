@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from redis import Redis
 
-from market_core.services import ServiceNotInstalled, find_postgres_bindir, find_redis_server
+from market_core.services import (
+    ServiceNotInstalled,
+    ServiceStartError,
+    find_postgres_bindir,
+    find_redis_server,
+    start_postgres,
+    start_redis,
+)
 from tests.cluster.services import LOOPBACK_HEX, PostgresService, RedisService, listeners
 
 
@@ -85,3 +95,44 @@ def test_missing_binaries_name_the_packages(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr("shutil.which", lambda *_args, **_kw: None)
     with pytest.raises(ServiceNotInstalled, match="apt-get install postgresql redis-server"):
         find_redis_server()
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="market-svc-"))
+    root.chmod(0o755)  # PostgreSQL's own user must enter it
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_server_that_cannot_start_shows_its_log(scratch: Path) -> None:
+    """A port already taken: both starters give up and quote what the server logged."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServiceStartError, match="Address already in use") as postgres:
+            start_postgres(scratch / "postgres", port, fast=True, timeout=30)
+        assert "postgres.log" in str(postgres.value)
+        assert not (scratch / "postgres" / "data" / "postmaster.pid").exists()
+        with pytest.raises(ServiceStartError, match="Address already in use") as redis:
+            start_redis(scratch / "redis", port, timeout=30)
+        assert "redis.log" in str(redis.value)
+
+
+def test_a_restarted_postgres_keeps_its_port_and_data(scratch: Path) -> None:
+    first = start_postgres(scratch / "postgres", fast=True)
+    try:
+        with psycopg.connect(first.url) as conn:
+            conn.execute("CREATE TABLE kept (n int)")
+    finally:
+        first.stop()
+    again = start_postgres(scratch / "postgres", fast=True)
+    try:
+        assert again.port == first.port
+        with psycopg.connect(again.url) as conn:
+            assert conn.execute("SELECT count(*) FROM kept").fetchone() == (0,)
+    finally:
+        again.stop()
