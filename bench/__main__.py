@@ -75,6 +75,12 @@ def _orchestration(plan: Plan) -> Result:
     return orchestration.backfill(plan.symbols, min(plan.reps, 2))
 
 
+def _lake_api(plan: Plan) -> Result:
+    from bench import lake
+
+    return lake.lake_api(plan.symbols, plan.reps, plan.seconds)
+
+
 BENCHMARKS: dict[str, Callable[[Plan], Result]] = {
     "api-hit": _api_hit,
     "api-miss": _api_miss,
@@ -82,6 +88,7 @@ BENCHMARKS: dict[str, Callable[[Plan], Result]] = {
     "pipeline-load": _pipeline_load,
     "pipeline-increment": _pipeline_increment,
     "orchestration": _orchestration,
+    "lake-api": _lake_api,
 }
 
 
