@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from dagster import AssetSelection, ConfigurableResource, Definitions, define_asset_job
+from dagster import (
+    AssetSelection,
+    ConfigurableResource,
+    Definitions,
+    ExecutorDefinition,
+    JobDefinition,
+    define_asset_job,
+)
 
 from market_core.home import DataHome
 from market_pipeline.assets import symbol_pipeline
@@ -29,6 +37,27 @@ def resources_from_env(**alpha_vantage: Any) -> dict[str, ConfigurableResource]:
     }
 
 
+BROKER_VAR = "MARKET_CELERY_BROKER_URL"
+
+
+def executor_from_env() -> ExecutorDefinition | None:
+    """dagster-celery's executor when ``MARKET_CELERY_BROKER_URL`` is set, else Dagster's default.
+
+    Broker and result backend are both that URL, named by variable so that the run resolves it
+    in its own environment and no URL lands in run config or the UI; ``make worker`` starts its
+    workers with the same block. Every job of the location without an executor of its own gets
+    it, so the schedule's, the sensors' and the UI's runs all send their steps to the workers.
+    """
+    if not os.environ.get(BROKER_VAR, "").strip():
+        return None
+    from dagster_celery import celery_executor  # Celery loads only in the mode that uses it
+
+    from_env = {"env": BROKER_VAR}
+    return celery_executor.configured(
+        {"broker": from_env, "backend": from_env}, name="celery_on_market_broker"
+    )
+
+
 ingest_job = define_asset_job(
     INGEST_JOB,
     selection=AssetSelection.assets(symbol_pipeline),
@@ -46,4 +75,11 @@ defs = Definitions(
     schedules=[daily_update],
     sensors=[watchlist_sensor, follow_raw_data],
     resources=resources,
+    executor=executor_from_env(),
 )
+
+
+def resolved_ingest_job() -> JobDefinition:
+    """``ingest_job`` as the location resolves it: what a Celery worker rebuilds to run a step
+    (``build_reconstructable_job(__name__, "resolved_ingest_job")``)."""
+    return defs.resolve_job_def(INGEST_JOB)

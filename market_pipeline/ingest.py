@@ -15,10 +15,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from dagster import DagsterInstance, build_resources
+from dagster import (
+    DagsterInstance,
+    ExecuteInProcessResult,
+    JobDefinition,
+    JobExecutionResult,
+    build_reconstructable_job,
+    build_resources,
+    execute_job,
+)
 
 from market_core.symbols import InvalidSymbolError
-from market_pipeline.definitions import defs, resources
+from market_pipeline.definitions import defs, executor_from_env, resources
 from market_pipeline.instance import instance_lock, open_instance
 from market_pipeline.partitions import (
     PARTITIONS,
@@ -59,6 +67,20 @@ def register(instance: DagsterInstance, symbols: Sequence[str]) -> list[str]:
     return new
 
 
+@contextmanager
+def _executed(
+    job: JobDefinition, instance: DagsterInstance, tags: dict[str, str]
+) -> Iterator[ExecuteInProcessResult | JobExecutionResult]:
+    """One run of ``job``: in this process, or with a Celery broker set through the job's own
+    executor, so that its steps run on the workers (they rebuild the job from its module)."""
+    if executor_from_env() is None:
+        yield job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+        return
+    rebuilt = build_reconstructable_job("market_pipeline.definitions", "resolved_ingest_job")
+    with execute_job(rebuilt, instance=instance, tags=tags, raise_on_error=False) as result:
+        yield result
+
+
 def main(symbols: Sequence[str] | None = None) -> int:
     try:
         with _resolved() as (alpha_vantage, duckdb, watchlist):
@@ -78,18 +100,16 @@ def main(symbols: Sequence[str] | None = None) -> int:
         register(instance, wanted)
         blocks = contiguous_blocks(instance.get_dynamic_partitions(PARTITIONS), set(wanted))
         for block in blocks:
-            result = job.execute_in_process(
-                instance=instance, tags=range_tags(block), raise_on_error=False
-            )
-            failed |= not result.success
-            print(
-                f"ingest: run {result.run_id} for {block[0]}..{block[-1]} "
-                f"({len(block)} symbols): {'ok' if result.success else 'FAILED'}"
-            )
-            for event in result.all_events:
-                error = event.step_failure_data.error if event.is_step_failure else None
-                if error is not None:
-                    print(f"ingest: {error.message.strip()}")
+            with _executed(job, instance, range_tags(block)) as result:
+                failed |= not result.success
+                print(
+                    f"ingest: run {result.run_id} for {block[0]}..{block[-1]} "
+                    f"({len(block)} symbols): {'ok' if result.success else 'FAILED'}"
+                )
+                for event in result.all_events:
+                    error = event.step_failure_data.error if event.is_step_failure else None
+                    if error is not None:
+                        print(f"ingest: {error.message.strip()}")
     return 1 if failed else 0
 
 

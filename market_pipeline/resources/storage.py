@@ -134,7 +134,7 @@ class MarketDuckDB(DuckDBResource):
 
     @property
     def home(self) -> DataHome:
-        return DataHome(Path(self.database).parent)
+        return DataHome.from_env(Path(self.database).parent)
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[tuple[duckdb.DuckDBPyConnection, WriteHandoff]]:

@@ -1,0 +1,153 @@
+"""A run launched on one machine executes its steps on a Celery worker of another.
+
+Machine A runs ``make ingest``'s program; machine B runs ``make worker``'s. Their data homes share
+nothing: only PostgreSQL (the instance, the limiter, the lake's catalog), Redis (the broker) and
+the shared folder join them. The step's work must land where every machine sees it, and nothing
+of it in A's data home.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from dagster import DagsterRunStatus, EventLogEntry
+
+from market_core.home import DataHome
+from market_core.lake import LakeSettings, connect
+from market_pipeline.instance import open_instance
+from tests.cluster.machines import REPO, machine_env
+from tests.cluster.services import PostgresService, RedisService
+from tests.conftest import TEST_KEY
+from tests.pipeline.helpers import recent_bars
+from tests.stubs.alpha_vantage import AlphaVantageStub
+
+SYMBOLS = ("AAA", "BBB")
+WORKER_NAME = "machine-b"
+WORKER_READY_SECONDS = 120.0
+WORKER_STOP_SECONDS = 30.0
+RUN_SECONDS = 420.0
+
+
+def worker_answers(broker: str) -> bool:
+    app = Celery(broker=broker, backend=broker)
+    try:
+        replies = app.control.ping(timeout=1.0)
+    finally:
+        app.close()
+    return any(WORKER_NAME in name for reply in replies for name in reply)
+
+
+@pytest.fixture
+def worker_b(tmp_path: Path, shared_env: dict[str, str], stub: AlphaVantageStub) -> Iterator[Path]:
+    """``make worker`` on machine B, started in a session of its own; its data home."""
+    home = tmp_path / "machine-b"
+    env = machine_env(home, shared_env, **key_env(stub))
+    log = (tmp_path / "worker-b.log").open("w")
+    command = [sys.executable, "-m", "market_pipeline.cluster", "worker", "--name", WORKER_NAME]
+    worker = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + WORKER_READY_SECONDS
+        while not worker_answers(shared_env["MARKET_CELERY_BROKER_URL"]):
+            if worker.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(
+                    f"the worker did not come up:\n{(tmp_path / 'worker-b.log').read_text()}"
+                )
+            time.sleep(0.5)
+        yield home
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=WORKER_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture
+def shared_env(postgres: PostgresService, redis: RedisService, tmp_path: Path) -> dict[str, str]:
+    return {
+        "MARKET_POSTGRES_URL": postgres.fresh_database(),
+        "MARKET_SHARED_HOME": str(tmp_path / "shared"),
+        "MARKET_CELERY_BROKER_URL": redis.fresh_database(),
+    }
+
+
+def key_env(stub: AlphaVantageStub) -> dict[str, str]:
+    limits = {f"ALPHAVANTAGE_REQUESTS_PER_{s}": "0" for s in ("SECOND", "MINUTE", "DAY")}
+    return {"ALPHAVANTAGE_API_KEY": TEST_KEY, "ALPHAVANTAGE_BASE_URL": stub.url, **limits}
+
+
+def celery_worker(entry: EventLogEntry) -> str | None:
+    """The node named by dagster-celery's "Executing steps ... in celery worker" event."""
+    event = entry.dagster_event
+    if event is None or "in celery worker" not in (event.message or ""):
+        return None
+    return str(event.engine_event_data.metadata["Celery worker"].value)
+
+
+def lake_bars(symbol: str) -> list[tuple[str, float]]:
+    settings = LakeSettings.from_env()
+    assert settings is not None
+    with connect(settings, read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT strftime(timestamp, '%Y-%m-%d'), close FROM ohlcv_data WHERE symbol = ? "
+            "ORDER BY timestamp",
+            [symbol],
+        ).fetchall()
+    return [(day, float(close)) for day, close in rows]
+
+
+def test_a_run_launched_on_machine_a_executes_on_the_worker_of_machine_b(
+    tmp_path: Path,
+    shared_env: dict[str, str],
+    stub: AlphaVantageStub,
+    worker_b: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bars = {symbol: recent_bars(20, start_price=10.0 * (n + 1)) for n, symbol in enumerate(SYMBOLS)}
+    for symbol, served in bars.items():
+        stub.set_bars(symbol, served)
+    home_a = tmp_path / "machine-a"
+    env_a = machine_env(home_a, shared_env, MARKET_SYMBOLS=",".join(SYMBOLS), **key_env(stub))
+    done = subprocess.run(
+        [sys.executable, "-m", "market_pipeline.ingest"],
+        cwd=REPO, env=env_a, capture_output=True, text=True, timeout=RUN_SECONDS,
+    )  # fmt: skip
+    worker_log = (tmp_path / "worker-b.log").read_text()
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n--- worker B ---\n{worker_log}"
+    assert "ok" in done.stdout
+
+    for name, value in shared_env.items():  # a third machine looks at what A and B left
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MARKET_DATA_HOME", str(tmp_path / "machine-c"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    with open_instance() as instance:
+        [run] = instance.get_runs()
+        assert run.status == DagsterRunStatus.SUCCESS
+        workers = [celery_worker(entry) for entry in instance.all_logs(run.run_id)]
+    assert [w for w in workers if w], "the step was handed to a Celery worker, in Postgres' log"
+    assert all(w.startswith(f"{WORKER_NAME}@") for w in workers if w), "machine B's worker"
+
+    for symbol, served in bars.items():
+        assert lake_bars(symbol) == [(day, float(v["4. close"])) for day, v in served]
+    shared = DataHome(home_a, Path(shared_env["MARKET_SHARED_HOME"]))
+    for symbol in SYMBOLS:
+        assert shared.raw_file(symbol).exists() and shared.clean_file(symbol).exists()
+    assert list((shared.shared_root / "dagster" / "logs").rglob("*")), "B's compute logs, shared"
+    for home in (home_a, worker_b):
+        kept = {p.name for p in home.iterdir()}
+        assert not kept & {"raw", "clean", "rejects", "raw_actions"}, f"{home}: {kept}"
+    a_dagster = {p.name for p in DataHome(home_a).dagster_home.iterdir()}
+    assert a_dagster <= {"dagster.yaml", "dagster.yaml.lock"}, "no run state in A's home"
