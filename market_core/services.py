@@ -14,6 +14,7 @@ PostgreSQL refuses to run as root, so when this process is root the server runs 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
 import re
@@ -137,17 +138,47 @@ class RunAs:
                 return cls(name, entry.pw_uid, entry.pw_gid)
         raise ServiceStartError("running as root, and neither a `postgres` nor a `nobody` user")
 
+    def blocked_by(self, folder: Path) -> Path | None:
+        """The first parent of ``folder`` this account may not enter, if any."""
+        for parent in folder.resolve().parents:
+            if not parent.exists():
+                continue  # made later, by us, with the usual mode
+            status = parent.stat()
+            if not status.st_mode & 0o001 and status.st_uid != self.uid:
+                return parent
+        return None
+
     def hand_over(self, root: Path) -> None:
         """Give ``root`` and everything in it to this account, and check it can reach it."""
         for path in (root, *root.rglob("*")):
             os.lchown(path, self.uid, self.gid)
-        for parent in root.resolve().parents:
-            mode = parent.stat().st_mode
-            if not mode & 0o001 and parent.stat().st_uid != self.uid:
-                raise ServiceStartError(
-                    f"PostgreSQL runs as `{self.name}` (it refuses root), which cannot enter "
-                    f"{parent}; put its folder below a directory others may enter (e.g. /tmp)"
-                )
+        blocked = self.blocked_by(root)
+        if blocked is not None:
+            raise ServiceStartError(
+                f"PostgreSQL runs as `{self.name}` (it refuses root), which cannot enter "
+                f"{blocked}; put its folder below a directory others may enter (e.g. /tmp)"
+            )
+
+
+def reachable_postgres_folder(wanted: Path) -> Path:
+    """``wanted``, or a link there to a folder the server's account can reach.
+
+    As root, PostgreSQL runs as another user, which cannot enter a folder below a private one (a
+    checkout in ``/root``): its files then live in ``/var/tmp/market-postgres-<hash>`` and
+    ``wanted`` links to it, so the same folder is found again at the next start."""
+    run_as = RunAs.for_postgres()
+    if wanted.is_symlink() or run_as is None or run_as.blocked_by(wanted) is None:
+        return wanted
+    if wanted.is_dir() and any(wanted.iterdir()):
+        return wanted  # someone's files: starting there says what is wrong
+    digest = hashlib.sha256(str(wanted.resolve()).encode()).hexdigest()[:12]
+    elsewhere = Path("/var/tmp") / f"market-postgres-{digest}"
+    elsewhere.mkdir(mode=0o700, exist_ok=True)
+    wanted.parent.mkdir(parents=True, exist_ok=True)
+    if wanted.is_dir():
+        wanted.rmdir()
+    wanted.symlink_to(elsewhere, target_is_directory=True)
+    return wanted
 
 
 def _run(

@@ -37,6 +37,7 @@ from market_core.services import (
     PostgresServer,
     RedisServer,
     ServiceError,
+    reachable_postgres_folder,
     start_postgres,
     start_redis,
 )
@@ -308,7 +309,7 @@ def demo(root: Path, dagster_port: int, api_port: int) -> int:
     servers: list[Server] = []
     reason: str | None = None
     try:
-        postgres = start_postgres(root / "postgres")
+        postgres = start_postgres(reachable_postgres_folder(root / "postgres"))
         stoppers.append(postgres.stop)
         redis = start_redis(root / "redis")
         stoppers.append(redis.stop)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
@@ -17,6 +18,7 @@ from market_core.services import (
     ServiceStartError,
     find_postgres_bindir,
     find_redis_server,
+    reachable_postgres_folder,
     start_postgres,
     start_redis,
 )
@@ -136,3 +138,23 @@ def test_a_restarted_postgres_keeps_its_port_and_data(scratch: Path) -> None:
             assert conn.execute("SELECT count(*) FROM kept").fetchone() == (0,)
     finally:
         again.stop()
+
+
+def test_postgres_runs_below_a_private_folder(scratch: Path) -> None:
+    """A checkout in /root: as root, the server's own user cannot enter it, yet it starts."""
+    private = scratch / "private"
+    private.mkdir(mode=0o700)
+    wanted = private / "cluster" / "postgres"
+    folder = reachable_postgres_folder(wanted)
+    assert folder == wanted
+    assert wanted.is_symlink() == (os.geteuid() == 0)
+    server = start_postgres(folder, fast=True)
+    try:
+        with psycopg.connect(server.url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert (wanted / "data" / "PG_VERSION").is_file()
+        assert reachable_postgres_folder(wanted) == wanted  # found again at the next start
+    finally:
+        server.stop()
+        if wanted.is_symlink():
+            shutil.rmtree(wanted.resolve(), ignore_errors=True)
