@@ -8,7 +8,8 @@ and is stopped by ``stop()``. Every wait is bounded; a service that does not com
 :class:`ServiceNotInstalled` naming the Debian packages.
 
 PostgreSQL refuses to run as root, so when this process is root the server runs as the
-``postgres`` user (``nobody`` where there is none) and its folder is handed to that user.
+``postgres`` user (``nobody`` where there is none) and its folder is handed to that user; a folder
+that user cannot reach is linked elsewhere by ``reachable_postgres_folder``.
 """
 
 from __future__ import annotations
@@ -232,14 +233,18 @@ class PostgresServer:
         """The ``market`` database: the value for ``MARKET_POSTGRES_URL``."""
         return self.database_url(POSTGRES_DATABASE)
 
+    def _admin(self) -> psycopg.Connection[tuple[object, ...]]:
+        """The maintenance database, outside any transaction (``CREATE DATABASE`` needs that)."""
+        return psycopg.connect(self.database_url("postgres"), autocommit=True, connect_timeout=10)
+
     def create_database(self, name: str) -> str:
         """A new, empty database (nothing shared with any other); its URL."""
-        with psycopg.connect(self.database_url("postgres"), autocommit=True) as conn:
+        with self._admin() as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.database_url(name)
 
     def ensure_database(self, name: str) -> None:
-        with psycopg.connect(self.database_url("postgres"), autocommit=True) as conn:
+        with self._admin() as conn:
             found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
             if found is None:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
