@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -56,6 +57,7 @@ INSTALL_LOCK_TIMEOUT_SECONDS = 120.0
 CONFLICT_ATTEMPTS = 8
 CONFLICT_FIRST_WAIT_SECONDS = 0.1
 CONFLICT_MAX_WAIT_SECONDS = 5.0
+CREATION_ATTEMPTS = 8
 
 _UNIQUE = re.compile(r",\s*UNIQUE\s*\([^)]*\)")
 
@@ -248,18 +250,29 @@ def with_conflict_retry(work: Callable[[], T], *, attempts: int = CONFLICT_ATTEM
         ) from exc
 
 
+def _lost_creation_race(reason: str) -> bool:
+    """Another process created the fresh catalog while this one tried to: it is there now."""
+    return "initialize DuckLake" in reason and "already exists" in reason
+
+
 def _attach(conn: duckdb.DuckDBPyConnection, settings: LakeSettings, *, read_only: bool) -> None:
+    """Attach and ``USE`` the lake. The first attach of a fresh catalog creates it; several
+    processes doing that at once (a cluster starting) all but one fail, and try again."""
     options = f"DATA_PATH {_quote(settings.data_path)}" + (", READ_ONLY" if read_only else "")
     target = _quote(f"ducklake:postgres:{settings.conninfo}")
-    try:
-        conn.execute(f"ATTACH {target} AS {LAKE_ALIAS} ({options})")
-    except duckdb.Error as exc:
-        # DuckDB quotes the connection string, password and all: keep only a redacted copy,
-        # raised outside the handler so that not even __context__ holds the original.
-        reason = settings.redact(str(exc))
-    else:
-        conn.execute(f"USE {LAKE_ALIAS}")
-        return
+    for attempt in range(CREATION_ATTEMPTS):
+        try:
+            conn.execute(f"ATTACH {target} AS {LAKE_ALIAS} ({options})")
+        except duckdb.Error as exc:
+            # DuckDB quotes the connection string, password and all: keep only a redacted copy,
+            # raised outside the handler so that not even __context__ holds the original.
+            reason = settings.redact(str(exc))
+        else:
+            conn.execute(f"USE {LAKE_ALIAS}")
+            return
+        if not _lost_creation_race(reason):
+            break
+        time.sleep(min(CONFLICT_MAX_WAIT_SECONDS, CONFLICT_FIRST_WAIT_SECONDS * 2**attempt))
     raise LakeUnavailable(
         f"cannot open the lake at {settings.redacted_url} (data in {settings.data_path}): {reason}"
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import duckdb
@@ -15,6 +17,7 @@ from market_core.lake import (
     LakeUnavailable,
     LakeWriteConflict,
     connect,
+    install_extensions,
     rollback,
     snapshot_id,
     with_conflict_retry,
@@ -76,6 +79,44 @@ def test_two_processes_share_one_table_and_each_commit_is_a_new_snapshot(
         assert snapshot_id(reader) == second
     finally:
         reader.close()
+
+
+def open_at_once(
+    settings: LakeSettings, read_only: bool, start: Barrier, results: Queue[int | str]
+) -> None:
+    start.wait(POOL_TIMEOUT_SECONDS)
+    try:
+        conn = connect(settings, read_only=read_only)
+    except LakeUnavailable as exc:
+        results.put(str(exc))
+        return
+    try:
+        results.put(snapshot_id(conn))
+    finally:
+        conn.close()
+
+
+def test_machines_opening_a_fresh_catalog_at_once_all_get_one_lake(
+    lake: LakeSettings, tmp_path: Path
+) -> None:
+    machines = [on_machine(lake, tmp_path / f"machine-{i}") for i in range(4)]
+    for settings in machines:  # the extensions installed beforehand: the attaches then collide
+        with duckdb.connect() as scratch:
+            install_extensions(scratch, settings.extensions_dir())
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(len(machines)), context.Queue()
+    processes = [
+        context.Process(target=open_at_once, args=(settings, i % 2 == 0, start, results))
+        for i, settings in enumerate(machines)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        snapshots = [results.get(timeout=POOL_TIMEOUT_SECONDS) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(POOL_TIMEOUT_SECONDS)
+    assert snapshots == [1, 1, 1, 1], "one catalog, its tables created once"
 
 
 def test_a_reader_before_any_writer_finds_both_tables_and_cannot_write(
