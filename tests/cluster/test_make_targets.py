@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED = ("MARKET_POSTGRES_URL", "MARKET_SHARED_HOME", "MARKET_CELERY_BROKER_URL")
 WAIT_SECONDS = 240.0
 STOP_WAIT_SECONDS = 30.0
+# Beyond every bounded wait above, so the test's own clean-up always runs.
+pytestmark = pytest.mark.timeout(600)
 
 
 def make_env(**values: str) -> dict[str, str]:
