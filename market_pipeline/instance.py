@@ -356,7 +356,9 @@ def open_instance(lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> DagsterInstance
 
 def main() -> int:
     with open_instance() as instance:
-        print(f"Dagster instance: {instance.root_directory}/dagster.yaml", file=sys.stderr)
+        storage = type(instance.run_storage).__name__
+    config = dagster_home().resolve() / "dagster.yaml"
+    print(f"Dagster instance: {config} (runs in {storage})", file=sys.stderr)
     return 0
 
 
