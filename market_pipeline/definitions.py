@@ -17,6 +17,7 @@ from dagster import (
 from market_core.home import DataHome
 from market_pipeline.assets import symbol_pipeline
 from market_pipeline.automation import INGEST_JOB, daily_update, follow_raw_data, watchlist_sensor
+from market_pipeline.maintenance import maintenance_definitions
 from market_pipeline.partitions import WatchlistResource, symbols_partitions
 from market_pipeline.resources.alpha_vantage import AlphaVantageResource
 from market_pipeline.resources.lake_storage import store_from_env
@@ -69,10 +70,11 @@ ingest_job = define_asset_job(
 )
 
 resources = resources_from_env()
+maintenance_jobs, maintenance_schedules = maintenance_definitions()  # lake mode only
 defs = Definitions(
     assets=[symbol_pipeline],
-    jobs=[ingest_job],
-    schedules=[daily_update],
+    jobs=[ingest_job, *maintenance_jobs],
+    schedules=[daily_update, *maintenance_schedules],
     sensors=[watchlist_sensor, follow_raw_data],
     resources=resources,
     executor=executor_from_env(),

@@ -4,6 +4,9 @@ files deleted, the data unchanged, and the figures in the run's metadata."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -21,6 +24,8 @@ from market_pipeline.maintenance import (
 from market_pipeline.resources.lake_storage import MarketLake
 from tests.cluster.services import PostgresService
 from tests.cluster.test_lake_storage import bars, lake_rows, lake_snapshot
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -114,3 +119,29 @@ def test_the_job_and_schedule_exist_only_in_lake_mode(postgres: PostgresService)
     assert maintenance_definitions(lake_env) == ([lake_maintenance], [lake_maintenance_schedule])
     with pytest.raises(SettingsError, match="MARKET_LAKE_KEEP_DAYS"):
         maintenance_definitions({**lake_env, "MARKET_LAKE_KEEP_DAYS": "a month"})
+
+
+def test_the_code_location_has_the_job_and_its_schedule_in_lake_mode(
+    postgres: PostgresService, tmp_path: Path
+) -> None:
+    probe = (
+        "from market_pipeline.definitions import defs\n"
+        "print(sorted(j.name for j in defs.resolve_all_job_defs()))\n"
+        "print(sorted(s.name for s in defs.schedules or []))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MARKET_", "DAGSTER_"))}
+    env["MARKET_DATA_HOME"] = str(tmp_path / "home")
+    lake_env = {"MARKET_POSTGRES_URL": postgres.url, "MARKET_SHARED_HOME": str(tmp_path / "s")}
+
+    def names(extra: dict[str, str]) -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-c", probe], env={**env, **extra}, cwd=REPO,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    lake_jobs, lake_schedules = names(lake_env)
+    assert "lake_maintenance" in lake_jobs and "lake_maintenance_daily" in lake_schedules
+    file_jobs, file_schedules = names({})
+    assert "lake_maintenance" not in file_jobs and "lake_maintenance_daily" not in file_schedules
