@@ -6,8 +6,9 @@ pile up and the shared folder only grows. Once a day, in this order: write the r
 commits that DuckLake kept in the catalog (data inlining) to a file, merge adjacent small files,
 expire the snapshots older than ``MARKET_LAKE_KEEP_DAYS`` (default 30: ``as_of`` answers that
 far back), then delete the files that no remaining snapshot needs and that were let go of over a
-day ago (a reader's query may still be scanning a file let go of just now). Each step is its
-own commit and, like a load, is retried when it meets a concurrent writer's commit.
+day ago (a reader's query may still be scanning a file let go of just now), and the files a load
+killed before its commit left behind (older than a day: a running load's are recent). Each step
+is its own commit and, like a load, is retried when it meets a concurrent writer's commit.
 
 In file mode (``MARKET_POSTGRES_URL`` unset) nothing here is defined: the DuckDB file needs no
 such care.
@@ -48,6 +49,9 @@ FLUSH_SQL = f"CALL ducklake_flush_inlined_data('{LAKE_ALIAS}')"
 MERGE_SQL = f"CALL ducklake_merge_adjacent_files('{LAKE_ALIAS}')"
 EXPIRE_SQL = f"CALL ducklake_expire_snapshots('{LAKE_ALIAS}', older_than => TIMESTAMPTZ '{{}}')"
 CLEANUP_SQL = f"CALL ducklake_cleanup_old_files('{LAKE_ALIAS}', older_than => TIMESTAMPTZ '{{}}')"
+ORPHANS_SQL = (
+    f"CALL ducklake_delete_orphaned_files('{LAKE_ALIAS}', older_than => TIMESTAMPTZ '{{}}')"
+)
 CLEANUP_GRACE = dt.timedelta(days=1)
 """How long a file no snapshot needs stays on disk: a query that began before it was let go
 (an API replica's, say) may still be reading it."""
@@ -68,6 +72,8 @@ class MaintenanceStats:
     files_created: int
     snapshots_expired: int
     files_deleted: int
+    orphans_deleted: int
+    """Files in the data folder the catalog never took: a load killed before its commit."""
     snapshot: int
     """The lake's snapshot id afterwards."""
 
@@ -87,13 +93,16 @@ def maintain(
     merged = _call(conn, MERGE_SQL)  # (schema, table, files_processed, files_created) per table
     horizon = (now - dt.timedelta(days=keep_days)).isoformat()
     expired = _call(conn, EXPIRE_SQL.format(horizon))
-    deleted = _call(conn, CLEANUP_SQL.format((now - CLEANUP_GRACE).isoformat()))
+    let_go = (now - CLEANUP_GRACE).isoformat()
+    deleted = _call(conn, CLEANUP_SQL.format(let_go))
+    orphans = _call(conn, ORPHANS_SQL.format(let_go))
     return MaintenanceStats(
         rows_flushed=sum(int(row[2]) for row in flushed),
         files_merged=sum(int(row[2]) for row in merged),
         files_created=sum(int(row[3]) for row in merged),
         snapshots_expired=len(expired),
         files_deleted=len(deleted),
+        orphans_deleted=len(orphans),
         snapshot=snapshot_id(conn),
     )
 
@@ -117,7 +126,7 @@ def maintain_lake(
         f"lake maintenance: {stats.rows_flushed} inlined rows flushed, "
         f"{stats.files_merged} files merged into {stats.files_created}, "
         f"{stats.snapshots_expired} snapshots older than {keep_days} days expired, "
-        f"{stats.files_deleted} files deleted"
+        f"{stats.files_deleted} files and {stats.orphans_deleted} orphaned files deleted"
     )
     return Output(
         None,
@@ -127,6 +136,7 @@ def maintain_lake(
             "files_created": stats.files_created,
             "snapshots_expired": stats.snapshots_expired,
             "files_deleted": stats.files_deleted,
+            "orphans_deleted": stats.orphans_deleted,
             "keep_days": keep_days,
             "snapshot": stats.snapshot,
         },

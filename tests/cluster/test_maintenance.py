@@ -113,6 +113,46 @@ def test_rows_of_tiny_commits_kept_in_the_catalog_are_written_to_a_file(lake: Ma
     assert lake_rows(lake) == rows
 
 
+KILLED_LOAD = """
+import os, sys
+from market_pipeline.resources.lake_storage import MarketLake, merge_bars
+from market_core.lake import connect
+import pyarrow as pa
+from tests.cluster.test_lake_storage import bars
+
+lake = MarketLake(postgres_url=sys.argv[1], shared_home=sys.argv[2], data_home=sys.argv[3])
+conn = connect(lake.settings)
+conn.begin()
+conn.register("incoming", bars("NVDA", 500).to_arrow())
+merge_bars(conn)
+os.kill(os.getpid(), 9)  # after the files were written, before the commit
+"""
+
+
+def test_the_files_of_a_load_killed_before_its_commit_are_deleted_a_day_later(
+    lake: MarketLake,
+) -> None:
+    lake.load([bars("AAPL", 30)])
+    rows, files = lake_rows(lake), parquet_files(lake)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_LOAD, lake.postgres_url, lake.shared_home, lake.data_home],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert killed.returncode == -9, killed.stderr
+    orphans = parquet_files(lake) - files
+    assert orphans, "the killed load wrote its file"
+    assert lake_rows(lake) == rows, "and nothing of it is in the table"
+    conn = connect(lake.settings)
+    try:
+        assert maintain(conn, keep_days=30).orphans_deleted == 0, "a load may still be running"
+        later = maintain(conn, keep_days=30, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=2))
+    finally:
+        conn.close()
+    assert later.orphans_deleted == len(orphans)
+    assert not parquet_files(lake) & orphans
+    assert lake_rows(lake) == rows
+
+
 def test_the_job_and_schedule_exist_only_in_lake_mode(postgres: PostgresService) -> None:
     assert maintenance_definitions({}) == ([], [])
     lake_env = {"MARKET_POSTGRES_URL": postgres.url, "MARKET_SHARED_HOME": "/shared"}
