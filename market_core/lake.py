@@ -169,8 +169,11 @@ def _quote(text: str) -> str:
 
 def _wheel_file(package: str) -> Path:
     version = duckdb.__version__
-    folder = resources.files(package) / "extensions" / f"v{version}"
-    matches = [p for p in folder.iterdir() if p.name.endswith(".duckdb_extension")]
+    try:
+        folder = resources.files(package) / "extensions" / f"v{version}"
+        matches = [p for p in folder.iterdir() if p.name.endswith(".duckdb_extension")]
+    except (ModuleNotFoundError, OSError):
+        matches = []
     if len(matches) != 1:
         raise LakeUnavailable(
             f"the {package} wheel holds no extension for DuckDB {version}; "
