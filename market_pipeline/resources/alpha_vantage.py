@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode, urlsplit
 
 import requests
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 from requests.adapters import HTTPAdapter
 from tenacity import (
@@ -199,6 +199,8 @@ class AlphaVantageClient:
 
     def close(self) -> None:
         self._session.close()
+        if self._limiter is not None:
+            self._limiter.close()
 
     def fetch_daily(self, symbol: str, outputsize: str) -> Fetched:
         """The daily series of ``symbol``; falls back to compact once if full is refused."""
@@ -429,6 +431,14 @@ class AlphaVantageResource(ConfigurableResource):
             per_day=self.requests_per_day,
             postgres_url=postgres_url_from_env(),
         )
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        """Close the client a step made: a Celery worker runs many steps in one process, and
+        each client's limiter holds PostgreSQL connections in the multi-machine mode."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
     def client(self) -> AlphaVantageClient:
         with self._lock:

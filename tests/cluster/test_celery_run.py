@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from celery import Celery
 from dagster import DagsterRunStatus, EventLogEntry
@@ -23,6 +24,7 @@ from dagster import DagsterRunStatus, EventLogEntry
 from market_core.home import DataHome
 from market_core.lake import LakeSettings, connect
 from market_pipeline.instance import open_instance
+from market_pipeline.resources.rate_limit import bucket_table
 from tests.cluster.machines import REPO, machine_env
 from tests.cluster.services import PostgresService, RedisService
 from tests.conftest import TEST_KEY
@@ -85,8 +87,10 @@ def shared_env(postgres: PostgresService, redis: RedisService, tmp_path: Path) -
 
 
 def key_env(stub: AlphaVantageStub) -> dict[str, str]:
-    limits = {f"ALPHAVANTAGE_REQUESTS_PER_{s}": "0" for s in ("SECOND", "MINUTE", "DAY")}
-    return {"ALPHAVANTAGE_API_KEY": TEST_KEY, "ALPHAVANTAGE_BASE_URL": stub.url, **limits}
+    """A key with limits, so that the worker's steps take permits from PostgreSQL."""
+    limits = {"SECOND": "20", "MINUTE": "0", "DAY": "500"}
+    limit_vars = {f"ALPHAVANTAGE_REQUESTS_PER_{k}": v for k, v in limits.items()}
+    return {"ALPHAVANTAGE_API_KEY": TEST_KEY, "ALPHAVANTAGE_BASE_URL": stub.url, **limit_vars}
 
 
 def celery_worker(entry: EventLogEntry) -> str | None:
@@ -129,6 +133,7 @@ def test_a_run_launched_on_machine_a_executes_on_the_worker_of_machine_b(
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n--- worker B ---\n{worker_log}"
     assert "ok" in done.stdout
 
+    table = bucket_table(TEST_KEY)
     for name, value in shared_env.items():  # a third machine looks at what A and B left
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("MARKET_DATA_HOME", str(tmp_path / "machine-c"))
@@ -149,5 +154,13 @@ def test_a_run_launched_on_machine_a_executes_on_the_worker_of_machine_b(
     for home in (home_a, worker_b):
         kept = {p.name for p in home.iterdir()}
         assert not kept & {"raw", "clean", "rejects", "raw_actions"}, f"{home}: {kept}"
+    with psycopg.connect(shared_env["MARKET_POSTGRES_URL"]) as conn:
+        sessions = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+        limiter = conn.execute("SELECT to_regclass(%s)", (f"ratelimit___{table}_day",)).fetchone()
+    assert limiter is not None and limiter[0] is not None, "the worker's permits came from there"
+    assert sessions == (0,), "the worker's steps left no connection open behind them"
     a_dagster = {p.name for p in DataHome(home_a).dagster_home.iterdir()}
     assert a_dagster <= {"dagster.yaml", "dagster.yaml.lock"}, "no run state in A's home"
