@@ -59,6 +59,27 @@ def executor_from_env() -> ExecutorDefinition | None:
     )
 
 
+CELERY_PING_SECONDS = 5.0
+
+
+def celery_workers(timeout: float = CELERY_PING_SECONDS) -> list[str]:
+    """The Celery workers answering on ``MARKET_CELERY_BROKER_URL`` within ``timeout``.
+
+    A run's steps wait in the broker's queue for as long as no worker takes them, so a launcher
+    asks first rather than hang. Raises kombu's ``OperationalError`` when the broker is down.
+    """
+    from celery import Celery
+
+    url = os.environ[BROKER_VAR].strip()
+    app = Celery(broker=url, backend=url)
+    app.conf.broker_transport_options = {"max_retries": 1, "interval_start": 0}
+    try:
+        replies = app.control.ping(timeout=timeout)
+    finally:
+        app.close()
+    return sorted(name for reply in replies for name in reply)
+
+
 ingest_job = define_asset_job(
     INGEST_JOB,
     selection=AssetSelection.assets(symbol_pipeline),

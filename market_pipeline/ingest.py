@@ -26,7 +26,7 @@ from dagster import (
 )
 
 from market_core.symbols import InvalidSymbolError
-from market_pipeline.definitions import defs, executor_from_env, resources
+from market_pipeline.definitions import celery_workers, defs, executor_from_env, resources
 from market_pipeline.instance import instance_lock, open_instance
 from market_pipeline.partitions import (
     PARTITIONS,
@@ -67,6 +67,21 @@ def register(instance: DagsterInstance, symbols: Sequence[str]) -> list[str]:
     return new
 
 
+def _no_workers() -> str | None:
+    """Why the steps would wait forever in the broker's queue, if they would."""
+    from kombu.exceptions import OperationalError as KombuError  # Celery's mode only
+
+    try:
+        if celery_workers():
+            return None
+    except KombuError as exc:
+        return f"the Celery broker (MARKET_CELERY_BROKER_URL) cannot be reached: {exc}"
+    return (
+        "no Celery worker answers on MARKET_CELERY_BROKER_URL, so the run's steps would wait "
+        "in its queue; start one with `make worker` (on any machine sharing the three variables)"
+    )
+
+
 @contextmanager
 def _executed(
     job: JobDefinition, instance: DagsterInstance, tags: dict[str, str]
@@ -92,6 +107,9 @@ def main(symbols: Sequence[str] | None = None) -> int:
         return 2
     if not wanted:
         print("ingest: the watchlist is empty", file=sys.stderr)
+        return 2
+    if executor_from_env() is not None and (problem := _no_workers()) is not None:
+        print(f"ingest: {problem}", file=sys.stderr)
         return 2
     print(f"ingest: {len(wanted)} symbols from {source} into {target}")
     job = defs.resolve_job_def("ingest_job")

@@ -164,3 +164,17 @@ def test_a_run_launched_on_machine_a_executes_on_the_worker_of_machine_b(
     assert sessions == (0,), "the worker's steps left no connection open behind them"
     a_dagster = {p.name for p in DataHome(home_a).dagster_home.iterdir()}
     assert a_dagster <= {"dagster.yaml", "dagster.yaml.lock"}, "no run state in A's home"
+
+
+def test_ingest_with_a_broker_but_no_worker_says_so_instead_of_waiting(
+    tmp_path: Path, shared_env: dict[str, str], stub: AlphaVantageStub
+) -> None:
+    env = machine_env(tmp_path / "machine-a", shared_env, MARKET_SYMBOLS="AAA", **key_env(stub))
+    done = subprocess.run(
+        [sys.executable, "-m", "market_pipeline.ingest"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no Celery worker answers on MARKET_CELERY_BROKER_URL" in done.stderr
+    assert "make worker" in done.stderr
+    assert stub.count() == 0, "nothing was fetched for a run that could not run"
