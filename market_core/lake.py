@@ -26,7 +26,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -35,6 +35,7 @@ from urllib.parse import quote
 
 import duckdb
 import filelock
+import psycopg
 import tenacity
 from psycopg import conninfo as pg_conninfo
 
@@ -58,6 +59,9 @@ CONFLICT_ATTEMPTS = 8
 CONFLICT_FIRST_WAIT_SECONDS = 0.1
 CONFLICT_MAX_WAIT_SECONDS = 5.0
 CREATION_ATTEMPTS = 8
+WRITE_LOCK_KEY = 0x6D61726B65745F6C  # "market_l": the lake's one advisory lock
+WRITE_LOCK_TIMEOUT_SECONDS = 900
+CATALOG_CONNECT_TIMEOUT_SECONDS = 10
 
 _UNIQUE = re.compile(r",\s*UNIQUE\s*\([^)]*\)")
 
@@ -82,6 +86,10 @@ class LakeError(RuntimeError):
 
 class LakeUnavailable(LakeError):
     """The lake's catalog or extensions could not be reached or loaded."""
+
+
+class LakeWriteBusy(LakeError):
+    """Another writer held the lake's write lock for longer than a load waits."""
 
 
 class LakeWriteConflict(LakeError):
@@ -251,6 +259,38 @@ def with_conflict_retry(work: Callable[[], T], *, attempts: int = CONFLICT_ATTEM
             f"a lake commit met other writers' commits {attempts} times in a row: {exc}; "
             "run fewer writers at once (the run queue's pool keeps one)"
         ) from exc
+
+
+@contextlib.contextmanager
+def write_lock(
+    settings: LakeSettings, *, timeout_seconds: float = WRITE_LOCK_TIMEOUT_SECONDS
+) -> Iterator[None]:
+    """One writer at a time, across machines: a session advisory lock in the catalog's
+    database, held for the block. DuckLake alone would let two loads that each found a symbol
+    new both insert its bars (inserts never conflict), storing them twice. A writer that dies
+    drops its connection, and PostgreSQL releases the lock with it."""
+    conn: psycopg.Connection[tuple[object, ...]] | None = None
+    try:
+        conn = psycopg.connect(
+            settings.conninfo, autocommit=True, connect_timeout=CATALOG_CONNECT_TIMEOUT_SECONDS
+        )
+    except psycopg.Error as exc:
+        reason = settings.redact(str(exc))  # raised below, outside the handler: no __context__
+    if conn is None:
+        where = settings.redacted_url
+        raise LakeUnavailable(f"cannot reach the lake's catalog at {where}: {reason}")
+    try:
+        conn.execute(f"SET lock_timeout = {int(timeout_seconds * 1000)}")
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s)", [WRITE_LOCK_KEY])
+        except psycopg.errors.LockNotAvailable:
+            raise LakeWriteBusy(
+                f"another writer held the lake's write lock for over {timeout_seconds:.0f} s; "
+                "see which run loads now (pg_locks in the catalog's database names its pid)"
+            ) from None
+        yield
+    finally:
+        conn.close()
 
 
 def _lost_creation_race(reason: str) -> bool:

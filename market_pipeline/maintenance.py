@@ -34,7 +34,14 @@ from dagster import (
 
 from market_core.env import env_int
 from market_core.exchange import EXCHANGE_TZ
-from market_core.lake import LAKE_ALIAS, LakeSettings, connect, snapshot_id, with_conflict_retry
+from market_core.lake import (
+    LAKE_ALIAS,
+    LakeSettings,
+    connect,
+    snapshot_id,
+    with_conflict_retry,
+    write_lock,
+)
 from market_pipeline.resources.lake_storage import MarketLake
 
 KEEP_DAYS_VAR = "MARKET_LAKE_KEEP_DAYS"
@@ -117,11 +124,12 @@ def maintain_lake(
     context: OpExecutionContext, config: LakeMaintenanceConfig, duckdb: MarketLake
 ) -> Output[None]:
     keep_days = keep_days_from_env() if config.keep_days is None else config.keep_days
-    conn = connect(duckdb.settings)
-    try:
-        stats = maintain(conn, keep_days)
-    finally:
-        conn.close()
+    with write_lock(duckdb.settings):  # loads wait, rather than retry against each step
+        conn = connect(duckdb.settings)
+        try:
+            stats = maintain(conn, keep_days)
+        finally:
+            conn.close()
     context.log.info(
         f"lake maintenance: {stats.rows_flushed} inlined rows flushed, "
         f"{stats.files_merged} files merged into {stats.files_created}, "

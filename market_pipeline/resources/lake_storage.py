@@ -7,10 +7,12 @@ nothing therefore commits no snapshot, and the API, which follows the snapshot i
 cache. DuckLake has no ``RETURNING`` either: the vanished corporate actions are selected, then
 deleted by the same predicate, in one snapshot-isolated transaction.
 
-There is no write lock and no hand-off: readers see a commit as a new snapshot. Two commits to
-one table conflict even on disjoint keys, so each load is one transaction retried whole with
-backoff when it loses (``market_core.lake.with_conflict_retry``); the run pool keeps writers
-to one at a time, the retry covers the rest.
+There is no hand-off: readers see a commit as a new snapshot. Loads take turns through an
+advisory lock in the catalog's database (``market_core.lake.write_lock``): inserts never
+conflict in DuckLake, so two loads that each found a symbol new would otherwise both store its
+bars. Two commits to one table conflict even on disjoint keys, so each load is also one
+transaction retried whole with backoff when it loses to a writer outside the lock
+(``market_core.lake.with_conflict_retry``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from market_core.lake import (
     connect,
     rollback,
     with_conflict_retry,
+    write_lock,
 )
 from market_core.schema import ACTIONS_COLUMNS, ACTIONS_TABLE, COLUMNS, TABLE
 from market_core.store import ActionsLoadStats, LoadStats, SymbolActions
@@ -172,11 +175,14 @@ class MarketLake(ConfigurableResource):
         return f"ducklake:{self.settings.redacted_url}"
 
     def _with_connection(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        conn = connect(self.settings)
-        try:
-            return work(conn)
-        finally:
-            conn.close()
+        """``work`` on a fresh connection, under the lake's write lock (``write_lock``)."""
+        settings = self.settings
+        with write_lock(settings):
+            conn = connect(settings)
+            try:
+                return work(conn)
+            finally:
+                conn.close()
 
     def load(self, frames: Sequence[pl.DataFrame]) -> LoadStats:
         """Upsert ``frames`` (clean bars, each (symbol, timestamp) once) in one commit."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -15,16 +17,19 @@ from market_core.lake import (
     LAKE_ALIAS,
     LakeSettings,
     LakeUnavailable,
+    LakeWriteBusy,
     LakeWriteConflict,
     connect,
     install_extensions,
     rollback,
     snapshot_id,
     with_conflict_retry,
+    write_lock,
 )
 from tests.cluster.services import PostgresService
 
 POOL_TIMEOUT_SECONDS = 120
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -223,3 +228,35 @@ def test_from_env_is_none_without_postgres_and_refuses_a_lake_without_shared_hom
     )
     assert settings is not None and settings.data_path == "/mnt/shared/lake/"
     assert settings.conninfo == "user=u dbname=m host=h port=5433"
+
+
+HOLD_LOCK = """
+import sys
+from pathlib import Path
+from market_core.lake import LakeSettings, write_lock
+with write_lock(LakeSettings(sys.argv[1], sys.argv[2], Path(sys.argv[3]))):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_writers_take_turns_and_a_dead_writer_lets_go(lake: LakeSettings) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, lake.postgres_url, lake.shared_home,
+         str(lake.extensions_dir())],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with (
+            pytest.raises(LakeWriteBusy, match="write lock"),
+            write_lock(lake, timeout_seconds=0.5),
+        ):
+            pass
+        holder.kill()  # SIGKILL: no chance to unlock; its connection drops
+        holder.wait(timeout=30)
+        with write_lock(lake, timeout_seconds=60):
+            pass
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)

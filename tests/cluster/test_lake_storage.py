@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import duckdb
 import polars as pl
+import psycopg
 import pytest
 from dagster import EnvVar
 
 from market_core.env import SettingsError
 from market_core.home import DataHome
-from market_core.lake import connect, snapshot_id
+from market_core.lake import connect, snapshot_id, write_lock
 from market_core.store import LoadStats
-from market_pipeline.resources.lake_storage import MarketLake, store_from_env
+from market_pipeline.resources.lake_storage import INSERT_SQL, MarketLake, store_from_env
 from market_pipeline.resources.storage import MarketDuckDB
 from tests.cluster.services import PostgresService
 from tests.pipeline.test_actions_store import AAPL_DIVIDENDS, AAPL_SPLITS, fetched, results
 
 POOL_TIMEOUT_SECONDS = 180
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -167,3 +172,54 @@ def test_the_duckdb_resource_is_the_lake_only_when_postgres_is_set(
     monkeypatch.delenv("MARKET_SHARED_HOME")
     with pytest.raises(SettingsError, match="MARKET_SHARED_HOME"):
         store_from_env(home)
+
+
+LOAD_NEW = """
+import sys
+from market_pipeline.resources.lake_storage import MarketLake
+from tests.cluster.test_lake_storage import bars
+lake = MarketLake(postgres_url=sys.argv[1], shared_home=sys.argv[2], data_home=sys.argv[3])
+print(lake.load([bars("NEW", 50)]), flush=True)
+"""
+
+
+def lock_waiters(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_load_waits_for_the_writer_before_it_and_sees_its_rows(
+    lake: MarketLake, tmp_path: Path
+) -> None:
+    """Inserts never conflict in DuckLake: had the load not waited, it would have found the
+    symbol new and stored its bars a second time."""
+    lake_snapshot(lake)  # the catalog exists
+    with write_lock(lake.settings):
+        loader = subprocess.Popen(
+            [sys.executable, "-c", LOAD_NEW, lake.postgres_url, lake.shared_home,
+             str(tmp_path / "machine-b")],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + POOL_TIMEOUT_SECONDS
+            while lock_waiters(lake.postgres_url) == 0:
+                assert loader.poll() is None, loader.communicate()
+                assert time.monotonic() < deadline, "the loader never waited for the lock"
+                time.sleep(0.1)
+            conn = connect(lake.settings)  # this writer stores the symbol first
+            try:
+                conn.register("incoming", bars("NEW", 50).to_arrow())
+                conn.execute(INSERT_SQL)
+            finally:
+                conn.close()
+        except BaseException:
+            loader.kill()
+            loader.wait(timeout=30)
+            raise
+    out, err = loader.communicate(timeout=POOL_TIMEOUT_SECONDS)
+    assert loader.returncode == 0, err
+    assert out.strip() == repr(LoadStats(50, 0, 0))
+    assert len(lake_rows(lake)) == 50
