@@ -222,6 +222,8 @@ class SyncBucket(PermitLog, Protocol):
 
     def now(self) -> int: ...
 
+    def close(self) -> None: ...
+
 
 def synchronous(bucket: AbstractBucket) -> SyncBucket:
     return cast(SyncBucket, bucket)
@@ -409,12 +411,13 @@ class SharedRateLimiter:
         return False
 
     def close(self) -> None:
-        """Let go of the buckets' connections (PostgreSQL pools; nothing to do for SQLite)."""
+        """Let go of the buckets: their connections (a pool each in PostgreSQL) and the burst
+        limiter's leak thread. A later ``acquire`` opens them again."""
         with self._lock:
-            buckets = [self._day, *(self._burst.buckets() if self._burst else [])]
-            for bucket in buckets:
-                if isinstance(bucket, PostgresBucket):
-                    bucket.close()
+            if self._burst is not None:
+                self._burst.close()
+            if self._day is not None:
+                self._day.close()
             self._day, self._burst = None, None
 
     @staticmethod
