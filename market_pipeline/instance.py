@@ -74,6 +74,10 @@ DAGSTER_YAML = (
 )
 """The embedded (SQLite) mode's file, byte for byte what every earlier version wrote."""
 POSTGRES_MARKER = "# Written by market_pipeline/instance.py for MARKET_POSTGRES_URL"
+POSTGRES_NOTE = (
+    "# Rewritten when the mode or the database changes, unless edited. No password here: libpq\n"
+    "# reads PGPASSWORD (exported from the URL by our commands) or ~/.pgpass.\n"
+)
 _MARKER_LINE = re.compile(re.escape(POSTGRES_MARKER) + r" \(digest ([0-9a-f]{16})\)")
 LOCK_NAME = "dagster.yaml.lock"
 LOCK_TIMEOUT_SECONDS = 120.0
@@ -159,7 +163,7 @@ def instance_yaml(mode: InstanceMode) -> str:
             "class": "LocalComputeLogManager",
             "config": {"base_dir": str(dagster / "logs")},
         }
-    body = SETTINGS_YAML + yaml.safe_dump(blocks, sort_keys=False)
+    body = POSTGRES_NOTE + SETTINGS_YAML + yaml.safe_dump(blocks, sort_keys=False)
     return f"{POSTGRES_MARKER} (digest {_digest(body)})\n{body}"
 
 
