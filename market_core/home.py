@@ -28,6 +28,9 @@ class DataHome:
     root: Path
     shared: Path | None = None
     """The folder every machine sees (``MARKET_SHARED_HOME``); None keeps it all under ``root``."""
+    shared_url: str | None = None
+    """``MARKET_SHARED_HOME`` when it is an object-store URL: the lake's files may live there
+    (DuckDB reads them), the Parquet between stages may not (see ``shared_root``)."""
 
     @classmethod
     def from_env(cls, root: Path | None = None) -> DataHome:
@@ -39,11 +42,20 @@ class DataHome:
         """
         if root is None:
             root = Path(os.environ.get(DATA_HOME_VAR) or DEFAULT_HOME).resolve()
+        raw = os.environ.get(SHARED_HOME_VAR, "").strip()
+        if "://" in raw:
+            return cls(root, None, raw)
         return cls(root, shared_from_env())
 
     @property
     def shared_root(self) -> Path:
-        """Where the Parquet between stages lives: the shared folder, else the data home."""
+        """Where the Parquet between stages lives: the shared folder, else the data home.
+
+        A URL fails here, where a stage is about to write, not at start-up: an API replica
+        reading a lake in an object store has no Parquet to write.
+        """
+        if self.shared_url is not None:
+            raise SettingsError(_url_refused(self.shared_url))
         return self.root if self.shared is None else self.shared
 
     @property
@@ -114,9 +126,13 @@ def shared_from_env() -> Path | None:
     if not raw:
         return None
     if "://" in raw:
-        raise SettingsError(
-            f"{SHARED_HOME_VAR}={raw} is a URL, but the pipeline writes its Parquet with plain "
-            f"file operations: set {SHARED_HOME_VAR} to a folder every machine mounts (for an "
-            "object store, mount the bucket, e.g. with s3fs or mountpoint-s3)"
-        )
+        raise SettingsError(_url_refused(raw))
     return Path(raw).resolve()
+
+
+def _url_refused(url: str) -> str:
+    return (
+        f"{SHARED_HOME_VAR}={url} is a URL, but the pipeline writes its Parquet with plain file "
+        f"operations: set {SHARED_HOME_VAR} to a folder every machine mounts (for an object "
+        "store, mount the bucket, e.g. with s3fs or mountpoint-s3)"
+    )

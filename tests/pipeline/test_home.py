@@ -48,10 +48,12 @@ def test_the_parquet_between_stages_moves_to_the_shared_home_and_state_stays(
     assert configured.clean_dir == tmp_path / "s" / "clean"
 
 
-def test_a_url_for_the_shared_home_is_refused_with_what_to_do(
+def test_a_url_for_the_shared_home_is_refused_where_parquet_would_be_written(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MARKET_SHARED_HOME", "s3://bucket/market")
+    home = DataHome.from_env()  # an API replica reading the lake there starts
+    assert home.duckdb_path.parent == home.root
     expected = r"MARKET_SHARED_HOME=s3://bucket/market is a URL.*mount"
     with pytest.raises(SettingsError, match=expected):
-        DataHome.from_env()
+        home.raw_file("AAA")  # a stage about to write Parquet does not
