@@ -128,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--api", required=True, help="the API's command line")
     parser.add_argument("--dagster", required=True, help="dagster dev's command line")
     args = parser.parse_args(argv)
+    # dagster.yaml holds no password: dagster dev's processes get it as PGPASSWORD, from the URL.
+    from market_pipeline.instance import InstanceMode, export_password
+
+    export_password(InstanceMode.from_env())
     return serve(shlex.split(args.api), shlex.split(args.dagster))
 
 
