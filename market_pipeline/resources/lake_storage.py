@@ -43,6 +43,7 @@ from market_core.schema import ACTIONS_COLUMNS, ACTIONS_TABLE, COLUMNS, TABLE
 from market_core.store import ActionsLoadStats, LoadStats, SymbolActions
 from market_pipeline.actions_validation import KEY_COLUMNS
 from market_pipeline.resources.storage import MarketDuckDB, actions_frames, vanished_by_symbol
+from market_pipeline.stages.ohlcv import insert_or_upsert
 
 T = TypeVar("T")
 
@@ -55,9 +56,6 @@ WHEN MATCHED AND ({" OR ".join(f"stored.{c} IS DISTINCT FROM incoming.{c}" for c
     THEN UPDATE SET {", ".join(f"{c} = incoming.{c}" for c in _VALUES)}
 WHEN NOT MATCHED THEN INSERT ({_LIST}) VALUES ({", ".join(f"incoming.{c}" for c in COLUMNS)})
 """
-INSERT_SQL = f"INSERT INTO {TABLE} ({_LIST}) SELECT {_LIST} FROM incoming"
-COUNT_SQL = f"SELECT count(*) FROM {TABLE}"
-STORED_SQL = f"SELECT EXISTS (SELECT 1 FROM {TABLE} WHERE symbol IN (SELECT symbol FROM incoming))"
 
 _ACTION_VALUES = tuple(c for c in ACTIONS_COLUMNS if c not in KEY_COLUMNS)
 _ACTION_DIFFERS = " OR ".join(f"stored.{c} IS DISTINCT FROM incoming.{c}" for c in _ACTION_VALUES)
@@ -119,15 +117,8 @@ def _transaction(
 
 
 def merge_bars(conn: duckdb.DuckDBPyConnection) -> tuple[int, int]:
-    """(inserted, updated) for the registered ``incoming``: a batch of symbols with no stored
-    bar goes in as a plain ``INSERT`` (no join against the whole table)."""
-    if _count(conn, STORED_SQL):
-        before = _count(conn, COUNT_SQL)
-        affected = _count(conn, MERGE_SQL)
-        inserted = _count(conn, COUNT_SQL) - before
-    else:
-        affected = inserted = _count(conn, INSERT_SQL)
-    return inserted, affected - inserted
+    """(inserted, updated) for the registered ``incoming``, merged into the lake's table."""
+    return insert_or_upsert(conn, MERGE_SQL)
 
 
 def merge_actions(

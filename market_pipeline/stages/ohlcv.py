@@ -61,6 +61,19 @@ def _read_or_fail(home: DataHome, symbol: str) -> pl.DataFrame | LoadError:
         return LoadError(f"{symbol}: cannot read {home.clean_file(symbol)}: {exc}")
 
 
+def insert_or_upsert(conn: duckdb.DuckDBPyConnection, upsert_sql: str) -> tuple[int, int]:
+    """(inserted, updated) for the registered ``incoming``, through ``upsert_sql`` (the file's
+    ``ON CONFLICT`` or the lake's ``MERGE``): a batch of symbols with no stored bar goes in as
+    a plain ``INSERT``, with no join against the whole table."""
+    if _execute(conn, STORED_SQL):
+        before = _execute(conn, COUNT_SQL)
+        affected = _execute(conn, upsert_sql)
+        inserted = _execute(conn, COUNT_SQL) - before
+    else:
+        affected = inserted = _execute(conn, INSERT_SQL)
+    return inserted, affected - inserted
+
+
 def _execute(conn: duckdb.DuckDBPyConnection, sql: str) -> int:
     return int(conn.execute(sql).fetchall()[0][0])
 
@@ -73,15 +86,10 @@ def upsert(conn: duckdb.DuckDBPyConnection, frames: list[pl.DataFrame]) -> LoadS
     conn.begin()
     try:
         conn.register("incoming", incoming)
-        if _execute(conn, STORED_SQL):
-            before = _execute(conn, COUNT_SQL)
-            affected = _execute(conn, UPSERT_SQL)
-            inserted = _execute(conn, COUNT_SQL) - before
-        else:
-            affected = inserted = _execute(conn, INSERT_SQL)
+        inserted, updated = insert_or_upsert(conn, UPSERT_SQL)
         conn.unregister("incoming")
         conn.commit()
     except BaseException:
         conn.rollback()
         raise
-    return LoadStats(rows=incoming.num_rows, inserted=inserted, updated=affected - inserted)
+    return LoadStats(rows=incoming.num_rows, inserted=inserted, updated=updated)

@@ -19,8 +19,9 @@ from market_core.env import SettingsError
 from market_core.home import DataHome
 from market_core.lake import connect, snapshot_id, write_lock
 from market_core.store import LoadStats
-from market_pipeline.resources.lake_storage import INSERT_SQL, MarketLake, store_from_env
+from market_pipeline.resources.lake_storage import MarketLake, store_from_env
 from market_pipeline.resources.storage import MarketDuckDB
+from market_pipeline.stages.ohlcv import INSERT_SQL
 from tests.cluster.services import PostgresService
 from tests.pipeline.test_actions_store import AAPL_DIVIDENDS, AAPL_SPLITS, fetched, results
 
