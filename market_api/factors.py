@@ -30,8 +30,9 @@ from market_api.queries import NO_STEPS, FactorSteps
 
 log = logging.getLogger(__name__)
 
-Run = Callable[[Callable[[duckdb.DuckDBPyConnection], Any]], Any]
-"""``Database.run``: a query on a cursor of the API's connection."""
+Run = Callable[[str | None, Callable[[duckdb.DuckDBPyConnection], Any]], Any]
+"""A query on a cursor at the given data version (a lake pins the snapshot; the file has only
+its latest): the computation reads the version it computes, even if a load commits meanwhile."""
 
 SYMBOLS_PER_QUERY = 200
 """A query of the computation covers this many symbols: a loader waiting for the API to let
@@ -88,12 +89,6 @@ class FactorCache:
                 self._start_build()
 
     @property
-    def version(self) -> str | None:
-        """The data version whose steps are held or being computed: what a lake's reader pins
-        the computation's queries to."""
-        return self._version
-
-    @property
     def complete(self) -> bool:
         """Whether every symbol's steps of the current version are in memory."""
         with self._lock:
@@ -131,12 +126,13 @@ class FactorCache:
 
     def _compute(self, version: str | None) -> dict[str, FactorSteps] | None:
         """Every symbol's steps, or None if the version changed on the way."""
-        symbols: list[str] = self._run(queries.action_symbols)
+        symbols: list[str] = self._run(version, queries.action_symbols)
         steps: dict[str, FactorSteps] = {}
         for start in range(0, len(symbols), SYMBOLS_PER_QUERY):
             if version != self._version:
                 return None
             chunk = symbols[start : start + SYMBOLS_PER_QUERY]
             first, last = chunk[0], chunk[-1]
-            steps.update(self._run(lambda cur: queries.factor_steps_between(cur, first, last)))  # noqa: B023
+            part = self._run(version, lambda cur: queries.factor_steps_between(cur, first, last))  # noqa: B023
+            steps.update(part)
         return steps

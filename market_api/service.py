@@ -279,7 +279,7 @@ class MarketService:
         self.cache = ResponseCache(
             settings.cache_entries, settings.cache_bytes, self.db.data_version
         )
-        self.factors = FactorCache(self._run_for_factors)
+        self.factors = FactorCache(self._run)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -347,11 +347,6 @@ class MarketService:
         if self._lake is not None:
             return self._lake.run_at(version, query, as_of)
         return self.db.run(query)
-
-    def _run_for_factors(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        """The factor cache's queries, on the snapshot of the version it is computing: a
-        commit during its computation never mixes into the steps of the version before."""
-        return self._run(self.factors.version, query)
 
 
 _CACHEABLE = {"cache-control": CACHE_CONTROL, "vary": VARY}
