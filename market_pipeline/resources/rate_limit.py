@@ -196,6 +196,13 @@ class BucketStore:
             return now_ms
         return synchronous(bucket).now
 
+    def window_stamps(self, api_key: str, day: Rate) -> tuple[list[int], int]:
+        """The permits in the key's day window ending now, and that now (on the store's clock)."""
+        if self.postgres_url is None:
+            at = now_ms()
+            return window_stamps(self.state_dir, api_key, day, at), at
+        return postgres_window_stamps(self.postgres_url, api_key, day)
+
 
 def now_ms() -> int:
     """The bucket's clock: pyrate-limiter's ``SQLiteBucket`` stamps permits with wall time."""
@@ -327,11 +334,7 @@ def calls_available(
     if per_day <= 0:
         return None
     day = day_rate(per_day)
-    if postgres_url is None:
-        at = now_ms()
-        stamps = window_stamps(state_dir, api_key, day, at)
-    else:
-        stamps, at = postgres_window_stamps(postgres_url, api_key, day)
+    stamps, at = BucketStore(state_dir, postgres_url).window_stamps(api_key, day)
     burst = burst_rates(per_second, per_minute)
     return runnable_calls(stamps, day, burst, at, int(DAY_MAX_WAIT_SECONDS * 1000))
 
