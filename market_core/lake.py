@@ -40,7 +40,7 @@ import tenacity
 from psycopg import conninfo as pg_conninfo
 
 from market_core.env import SettingsError
-from market_core.home import DataHome
+from market_core.home import SHARED_HOME_VAR, DataHome
 from market_core.schema import ACTIONS_TABLE, CREATE_ACTIONS_SQL, CREATE_TABLE_SQL, TABLE
 
 T = TypeVar("T")
@@ -50,7 +50,6 @@ LAKE_ALIAS = "lake"
 """The name the lake is attached (and ``USE``d) under in every connection."""
 
 POSTGRES_URL_VAR = "MARKET_POSTGRES_URL"
-SHARED_HOME_VAR = "MARKET_SHARED_HOME"
 EXTENSIONS_FOLDER = "duckdb_extensions"
 # The wheel packages holding each extension file, by the name DuckDB knows it under once installed.
 _WHEELS = {"ducklake": "duckdb_extension_ducklake", "postgres_scanner": "duckdb_extension_postgres"}

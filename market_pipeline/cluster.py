@@ -31,8 +31,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from market_core.atomic import write_text_atomic
-from market_core.home import DataHome
-from market_core.lake import LakeError, LakeSettings, connect
+from market_core.home import SHARED_HOME_VAR, DataHome
+from market_core.lake import POSTGRES_URL_VAR, LakeError, LakeSettings, connect
 from market_core.services import (
     PostgresServer,
     RedisServer,
@@ -51,7 +51,7 @@ from market_pipeline.serve import (
 )
 
 BROKER_VARIABLE = "MARKET_CELERY_BROKER_URL"
-SHARED_VARIABLES = ("MARKET_POSTGRES_URL", "MARKET_SHARED_HOME", BROKER_VARIABLE)
+SHARED_VARIABLES = (POSTGRES_URL_VAR, SHARED_HOME_VAR, BROKER_VARIABLE)
 DAGSTER_MACHINES = ("dagster", "worker-1", "worker-2")
 API_MACHINES = ("api-1", "api-2")
 MACHINE_VARIABLES = ("MARKET_DATA_HOME", "DAGSTER_HOME", "MARKET_API_PORT", "DAGSTER_PORT")
@@ -315,8 +315,8 @@ def demo(root: Path, dagster_port: int, api_port: int) -> int:
         stoppers.append(redis.stop)
         (root / "shared").mkdir(parents=True, exist_ok=True)
         shared = {
-            "MARKET_POSTGRES_URL": postgres.url,
-            "MARKET_SHARED_HOME": str(root / "shared"),
+            POSTGRES_URL_VAR: postgres.url,
+            SHARED_HOME_VAR: str(root / "shared"),
             BROKER_VARIABLE: redis.url,
         }
         if stop.signal is None:

@@ -17,6 +17,7 @@ from dagster import (
 from market_core.home import DataHome
 from market_pipeline.assets import symbol_pipeline
 from market_pipeline.automation import INGEST_JOB, daily_update, follow_raw_data, watchlist_sensor
+from market_pipeline.cluster import BROKER_VARIABLE
 from market_pipeline.maintenance import maintenance_definitions
 from market_pipeline.partitions import WatchlistResource, symbols_partitions
 from market_pipeline.resources.alpha_vantage import AlphaVantageResource
@@ -38,9 +39,6 @@ def resources_from_env(**alpha_vantage: Any) -> dict[str, ConfigurableResource]:
     }
 
 
-BROKER_VAR = "MARKET_CELERY_BROKER_URL"
-
-
 def executor_from_env() -> ExecutorDefinition | None:
     """dagster-celery's executor when ``MARKET_CELERY_BROKER_URL`` is set, else Dagster's default.
 
@@ -49,11 +47,11 @@ def executor_from_env() -> ExecutorDefinition | None:
     workers with the same block. Every job of the location without an executor of its own gets
     it, so the schedule's, the sensors' and the UI's runs all send their steps to the workers.
     """
-    if not os.environ.get(BROKER_VAR, "").strip():
+    if not os.environ.get(BROKER_VARIABLE, "").strip():
         return None
     from dagster_celery import celery_executor  # Celery loads only in the mode that uses it
 
-    from_env = {"env": BROKER_VAR}
+    from_env = {"env": BROKER_VARIABLE}
     return celery_executor.configured(
         {"broker": from_env, "backend": from_env}, name="celery_on_market_broker"
     )
@@ -70,7 +68,7 @@ def celery_workers(timeout: float = CELERY_PING_SECONDS) -> list[str]:
     """
     from celery import Celery
 
-    url = os.environ[BROKER_VAR].strip()
+    url = os.environ[BROKER_VARIABLE].strip()
     app = Celery(broker=url, backend=url)
     app.conf.broker_transport_options = {"max_retries": 1, "interval_start": 0}
     try:
