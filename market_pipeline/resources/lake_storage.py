@@ -42,7 +42,13 @@ from market_core.lake import (
 from market_core.schema import ACTIONS_COLUMNS, ACTIONS_TABLE, COLUMNS, TABLE
 from market_core.store import ActionsLoadStats, LoadStats, SymbolActions
 from market_pipeline.actions_validation import KEY_COLUMNS
-from market_pipeline.resources.storage import MarketDuckDB, actions_frames, vanished_by_symbol
+from market_pipeline.resources.storage import (
+    COUNT_ACTIONS_SQL,
+    MarketDuckDB,
+    actions_frames,
+    vanished_by_symbol,
+)
+from market_pipeline.stages.known_actions import stored_ex_dates
 from market_pipeline.stages.ohlcv import insert_or_upsert
 
 T = TypeVar("T")
@@ -80,8 +86,6 @@ EXISTS (
 """
 SELECT_VANISHED_SQL = f"SELECT symbol, ex_date, kind FROM {ACTIONS_TABLE} WHERE {_VANISHED}"
 DELETE_VANISHED_SQL = f"DELETE FROM {ACTIONS_TABLE} WHERE {_VANISHED}"
-COUNT_ACTIONS_SQL = f"SELECT count(*) FROM {ACTIONS_TABLE}"
-STORED_EX_DATES_SQL = f"SELECT symbol, ex_date FROM {ACTIONS_TABLE} WHERE list_contains(?, symbol)"
 
 
 def _count(conn: duckdb.DuckDBPyConnection, sql: str) -> int:
@@ -200,19 +204,11 @@ class MarketLake(ConfigurableResource):
         """Each symbol's ex-dates in ``corporate_actions``, read from the current snapshot."""
         if not symbols:
             return {}
-
-        def read(conn: duckdb.DuckDBPyConnection) -> list[tuple[str, dt.date]]:
-            return conn.execute(STORED_EX_DATES_SQL, [list(symbols)]).fetchall()
-
         conn = connect(self.settings, read_only=True)
         try:
-            rows = read(conn)
+            return stored_ex_dates(conn, symbols)
         finally:
             conn.close()
-        stored: dict[str, set[dt.date]] = {}
-        for symbol, ex_date in rows:
-            stored.setdefault(symbol, set()).add(ex_date)
-        return stored
 
 
 def store_from_env(home: DataHome) -> MarketDuckDB | MarketLake:

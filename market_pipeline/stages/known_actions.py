@@ -56,22 +56,28 @@ class ExDateStore(Protocol):
     def stored_ex_dates(self, symbols: Sequence[str]) -> dict[str, set[dt.date]]: ...
 
 
+_STORED_EX_DATES_SQL = f"SELECT symbol, ex_date FROM {ACTIONS_TABLE} WHERE list_contains(?, symbol)"
+
+
+def stored_ex_dates(
+    conn: duckdb.DuckDBPyConnection, symbols: Sequence[str]
+) -> dict[str, set[dt.date]]:
+    """Each symbol's ex-dates in ``corporate_actions`` on ``conn`` (the file's or the lake's)."""
+    stored: dict[str, set[dt.date]] = {}
+    for symbol, ex_date in conn.execute(_STORED_EX_DATES_SQL, [list(symbols)]).fetchall():
+        stored.setdefault(symbol, set()).add(ex_date)
+    return stored
+
+
 def stored_ex_dates_in_file(path: Path, symbols: Sequence[str]) -> dict[str, set[dt.date]]:
     """The DuckDB file's ex-dates, through a read-only connection."""
     if not symbols or not path.exists():
         return {}
     try:
         with duckdb.connect(str(path), read_only=True) as conn:
-            rows = conn.execute(
-                f"SELECT symbol, ex_date FROM {ACTIONS_TABLE} WHERE list_contains(?, symbol)",
-                [list(symbols)],
-            ).fetchall()
+            return stored_ex_dates(conn, symbols)
     except duckdb.Error:  # no table yet, or another process writes the file right now
         return {}
-    stored: dict[str, set[dt.date]] = {}
-    for symbol, ex_date in rows:
-        stored.setdefault(symbol, set()).add(ex_date)
-    return stored
 
 
 def known_ex_dates(
