@@ -261,14 +261,7 @@ class AlphaVantageStub:
                 text = json.dumps(stub.body_for(plain, symbol, outputsize, key))
                 if behaviour in ("duplicates", "exact_duplicates"):
                     text = duplicate_newest_date(text, disagree=behaviour == "duplicates")
-                body = text.encode()
-                if behaviour == "truncated":
-                    body = body[: len(body) // 2]
-                if behaviour == "cut_body":  # promise the whole body, send half, hang up
-                    self._send(200, body, "application/json", send=len(body) // 2)
-                    self.close_connection = True
-                    return
-                self._send(200, body, "application/json")
+                self._finish(behaviour, text.encode())
 
             def _answer_actions(self, query: dict[str, str]) -> None:
                 symbol, function = query.get("symbol", "").upper(), query["function"].upper()
