@@ -48,3 +48,54 @@ CREATE TABLE IF NOT EXISTS {ACTIONS_TABLE} (
     UNIQUE (symbol, ex_date, kind)
 )
 """
+
+INTRADAY_TABLE = "ohlcv_intraday"
+
+INTRADAY_INTERVALS: tuple[str, ...] = ("1min", "5min", "15min", "30min", "60min")
+"""Alpha Vantage's ``TIME_SERIES_INTRADAY`` intervals, spelled as it spells them."""
+
+DAILY_INTERVAL = "1d"
+"""The ``interval`` that names ``ohlcv_data``'s bars in the change log and the stream."""
+
+INTRADAY_COLUMNS: tuple[str, ...] = (
+    "timestamp", "symbol", "interval", "open", "high", "low", "close", "volume",
+)  # fmt: skip
+
+# ``timestamp`` is the bar's start in exchange-local time (America/New_York), naive, as
+# Alpha Vantage reports it: the same convention as ohlcv_data's dates.
+CREATE_INTRADAY_SQL = f"""
+CREATE TABLE IF NOT EXISTS {INTRADAY_TABLE} (
+    timestamp TIMESTAMP,
+    symbol VARCHAR,
+    interval VARCHAR,
+    open DOUBLE,
+    high DOUBLE,
+    low DOUBLE,
+    close DOUBLE,
+    volume BIGINT,
+    UNIQUE (symbol, interval, timestamp)
+)
+"""
+
+CHANGES_TABLE = "bar_changes"
+COMMITS_TABLE = "bar_commits"
+
+# The change log the push stream reads: one row per bar a commit inserted or revised, in the
+# same transaction as the bars. ``commit_id`` grows by one per commit that changed bars;
+# ``bar_commits`` keeps every commit's id and time even after old changes are pruned, so a
+# client's Last-Event-ID older than the oldest kept change is known to be too old.
+CREATE_CHANGES_SQL = f"""
+CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} (
+    commit_id BIGINT,
+    symbol VARCHAR,
+    interval VARCHAR,
+    timestamp TIMESTAMP,
+    revised BOOLEAN
+)
+"""
+CREATE_COMMITS_SQL = f"""
+CREATE TABLE IF NOT EXISTS {COMMITS_TABLE} (
+    commit_id BIGINT,
+    committed_at TIMESTAMP WITH TIME ZONE
+)
+"""
