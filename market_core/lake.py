@@ -41,7 +41,16 @@ from psycopg import conninfo as pg_conninfo
 
 from market_core.env import SettingsError
 from market_core.home import SHARED_HOME_VAR, DataHome
-from market_core.schema import ACTIONS_TABLE, CREATE_ACTIONS_SQL, CREATE_TABLE_SQL, TABLE
+from market_core.schema import (
+    ACTIONS_TABLE,
+    CHANGES_TABLE,
+    COMMITS_TABLE,
+    CREATE_ACTIONS_SQL,
+    CREATE_CHANGES_SQL,
+    CREATE_COMMITS_SQL,
+    CREATE_TABLE_SQL,
+    TABLE,
+)
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -76,6 +85,8 @@ def _without_unique(sql: str) -> str:
 LAKE_TABLES_SQL: tuple[tuple[str, str], ...] = (
     (TABLE, _without_unique(CREATE_TABLE_SQL)),
     (ACTIONS_TABLE, _without_unique(CREATE_ACTIONS_SQL)),
+    (CHANGES_TABLE, CREATE_CHANGES_SQL),  # the push stream's change log: no UNIQUE to strip
+    (COMMITS_TABLE, CREATE_COMMITS_SQL),
 )
 
 
@@ -336,7 +347,7 @@ def _missing_tables(conn: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def _create_tables(conn: duckdb.DuckDBPyConnection) -> None:
-    """Both tables in one transaction; a writer creating them at the same time is a conflict,
+    """Every table in one transaction; a writer creating them at the same time is a conflict,
     and the retry then finds them there."""
 
     def create() -> None:
@@ -372,7 +383,7 @@ def _attach_read_only(conn: duckdb.DuckDBPyConnection, settings: LakeSettings) -
 
 def connect(settings: LakeSettings, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the lake attached as ``LAKE_ALIAS`` and ``USE``d,
-    its two tables there (created by the first connection ever, read-only or not)."""
+    its tables there (created by the first connection ever, read-only or not)."""
     conn = duckdb.connect()
     try:
         install_extensions(conn, settings.extensions_dir())

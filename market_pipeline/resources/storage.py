@@ -20,7 +20,14 @@ from dagster_duckdb import DuckDBResource
 from market_core.atomic import write_atomic
 from market_core.handoff import WriteHandoff, exclusive_write
 from market_core.home import DataHome
-from market_core.schema import ACTIONS_COLUMNS, ACTIONS_TABLE, CREATE_ACTIONS_SQL, CREATE_TABLE_SQL
+from market_core.schema import (
+    ACTIONS_COLUMNS,
+    ACTIONS_TABLE,
+    CREATE_ACTIONS_SQL,
+    CREATE_CHANGES_SQL,
+    CREATE_COMMITS_SQL,
+    CREATE_TABLE_SQL,
+)
 from market_core.store import ActionsLoadStats, LoadStats, SymbolActions
 from market_pipeline.actions_validation import EVENT_SCHEMA, KEY_COLUMNS, KEY_SCHEMA, answered
 from market_pipeline.stages.known_actions import stored_ex_dates_in_file
@@ -141,6 +148,8 @@ class MarketDuckDB(DuckDBResource):
         with exclusive_write(self.home) as handoff, self.get_connection() as conn:
             try:
                 conn.execute(CREATE_TABLE_SQL)
+                conn.execute(CREATE_CHANGES_SQL)
+                conn.execute(CREATE_COMMITS_SQL)
                 yield conn, handoff
             finally:
                 conn.close()

@@ -7,6 +7,9 @@ either before or after the batch, never half. ``ON CONFLICT ... DO UPDATE`` make
 A batch none of whose symbols has a stored bar has nothing to conflict with: it goes in as a
 plain ``INSERT``, which skips the upsert's per-row conflict handling (a third of its CPU in a
 backfill) and gives the counts for free.
+
+Every write first logs its new and revised bars in the change log (``stages/changes.py``), in
+the same transaction: the plain ``INSERT`` logs its rows as new without comparing them.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import duckdb
 import polars as pl
 
 from market_core.home import DataHome
-from market_core.schema import COLUMNS, TABLE
+from market_core.schema import COLUMNS, CREATE_CHANGES_SQL, CREATE_COMMITS_SQL, TABLE
 from market_core.store import LoadStats
+from market_pipeline.stages.changes import record_changes
 from market_pipeline.stages.files import read_each
 
 _VALUES = ("open", "high", "low", "close", "volume")
@@ -64,12 +68,15 @@ def _read_or_fail(home: DataHome, symbol: str) -> pl.DataFrame | LoadError:
 def insert_or_upsert(conn: duckdb.DuckDBPyConnection, upsert_sql: str) -> tuple[int, int]:
     """(inserted, updated) for the registered ``incoming``, through ``upsert_sql`` (the file's
     ``ON CONFLICT`` or the lake's ``MERGE``): a batch of symbols with no stored bar goes in as
-    a plain ``INSERT``, with no join against the whole table."""
+    a plain ``INSERT``, with no join against the whole table. Either way the change log
+    (``changes.record_changes``) is written first, while the table holds the old values."""
     if _execute(conn, STORED_SQL):
+        record_changes(conn, TABLE)
         before = _execute(conn, COUNT_SQL)
         affected = _execute(conn, upsert_sql)
         inserted = _execute(conn, COUNT_SQL) - before
     else:
+        record_changes(conn, TABLE, all_new=True)
         affected = inserted = _execute(conn, INSERT_SQL)
     return inserted, affected - inserted
 
@@ -85,6 +92,8 @@ def upsert(conn: duckdb.DuckDBPyConnection, frames: list[pl.DataFrame]) -> LoadS
     incoming = pl.concat(frames, how="vertical").select(COLUMNS).to_arrow()
     conn.begin()
     try:
+        conn.execute(CREATE_CHANGES_SQL)
+        conn.execute(CREATE_COMMITS_SQL)
         conn.register("incoming", incoming)
         inserted, updated = insert_or_upsert(conn, UPSERT_SQL)
         conn.unregister("incoming")

@@ -1,0 +1,106 @@
+"""The change log the push stream reads: ``bar_changes`` and ``bar_commits`` (``schema.py``).
+
+``record_changes`` runs inside a bar-writing transaction, before the upsert, while the table
+still holds the old values: it compares the registered batch with the stored bars and appends
+one row per bar that is new or whose values differ, all under one new ``commit_id``. The log
+commits or rolls back with the bars, so a reader never sees a change whose bar is not there,
+and a reload that changes nothing adds nothing (no commit row, no id used up).
+
+A backfill (a batch none of whose symbols has a stored bar, which the upsert already knows)
+records every row as new straight from the batch, without the join against the table.
+
+Old changes are pruned in the same transaction: the rows of commits older than ``KEEP_DAYS``
+go, while ``bar_commits`` keeps its newest row always, so ids keep growing and a client whose
+``Last-Event-ID`` predates the oldest kept commit is known to be too old to resume. The prune
+is a lookup in the small ``bar_commits`` table, and deletes only when something aged out.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from market_core.schema import (
+    CHANGES_TABLE,
+    COMMITS_TABLE,
+    DAILY_INTERVAL,
+    INTRADAY_TABLE,
+    TABLE,
+)
+
+KEEP_DAYS = 7
+"""How long changes stay resumable: a client away for longer gets ``event: reset``. A module
+constant, not a setting: the log of a week of commits is small, and nobody has needed another."""
+
+_VALUES = ("open", "high", "low", "close", "volume")
+_KEYS = {TABLE: ("symbol", "timestamp"), INTRADAY_TABLE: ("symbol", "interval", "timestamp")}
+_INTERVAL = {TABLE: f"'{DAILY_INTERVAL}'", INTRADAY_TABLE: "i.interval"}
+
+NEXT_COMMIT_SQL = f"SELECT coalesce(max(commit_id), 0) + 1 FROM {COMMITS_TABLE}"
+INSERT_COMMIT_SQL = f"INSERT INTO {COMMITS_TABLE} VALUES ($commit, now())"
+# The newest commit old enough to prune; None (nothing to do) almost always.
+CUTOFF_SQL = f"""
+SELECT max(commit_id) FROM {COMMITS_TABLE}
+WHERE committed_at < now() - to_days(CAST($keep_days AS INTEGER))
+"""
+PRUNE_CHANGES_SQL = f"DELETE FROM {CHANGES_TABLE} WHERE commit_id <= $cutoff"
+PRUNE_COMMITS_SQL = f"""
+DELETE FROM {COMMITS_TABLE}
+WHERE commit_id <= $cutoff AND commit_id < (SELECT max(commit_id) FROM {COMMITS_TABLE})
+"""
+
+
+def _changed_sql(table: str, incoming: str) -> str:
+    keys = " AND ".join(f"s.{k} = i.{k}" for k in _KEYS[table])
+    differs = " OR ".join(f"s.{c} IS DISTINCT FROM i.{c}" for c in _VALUES)
+    return f"""
+INSERT INTO {CHANGES_TABLE}
+SELECT $commit, i.symbol, {_INTERVAL[table]}, i.timestamp, s.symbol IS NOT NULL
+FROM {incoming} AS i LEFT JOIN {table} AS s ON {keys}
+WHERE s.symbol IS NULL OR {differs}
+"""
+
+
+def _new_sql(table: str, incoming: str) -> str:
+    return f"""
+INSERT INTO {CHANGES_TABLE}
+SELECT $commit, i.symbol, {_INTERVAL[table]}, i.timestamp, false FROM {incoming} AS i
+"""
+
+
+def record_changes(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    incoming: str = "incoming",
+    *,
+    all_new: bool = False,
+    keep_days: int = KEEP_DAYS,
+) -> int:
+    """Log the bars of the registered ``incoming`` that are new to ``table`` (``ohlcv_data``,
+    interval ``1d``, or ``ohlcv_intraday``, the batch's own ``interval``) or revised; return
+    how many. Call it inside the writing transaction, before the upsert. ``all_new``: the
+    caller knows no bar of the batch's symbols is stored, so every row is new (no join)."""
+    if table not in _KEYS:
+        raise ValueError(f"{table}: no change log for this table; expected {sorted(_KEYS)}")
+    commit = _scalar(conn, NEXT_COMMIT_SQL, {})
+    sql = _new_sql(table, incoming) if all_new else _changed_sql(table, incoming)
+    changed = _scalar(conn, sql, {"commit": commit})
+    if not changed:
+        return 0
+    conn.execute(INSERT_COMMIT_SQL, {"commit": commit})
+    prune(conn, keep_days)
+    return changed
+
+
+def prune(conn: duckdb.DuckDBPyConnection, keep_days: int = KEEP_DAYS) -> None:
+    """Drop the changes of commits older than ``keep_days``, keeping the newest commit's row."""
+    row = conn.execute(CUTOFF_SQL, {"keep_days": keep_days}).fetchone()
+    cutoff = None if row is None else row[0]
+    if cutoff is None:
+        return
+    conn.execute(PRUNE_CHANGES_SQL, {"cutoff": cutoff})
+    conn.execute(PRUNE_COMMITS_SQL, {"cutoff": cutoff})
+
+
+def _scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: dict[str, object]) -> int:
+    row = conn.execute(sql, params).fetchone()
+    return 0 if row is None or row[0] is None else int(row[0])
