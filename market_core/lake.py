@@ -70,6 +70,8 @@ CREATION_ATTEMPTS = 8
 WRITE_LOCK_KEY = 0x6D61726B65745F6C  # "market_l": the lake's one advisory lock
 WRITE_LOCK_TIMEOUT_SECONDS = 900
 CATALOG_CONNECT_TIMEOUT_SECONDS = 10
+LAKE_OPTIONS: dict[str, int] = {"parquet_row_group_size": 32_768}
+"""DuckLake options the lake is kept at (``_set_lake_options``)."""
 
 _UNIQUE = re.compile(r",\s*UNIQUE\s*\([^)]*\)")
 
@@ -391,15 +393,44 @@ def connect(settings: LakeSettings, *, read_only: bool = False) -> duckdb.DuckDB
             with contextlib.suppress(OSError):  # a read-only mount: DuckLake says what is wrong
                 Path(settings.data_path).mkdir(parents=True, exist_ok=True)
         if read_only:
+            _cache_immutable_files(conn)
             _attach_read_only(conn, settings)
         else:
             _attach(conn, settings, read_only=False)
             if _missing_tables(conn):
                 _create_tables(conn)
+            _set_lake_options(conn)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _cache_immutable_files(conn: duckdb.DuckDBPyConnection) -> None:
+    """A reader keeps the Parquet footers and blocks it read, and never checks them again: a
+    lake's data files are written once under a new name and never changed, so a cached copy
+    cannot go stale. Saves a footer parse and a ``stat`` per file on every query."""
+    conn.execute("SET GLOBAL parquet_metadata_cache = true")
+    conn.execute("SET GLOBAL validate_external_file_cache = 'NO_VALIDATION'")
+
+
+def _set_lake_options(conn: duckdb.DuckDBPyConnection) -> None:
+    """Options every writer's files follow, kept in the catalog (so they hold for every
+    machine and for the maintenance job's merged files); set by any writer that finds them
+    missing, so a lake made by an older version gets them too.
+
+    Row groups of 32,768 rows instead of DuckDB's 122,880: a question is one symbol's range,
+    and the bars are clustered by symbol (each load is a batch of symbols), so a read decodes
+    one or two row groups; a quarter of the size halved a one-year miss (benchmark 7)."""
+    current = dict(
+        conn.execute(
+            "SELECT option_name, value FROM ducklake_options(?) WHERE scope = 'GLOBAL'",
+            [LAKE_ALIAS],
+        ).fetchall()
+    )
+    for name, value in LAKE_OPTIONS.items():
+        if current.get(name) != str(value):
+            conn.execute(f"CALL {LAKE_ALIAS}.set_option(?, ?)", [name, value])
 
 
 def snapshot_id(conn: duckdb.DuckDBPyConnection) -> int:
