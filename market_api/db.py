@@ -15,11 +15,12 @@ as soon as the running ones finish.
 
 Before the first load there may be no file, or a file without the tables: a file loaded before
 corporate actions existed has ``ohlcv_data`` but no ``corporate_actions``, and one whose first
-load was of corporate actions only the reverse. Queries then run against empty tables of the
-same schema (in memory without a file; with one, a temporary table per cursor for each missing
-table: temporary objects are per cursor, and the only thing a read-only connection may
-create), so every endpoint answers "no data" or "no events" through the same SQL instead of
-special cases.
+load was of corporate actions only the reverse; a file from before intraday bars and the change
+log lacks ``ohlcv_intraday``, ``bar_changes`` and ``bar_commits``. Queries then run against
+empty tables of the same schema (in memory without a file; with one, a temporary table per
+cursor for each missing table: temporary objects are per cursor, and the only thing a read-only
+connection may create), so every endpoint answers "no data" or "no events" through the same SQL
+instead of special cases.
 """
 
 from __future__ import annotations
@@ -36,19 +37,36 @@ import duckdb
 from market_api.errors import DataUnavailable
 from market_core.handoff import VersionWatch, write_locked
 from market_core.home import DataHome
-from market_core.schema import ACTIONS_TABLE, CREATE_ACTIONS_SQL, CREATE_TABLE_SQL, TABLE
+from market_core.schema import (
+    ACTIONS_TABLE,
+    CHANGES_TABLE,
+    COMMITS_TABLE,
+    CREATE_ACTIONS_SQL,
+    CREATE_CHANGES_SQL,
+    CREATE_COMMITS_SQL,
+    CREATE_INTRADAY_SQL,
+    CREATE_TABLE_SQL,
+    INTRADAY_TABLE,
+    TABLE,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_TABLES_SQL = """
-SELECT table_name FROM information_schema.tables
-WHERE table_schema = 'main' AND table_name IN (?, ?)
-"""
-
-_TABLES = {TABLE: CREATE_TABLE_SQL, ACTIONS_TABLE: CREATE_ACTIONS_SQL}
+_TABLES = {
+    TABLE: CREATE_TABLE_SQL,
+    ACTIONS_TABLE: CREATE_ACTIONS_SQL,
+    INTRADAY_TABLE: CREATE_INTRADAY_SQL,
+    CHANGES_TABLE: CREATE_CHANGES_SQL,
+    COMMITS_TABLE: CREATE_COMMITS_SQL,
+}
 """Every table the queries read, with its schema."""
+
+_TABLES_SQL = f"""
+SELECT table_name FROM information_schema.tables
+WHERE table_schema = 'main' AND table_name IN ({", ".join("?" * len(_TABLES))})
+"""
 
 
 def _temporary(create_sql: str) -> str:

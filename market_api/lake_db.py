@@ -9,15 +9,15 @@ and the factor cache follow commits from every machine within a fraction of a se
 lock and no hand-off. An attached DuckLake sees other processes' commits without re-attaching:
 every autocommit query starts a transaction at the catalog's newest snapshot.
 
-An answer must read one snapshot, the one its data version names, even when a load commits
-while it runs (a question asks several queries, and the adjusted ones also read the factor
-steps). Each thread's cursor therefore shadows the two tables with temporary views of
-``lake.main.<table> AT (VERSION => n)``: temporary objects are private to a cursor and come
-first in DuckDB's search path, so ``queries.py``'s SQL, which names ``ohlcv_data`` and
-``corporate_actions``, reads the pinned snapshot unchanged, with the same plans (the filters
-reach the lake's scan through the view) and no cost to the file mode. A cursor re-pins only
-when it is asked for another snapshot. Time travel (``as_of``) is the same pin, at the newest
-snapshot committed at or before the asked time.
+An answer must read one snapshot, the one its data version names, even when a load commits while
+it runs (a question asks several queries, and the adjusted ones also read the factor steps).
+Each thread's cursor therefore shadows the tables (bars, corporate actions, intraday bars, the
+change log) with temporary views of ``lake.main.<table> AT (VERSION => n)``: temporary objects
+are private to a cursor and come first in DuckDB's search path, so ``queries.py``'s SQL, which
+names the tables, reads the pinned snapshot unchanged, with the same plans (the filters reach
+the lake's scan through the view) and no cost to the file mode. A cursor re-pins only when it is
+asked for another snapshot. Time travel (``as_of``) is the same pin, at the newest snapshot
+committed at or before the asked time.
 
 The catalog may be unreachable for a while (PostgreSQL restarting, the network): queries then
 wait, reconnecting, up to ``wait_seconds`` and fail as ``DataUnavailable`` (a 503 with
@@ -38,7 +38,16 @@ import duckdb
 from market_api.db import ReadWriteLock
 from market_api.errors import DataUnavailable, InvalidParameter
 from market_core.lake import LAKE_ALIAS, LakeError, LakeSettings, connect, snapshot_id
-from market_core.schema import ACTIONS_TABLE, TABLE
+from market_core.schema import (
+    ACTIONS_TABLE,
+    CHANGES_TABLE,
+    COMMITS_TABLE,
+    CREATE_CHANGES_SQL,
+    CREATE_COMMITS_SQL,
+    CREATE_INTRADAY_SQL,
+    INTRADAY_TABLE,
+    TABLE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +56,37 @@ T = TypeVar("T")
 AS_OF = "as_of"
 """The query parameter of time travel, named in its errors."""
 
-_PIN_SQL = tuple(
-    f"CREATE OR REPLACE TEMP VIEW {table} AS "
-    f"SELECT * FROM {LAKE_ALIAS}.main.{table} AT (VERSION => {{snapshot}})"
-    for table in (TABLE, ACTIONS_TABLE)
+_PIN_SQL = (
+    "CREATE OR REPLACE TEMP VIEW {table} AS "
+    "SELECT * FROM {lake}.main.{table} AT (VERSION => {snapshot})"
 )
+
+_OPTIONAL_TABLES = {
+    INTRADAY_TABLE: CREATE_INTRADAY_SQL,
+    CHANGES_TABLE: CREATE_CHANGES_SQL,
+    COMMITS_TABLE: CREATE_COMMITS_SQL,
+}
+"""Tables a snapshot may lack: a lake made before they existed gets them at its first write by
+code that knows them (``market_core.lake.connect``), and a snapshot older than that never has
+them. Read from such a snapshot, each is empty (a temporary table of its schema), so its
+answers are "no bars" and not an error; ``ohlcv_data`` and ``corporate_actions`` are always
+there from the lake's first snapshot on."""
+
+
+def _empty_sql(table: str, create_sql: str) -> tuple[str, str]:
+    """The empty stand-in of ``table``: a temporary table of its schema, and the view on it."""
+    empty = f"empty_{table}"
+    create = create_sql.replace(
+        f"CREATE TABLE IF NOT EXISTS {table}", f"CREATE TEMP TABLE IF NOT EXISTS {empty}", 1
+    )
+    if create == create_sql:  # pragma: no cover - schema.py's statement changed shape
+        raise AssertionError(f"cannot make an empty stand-in of {table}")
+    return create, f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * FROM temp.main.{empty}"
+
+
+_EMPTY_SQL = {table: _empty_sql(table, sql) for table, sql in _OPTIONAL_TABLES.items()}
+_MISSING = (duckdb.CatalogException, duckdb.InvalidInputException)
+"""What a view of a table the snapshot lacks raises (no such table, or not at that version)."""
 
 _AS_OF_SQL = f"""
 SELECT max(snapshot_id) FILTER (WHERE snapshot_time <= $as_of), min(snapshot_time)
@@ -204,21 +239,28 @@ class LakeDatabase:
     def _pin(
         self, cursor: duckdb.DuckDBPyConnection, snapshot: int, as_of: datetime | None
     ) -> None:
-        """Point this cursor's ``ohlcv_data`` and ``corporate_actions`` at ``snapshot``."""
+        """Point this cursor's tables at ``snapshot`` (those it lacks of ``_OPTIONAL_TABLES``
+        at empty stand-ins)."""
         local = self._local
         if local.pinned == snapshot:
             return
         local.pinned = None
         try:
-            for sql in _PIN_SQL:
-                cursor.execute(sql.format(snapshot=int(snapshot)))
-        except (duckdb.CatalogException, duckdb.InvalidInputException) as exc:
+            for table in (TABLE, ACTIONS_TABLE):
+                cursor.execute(_pin(table, snapshot))
+        except _MISSING as exc:
             if as_of is None:
                 raise
             # A snapshot before the lake's tables were created, or one expired meanwhile.
             raise InvalidParameter(
                 AS_OF, f"as_of {as_of.isoformat()} is before the lake's oldest usable snapshot"
             ) from exc
+        for table, empty in _EMPTY_SQL.items():
+            try:
+                cursor.execute(_pin(table, snapshot))
+            except _MISSING:
+                for sql in empty:
+                    cursor.execute(sql)
         local.pinned = snapshot
 
     def _cursor(self, conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
@@ -249,6 +291,10 @@ class LakeDatabase:
             self._conn = conn
             self._generation += 1
             return True
+
+
+def _pin(table: str, snapshot: int) -> str:
+    return _PIN_SQL.format(table=table, lake=LAKE_ALIAS, snapshot=int(snapshot))
 
 
 def _snapshot_at(cursor: duckdb.DuckDBPyConnection, as_of: datetime, newest: int) -> int:

@@ -43,7 +43,8 @@ from typing import cast
 import duckdb
 
 from market_api.schemas import Adjustment, BarRow, Interval
-from market_core.schema import ACTIONS_TABLE, DIVIDEND, SPLIT, TABLE
+from market_core.exchange import EXCHANGE_TZ
+from market_core.schema import ACTIONS_TABLE, DIVIDEND, INTRADAY_TABLE, SPLIT, TABLE
 
 InstrumentRow = tuple[str, date, date, int]
 StatsRow = tuple[
@@ -190,13 +191,27 @@ class FactorSteps:
         bit-identical to the one the weekly and monthly buckets and the stats are built from in
         SQL. Daily bars are the most asked adjusted question, and for them this costs a third
         of binding the steps into the SQL (bench/README.md, ``api-miss``)."""
+        ex_days = [date.fromordinal(_EPOCH_ORDINAL + us // _DAY_US) for us in self.ex_us]
+        return self._apply(rows, adjustment, ex_days)
+
+    def apply_intraday(self, rows: Sequence[BarRow], adjustment: Adjustment) -> list[BarRow]:
+        """Intraday bars (ascending, timestamps naive exchange-local) adjusted by the factors
+        of their day: an event takes effect at its ex-date's open, so a bar at or after the
+        ex-date's midnight is past it, every bar of the day before is not."""
+        ex_at = [_EPOCH + us * _MICROSECOND for us in self.ex_us]
+        return self._apply(rows, adjustment, ex_at)
+
+    def _apply(
+        self, rows: Sequence[BarRow], adjustment: Adjustment, ex_points: Sequence[date]
+    ) -> list[BarRow]:
+        """``apply``'s loop over ``ex_points``, the ex-dates in the bars' timestamp type (a
+        ``date`` and a ``datetime`` do not compare)."""
         factors = self.params(adjustment)
         split, dividend = cast(list[float], factors["s"]), cast(list[float], factors["d"])
-        ex_days = [date.fromordinal(_EPOCH_ORDINAL + us // _DAY_US) for us in self.ex_us]
         out: list[BarRow] = []
-        k, steps = 0, len(ex_days)
+        k, steps = 0, len(ex_points)
         for day, o, h, low, c, volume in rows:
-            while k < steps and ex_days[k] <= day:  # k: the first ex-date after the bar
+            while k < steps and ex_points[k] <= day:  # k: the first ex-date after the bar
                 k += 1
             if k == steps:
                 out.append((day, o, h, low, c, volume))
@@ -272,6 +287,23 @@ _NEWEST_SQL = f"SELECT CAST(max(timestamp) AS DATE) FROM {TABLE}"
 
 _EXISTS_SQL = f"SELECT EXISTS (SELECT 1 FROM {TABLE} WHERE symbol = $symbol)"
 
+# One interval's stored bars, each its own series; the range is half-open on ``timestamp`` like
+# the daily one (``intraday_range`` makes an inclusive datetime end exclusive by 1 µs).
+_INTRADAY_SQL = f"""
+SELECT timestamp, open, high, low, close, volume FROM (
+    SELECT timestamp, open, high, low, close, volume
+    FROM {INTRADAY_TABLE}
+    WHERE symbol = $symbol AND interval = $interval AND timestamp >= $low AND timestamp < $high
+    ORDER BY timestamp DESC
+    LIMIT $limit
+) ORDER BY timestamp
+"""
+
+_INTRADAY_EXISTS_SQL = f"""
+SELECT EXISTS (SELECT 1 FROM {TABLE} WHERE symbol = $symbol)
+    OR EXISTS (SELECT 1 FROM {INTRADAY_TABLE} WHERE symbol = $symbol)
+"""
+
 _KNOWN_SQL = f"""
 SELECT EXISTS (SELECT 1 FROM {TABLE} WHERE symbol = $symbol)
     OR EXISTS (SELECT 1 FROM {ACTIONS_TABLE} WHERE symbol = $symbol)
@@ -302,6 +334,47 @@ def bars(
     if adjusted:
         params.update(steps.params(adjustment))
     return cast(list[BarRow], cur.execute(_BUCKETS_SQL[(interval, adjusted)], params).fetchall())
+
+
+def intraday_bars(
+    cur: duckdb.DuckDBPyConnection,
+    symbol: str,
+    interval: Interval,
+    low: datetime,
+    high: datetime,
+    limit: int | None,
+    adjustment: Adjustment = Adjustment.RAW,
+    steps: FactorSteps = NO_STEPS,
+) -> list[BarRow]:
+    """One interval's bars of one symbol with ``low <= timestamp < high`` (naive
+    exchange-local), ascending; with ``limit``, only the newest N. Adjusted by the daily
+    factor steps of each bar's day (``FactorSteps.apply_intraday``). The timestamps come back
+    aware (``EXCHANGE_TZ``), so that the wire carries their offset."""
+    params = {"symbol": symbol, "interval": interval.value, "low": low, "high": high,
+              "limit": limit}  # fmt: skip
+    rows = cast(list[BarRow], cur.execute(_INTRADAY_SQL, params).fetchall())
+    steps = steps.within(low, high)
+    if adjustment is not Adjustment.RAW and steps:
+        rows = steps.apply_intraday(rows, adjustment)
+    return [
+        (cast(datetime, ts).replace(tzinfo=EXCHANGE_TZ), o, h, lo, c, v)
+        for ts, o, h, lo, c, v in rows
+    ]
+
+
+def intraday_range(start: date | None, end: date | None) -> tuple[datetime, datetime]:
+    """``[low, high)`` of an intraday question: a date ``start`` from its midnight, a date
+    ``end`` through its last microsecond, a ``datetime`` exactly (an end inclusive)."""
+    if start is None:
+        low = datetime.min
+    elif isinstance(start, datetime):
+        low = start
+    else:
+        low = datetime.combine(start, time())
+    if end is None:
+        return low, datetime.max
+    exact = end if isinstance(end, datetime) else datetime.combine(end, time.max)
+    return low, datetime.max if exact >= datetime.max - _MICROSECOND else exact + _MICROSECOND
 
 
 def stats(
@@ -361,6 +434,13 @@ def newest_bar_date(cur: duckdb.DuckDBPyConnection) -> date | None:
 def symbol_exists(cur: duckdb.DuckDBPyConnection, symbol: str) -> bool:
     """Tells an unknown symbol (404) from a known one with no bars in the range (200, empty)."""
     row = cur.execute(_EXISTS_SQL, {"symbol": symbol}).fetchone()
+    return bool(row and row[0])
+
+
+def symbol_exists_intraday(cur: duckdb.DuckDBPyConnection, symbol: str) -> bool:
+    """An intraday question's 404: a symbol with daily or intraday bars is known, and a range
+    or an interval without bars is an empty series."""
+    row = cur.execute(_INTRADAY_EXISTS_SQL, {"symbol": symbol}).fetchone()
     return bool(row and row[0])
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import ResponseHeader
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Schema
+from litestar.openapi.spec import Example, OpenAPIMediaType, OpenAPIResponse, Operation, Schema
 from litestar.params import Parameter
 
 from market_api.schemas import (
@@ -36,6 +36,7 @@ from market_api.service import (
     MarketService,
     StatsQuestion,
     check_once,
+    parse_moment,
 )
 from market_api.settings import MAX_LIMIT
 from market_core.symbols import SYMBOL_PATTERN
@@ -88,7 +89,40 @@ Start = Annotated[
     date | None, Parameter(description="First date, inclusive (YYYY-MM-DD); not after end")
 ]
 End = Annotated[date | None, Parameter(description="Last date, inclusive (YYYY-MM-DD)")]
-IntervalParam = Annotated[Interval, Parameter(description="Bar length", default=Interval.DAY)]
+# ``str``, parsed by ``service.parse_moment``: Litestar cannot take a ``date | datetime``.
+StartMoment = Annotated[
+    str | None,
+    Parameter(
+        description=(
+            "First bar, inclusive: an ISO date (YYYY-MM-DD) or date-time "
+            "(YYYY-MM-DDTHH:MM[:SS], exchange-local America/New_York unless it carries Z or "
+            "an offset); not after end. Intraday: a date means from that day's 00:00, a "
+            "date-time exactly. Daily, weekly, monthly: a date-time counts as its date."
+        ),
+        examples=[Example(value="2024-01-02"), Example(value="2024-01-02T09:30:00")],
+    ),
+]
+EndMoment = Annotated[
+    str | None,
+    Parameter(
+        description=(
+            "Last bar, inclusive: an ISO date or date-time as for start. Intraday: a date "
+            "means through that day's end, a date-time exactly (a bar starting then is in). "
+            "Daily, weekly, monthly: a date-time counts as its date."
+        ),
+        examples=[Example(value="2024-01-02"), Example(value="2024-01-02T12:00:00-05:00")],
+    ),
+]
+IntervalParam = Annotated[
+    Interval,
+    Parameter(
+        description=(
+            "Bar length: 1d (daily), 1w, 1mo (built from the daily bars), or the stored "
+            "intraday bars of 1min, 5min, 15min, 30min or 60min"
+        ),
+        default=Interval.DAY,
+    ),
+]
 Limit = Annotated[
     int | None, Parameter(ge=1, le=MAX_LIMIT, description="Keep only the newest N bars")
 ]
@@ -166,11 +200,14 @@ class InstrumentController(Controller):
 
     @get(
         "/{symbol:str}/ohlcv",
-        summary="Daily, weekly or monthly bars of one symbol, ascending",
+        summary="Daily, weekly, monthly or intraday bars of one symbol, ascending",
         description=(
             "Weekly (ISO week) and monthly (calendar month) bars are aggregated from the daily "
             "bars inside [start, end]: first open, max high, min low, last close, summed "
-            "volume, dated by their first trading day. `limit` keeps the newest N bars. "
+            "volume, dated by their first trading day. Intraday bars (1min to 60min) are the "
+            "stored ones of that interval; each timestamp is the bar's start, exchange-local "
+            "with its UTC offset (2024-01-02T09:30:00-05:00), and the adjustment of a bar is "
+            "its day's. `limit` keeps the newest N bars. "
             "With `adjustment`, the daily bars are adjusted first and the weekly and monthly "
             "ones built from them. With `as_of` (shared lake only), bars and corporate actions "
             "are read as they stood then. Send `Accept: text/csv` for CSV with the same columns."
@@ -184,8 +221,8 @@ class InstrumentController(Controller):
         request: Request[Any, Any, Any],
         service: MarketService,
         symbol: Symbol,
-        start: Start = None,
-        end: End = None,
+        start: StartMoment = None,
+        end: EndMoment = None,
         interval: IntervalParam = Interval.DAY,
         limit: Limit = None,
         adjustment: AdjustmentParam = Adjustment.RAW,
@@ -193,8 +230,9 @@ class InstrumentController(Controller):
     ) -> Response[OhlcvSeries]:
         check_once(request, "adjustment", Adjustment)
         check_once(request, "as_of", ("an RFC 3339 timestamp",))
+        first, last = parse_moment("start", start), parse_moment("end", end)
         question = BarsQuestion.parse(
-            symbol, interval, start, end, limit, adjustment, service.check_as_of(as_of)
+            symbol, interval, first, last, limit, adjustment, service.check_as_of(as_of)
         )
         return await service.respond(request, question)
 

@@ -9,19 +9,36 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Sequence
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, cast
 
 import msgspec
 
+from market_core.schema import INTRADAY_INTERVALS
+
 
 class Interval(StrEnum):
-    """Bar length: daily bars as stored, or ISO weeks / calendar months aggregated in DuckDB."""
+    """Bar length: daily bars as stored, ISO weeks / calendar months aggregated in DuckDB from
+    them, or intraday bars as stored in ``ohlcv_intraday`` (``market_core.schema``), each
+    interval its own series (nothing is aggregated across intervals)."""
 
     DAY = "1d"
     WEEK = "1w"
     MONTH = "1mo"
+    MIN1 = "1min"
+    MIN5 = "5min"
+    MIN15 = "15min"
+    MIN30 = "30min"
+    MIN60 = "60min"
+
+    @property
+    def intraday(self) -> bool:
+        return self.value in INTRADAY_INTERVALS
+
+
+if {i.value for i in Interval if i.intraday} != set(INTRADAY_INTERVALS):  # pragma: no cover
+    raise AssertionError("schemas.Interval lost step with market_core.schema.INTRADAY_INTERVALS")
 
 
 class Adjustment(StrEnum):
@@ -37,7 +54,11 @@ class Adjustment(StrEnum):
 
 
 class Bar(msgspec.Struct, gc=False):
-    """One bar. For ``1w``/``1mo`` the timestamp is the first trading day in the bucket."""
+    """One bar. For ``1w``/``1mo`` the timestamp is the first trading day in the bucket.
+
+    An intraday bar's timestamp is its start as an ISO date-time in exchange-local time with
+    its UTC offset (``2024-01-02T09:30:00-05:00``): a ``datetime``, which msgspec encodes as
+    such (``datetime`` is a ``date``); the daily ones stay ``YYYY-MM-DD``."""
 
     timestamp: date
     open: float
@@ -122,7 +143,8 @@ class ErrorBody(msgspec.Struct):
 
 
 BarRow = tuple[date, float, float, float, float, int]
-"""A bar as ``queries`` returns it, in ``Bar`` field order."""
+"""A bar as ``queries`` returns it, in ``Bar`` field order; an intraday bar's timestamp is a
+``datetime`` (exchange-local, aware for the wire: ``queries.intraday_bars``)."""
 
 CSV_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
 
@@ -138,3 +160,9 @@ def bars_csv(rows: Iterable[Sequence[object]]) -> bytes:
     writer.writerow(CSV_COLUMNS)
     writer.writerows(rows)
     return buffer.getvalue().encode()
+
+
+def intraday_bars_csv(rows: Iterable[Sequence[object]]) -> bytes:
+    """``bars_csv`` of intraday bars: the timestamp as in JSON (``isoformat``: a ``T`` and the
+    offset), where ``str(datetime)`` would print a space."""
+    return bars_csv((cast(datetime, row[0]).isoformat(), *row[1:]) for row in rows)

@@ -9,6 +9,7 @@ its ETag and ``If-None-Match`` are the ASGI layer's business (``fastpath.py``).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -40,9 +41,11 @@ from market_api.schemas import (
     Split,
     Stats,
     bars_csv,
+    intraday_bars_csv,
     json_encoder,
 )
 from market_api.settings import MAX_LIMIT, Settings
+from market_core.exchange import EXCHANGE_TZ
 from market_core.lake import LakeSettings
 from market_core.schema import DIVIDEND, SPLIT
 from market_core.symbols import SYMBOL_RULE, InvalidSymbolError, normalize_symbol
@@ -97,6 +100,44 @@ def check_range(start: date | None, end: date | None) -> None:
         raise InvalidParameter("start", f"start {start} is after end {end}")
 
 
+_MOMENT = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})"
+    r"(?:[T ](?P<time>\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)"
+    r"(?P<offset>Z|z|[+\- ]\d{2}:\d{2})?)?"
+)
+MOMENT_RULE = (
+    "an ISO date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM[:SS[.ffffff]], exchange-local "
+    "America/New_York, or with Z or an offset such as -05:00)"
+)
+
+
+def parse_moment(name: str, raw: str | None) -> date | None:
+    """A ``start`` or ``end`` as a ``date``, or a naive exchange-local ``datetime`` (a
+    ``datetime`` is a ``date``): one with an offset is converted to New York time.
+
+    Parsed here, not by Litestar: a ``date | datetime`` parameter is a union msgspec refuses
+    (a 500 in Litestar 2.25), and ``fromisoformat`` alone would also take ``20240102``, which
+    the API has always refused. An empty value counts as absent, as Litestar had it. A ``+``
+    left unencoded in a query string arrives as a space; it is read as the ``+`` it was."""
+    if not raw:
+        return None
+    match = _MOMENT.fullmatch(raw)
+    try:
+        if match is None:
+            raise ValueError(raw)
+        day = date.fromisoformat(match["date"])
+        if match["time"] is None:
+            return day
+        offset = match["offset"] or ""
+        offset = "+00:00" if offset in ("Z", "z") else offset.replace(" ", "+")
+        moment = datetime.fromisoformat(f"{match['date']}T{match['time']}{offset}")
+        if moment.tzinfo is None:
+            return moment
+        return moment.astimezone(EXCHANGE_TZ).replace(tzinfo=None)
+    except (ValueError, OverflowError):
+        raise InvalidParameter(name, f"{name} {raw!r} is not {MOMENT_RULE}") from None
+
+
 def check_once(request: Request[Any, Any, Any], name: str, allowed: Iterable[str]) -> None:
     """Refuse ``name`` given twice or given empty, both of which Litestar lets pass (the last
     copy wins; an empty value counts as absent, so the default would answer): ``raw`` and
@@ -135,6 +176,8 @@ class BarsQuestion:
     interval: Interval
     start: date | None
     end: date | None
+    """Dates for daily, weekly and monthly bars; for intraday ones a date or an exact naive
+    exchange-local ``datetime`` (``parse``, ``queries.intraday_range``)."""
     limit: int | None
     adjustment: Adjustment = Adjustment.RAW
     as_of: datetime | None = None
@@ -152,12 +195,23 @@ class BarsQuestion:
         adjustment: Adjustment = Adjustment.RAW,
         as_of: datetime | None = None,
     ) -> BarsQuestion:
-        check_range(start, end)
+        """A ``datetime`` bound of a daily, weekly or monthly question counts as its date:
+        those bars are dated by their day, so ``end=2024-01-02T10:00`` still includes the bar
+        of January 2 (and the cache key, not the question, differs from ``end=2024-01-02``)."""
+        if interval.intraday:
+            low, high = queries.intraday_range(start, end)
+            if low >= high:
+                raise InvalidParameter("start", f"start {start} is after end {end}")
+        else:
+            start, end = _day(start), _day(end)
+            check_range(start, end)
         if limit is not None and not 1 <= limit <= MAX_LIMIT:
             raise InvalidParameter("limit", f"limit must be between 1 and {MAX_LIMIT}")
         return cls(parse_symbol(symbol), interval, start, end, limit, adjustment, as_of)
 
     def answer(self, cur: duckdb.DuckDBPyConnection, fmt: Format, read: Read) -> bytes:
+        if self.interval.intraday:
+            return self._intraday(cur, fmt, read)
         steps = read.steps(cur, self.symbol, self.adjustment)
         rows = queries.bars(
             cur,
@@ -175,6 +229,25 @@ class BarsQuestion:
             return bars_csv(rows)
         bars = [Bar(*row) for row in rows]
         return json_encoder.encode(OhlcvSeries(self.symbol, self.interval, self.adjustment, bars))
+
+    def _intraday(self, cur: duckdb.DuckDBPyConnection, fmt: Format, read: Read) -> bytes:
+        """A known symbol with no intraday bars (none stored yet, or not at this interval)
+        answers an empty series, as a daily range without bars does."""
+        low, high = queries.intraday_range(self.start, self.end)
+        steps = read.steps(cur, self.symbol, self.adjustment)
+        rows = queries.intraday_bars(
+            cur, self.symbol, self.interval, low, high, self.limit, self.adjustment, steps
+        )
+        if not rows and not queries.symbol_exists_intraday(cur, self.symbol):
+            raise UnknownSymbol(self.symbol)
+        if fmt == "csv":
+            return intraday_bars_csv(rows)
+        bars = [Bar(*row) for row in rows]
+        return json_encoder.encode(OhlcvSeries(self.symbol, self.interval, self.adjustment, bars))
+
+
+def _day(moment: date | None) -> date | None:
+    return moment.date() if isinstance(moment, datetime) else moment
 
 
 @dataclass(frozen=True, slots=True)

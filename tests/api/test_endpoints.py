@@ -347,7 +347,9 @@ def test_openapi_describes_the_contract(client: ApiClient) -> None:
     assert {"400", "404", "503"} <= set(ohlcv["responses"])
     bar = schema["components"]["schemas"]["Bar"]
     assert list(bar["properties"]) == ["timestamp", "open", "high", "low", "close", "volume"]
-    assert schema["components"]["schemas"]["Interval"]["enum"] == ["1d", "1w", "1mo"]
+    assert schema["components"]["schemas"]["Interval"]["enum"] == ["1d", "1w", "1mo", "1min",
+                                                                   "5min", "15min", "30min",
+                                                                   "60min"]  # fmt: skip
 
 
 SYMBOL_CANDIDATES = ["A", "a", "aapl", "BRK.B", "brk-b", "9", "ABCDEFGHIJKL", "ABCDEFGHIJKLM",
