@@ -1,5 +1,8 @@
 """Benchmarks 1-3: the API on cache hits, on cache misses, and its memory under distinct queries.
 
+The miss benchmark also asks for one day of 1-minute bars (390 intraday bars), interleaved with
+the daily misses on the same server.
+
 All servers run at once (each pinned to the server core, idle while another is measured) over
 the same DuckDB file, and the runs are interleaved: for each repetition, for 1 and 50
 connections, ours, ours with ``adjustment=all``, then the floor, then the baseline. A ratio is
@@ -18,9 +21,18 @@ from pathlib import Path
 import psutil
 
 from bench import load, servers
-from bench.datagen import LAST_DAY, DataSet, ensure_duckdb
+from bench.datagen import (
+    LAST_DAY,
+    SESSION_MINUTES,
+    DataSet,
+    ensure_duckdb,
+    ensure_intraday,
+    intraday_sessions,
+    intraday_symbols,
+)
 from bench.harness import WORK_DIR, Goal, Result, ratios
 from bench.servers import Server
+from market_api.settings import MAX_LIMIT
 
 CONNECTIONS = (1, 50)
 HOT_PATHS = 100
@@ -31,6 +43,8 @@ MISS_SLICE = 60_000
 SEED = 7
 ALL = "ours all"
 """Our server asked the same questions with ``&adjustment=all`` (splits and dividends)."""
+INTRADAY = "ours intraday"
+"""Our server asked for one day of 1-minute bars of a random symbol and session."""
 
 
 def api_home(data: DataSet) -> Path:
@@ -63,6 +77,32 @@ def distinct_paths(data: DataSet, count: int, seed: int) -> list[str]:
         end = start + dt.timedelta(days=364)
         paths.append(f"/instruments/{symbol}/ohlcv?start={start}&end={end}")
     return paths
+
+
+def intraday_paths(data: DataSet, count: int, seed: int) -> list[str]:
+    """``count`` different cache keys, each one session of 1-minute bars (390) of a random
+    symbol and day. There are only symbols x sessions such days, so ``limit`` (at least a
+    day's bars, so it never cuts one) makes each key new: every request is a miss, as for the
+    daily questions."""
+    rng = random.Random(seed)
+    names, days = intraday_symbols(data), intraday_sessions(data)
+    seen: set[tuple[str, dt.date, int]] = set()
+    while len(seen) < count:
+        limit = rng.randrange(SESSION_MINUTES, MAX_LIMIT + 1)
+        seen.add((rng.choice(names), rng.choice(days), limit))
+    return [
+        f"/instruments/{symbol}/ohlcv?interval=1min&start={day}&end={day}&limit={limit}"
+        for symbol, day, limit in sorted(seen, key=lambda _: rng.random())
+    ]
+
+
+def really_intraday(ours: Server, path: str) -> None:
+    """The intraday question must answer one whole session of 1-minute bars."""
+    with urllib.request.urlopen(ours.url + path, timeout=30) as answer:
+        bars = json.loads(answer.read())["bars"]
+    stamps = [bar["timestamp"][11:16] for bar in bars]
+    if len(bars) != SESSION_MINUTES or (stamps[0], stamps[-1]) != ("09:30", "15:59"):
+        raise RuntimeError(f"{path}: {len(bars)} bars, not one session of 1-minute bars")
 
 
 def adjusted(paths: Sequence[str]) -> list[str]:
@@ -176,24 +216,31 @@ def cache_misses(symbols: int, reps: int, seconds: float) -> Result:
     """Benchmark 2: every question new (random symbol, random one-year window)."""
     load.require_wrk()
     data = DataSet(symbols)
+    ensure_intraday(data)
     pair = [servers.ours(api_home(data)), servers.baseline(ensure_duckdb(data))]
     ours, baseline = pair
-    plan = [(ours.name, ours, False), (ALL, ours, True), (baseline.name, baseline, False)]
+    plan = [(ours.name, ours), (ALL, ours), (INTRADAY, ours), (baseline.name, baseline)]
     runs: dict[tuple[str, int], list[load.Run]] = {}
     slices = iter(range(1, 1000))
+
+    def questions(label: str, count: int, seed: int) -> list[str]:
+        if label == INTRADAY:
+            return intraday_paths(data, count, seed)
+        batch = distinct_paths(data, count, seed)
+        return adjusted(batch) if label == ALL else batch
+
     with servers.running(*pair):
         first = distinct_paths(data, 1, SEED)[0]
         same_answer(ours, baseline, first)
         really_adjusted(ours, first)
-        for _, server, adjust in plan:  # first touches of file and thread pools, unmeasured
-            warmup = distinct_paths(data, 2_000, SEED + 999)
-            warmup = adjusted(warmup) if adjust else warmup
+        really_intraday(ours, intraday_paths(data, 1, SEED)[0])
+        for label, server in plan:  # first touches of file and thread pools, unmeasured
+            warmup = questions(label, 2_000, SEED + 999)
             load.wrk(server.url, load.write_paths("miss-warm", warmup), 50, 1.0)
         for rep in range(reps):
             for conns in CONNECTIONS:
-                for label, server, adjust in plan:
-                    batch = distinct_paths(data, MISS_SLICE, SEED + next(slices))
-                    batch = adjusted(batch) if adjust else batch
+                for label, server in plan:
+                    batch = questions(label, MISS_SLICE, SEED + next(slices))
                     run = load.wrk(server.url, load.write_paths("miss", batch), conns, seconds)
                     if run.requests > run.paths:
                         raise RuntimeError(f"{label}: ran out of distinct questions")
@@ -202,23 +249,32 @@ def cache_misses(symbols: int, reps: int, seconds: float) -> Result:
                 f"{name}@{c} {r[-1].rps:,.0f} req/s" for (name, c), r in runs.items()))  # fmt: skip
     result = Result("api-miss", "API: cache misses (benchmark 2)")
     for conns in CONNECTIONS:
-        for name in ("ours", ALL, "baseline"):
+        for name in ("ours", ALL, INTRADAY, "baseline"):
             _add_runs(result, f"{name} @{conns}", runs[(name, conns)])
     for conns in CONNECTIONS:
         result.add(f"ratio ours/baseline req/s @{conns}", "x", ratios(
             [r.rps for r in runs[("ours", conns)]],
             [r.rps for r in runs[("baseline", conns)]]))  # fmt: skip
         _add_adjusted_ratios(result, runs, conns)
+        result.add(f"ratio {INTRADAY}/ours p99 @{conns}", "x", ratios(
+            [r.p99_ms for r in runs[(INTRADAY, conns)]],
+            [r.p99_ms for r in runs[("ours", conns)]]), better="lower")  # fmt: skip
     rows = data.days().size
+    sessions = len(intraday_sessions(data))
     result.params = {"symbols": symbols, "table_rows": symbols * rows,
                      "seconds_per_run": seconds, "question": "1 year of daily bars, random "
-                     "symbol and start", "connections": list(CONNECTIONS)}  # fmt: skip
+                     "symbol and start", "intraday_question": "1 session of 1-minute bars "
+                     f"({SESSION_MINUTES}), random symbol and day",
+                     "intraday_rows": len(intraday_symbols(data)) * sessions * SESSION_MINUTES,
+                     "connections": list(CONNECTIONS)}  # fmt: skip
     result.goals = [
         Goal("Cache miss p99 <= 25 ms at 1 connection", "ours @1 p99", "<=", 25.0),
         Goal("Cache miss at 50 connections >= 1.2x the baseline's req/s",
              "ratio ours/baseline req/s @50", ">=", 1.2),
         Goal("Cache miss with adjustment=all: p99 at 1 connection <= 1.5x the raw miss's",
              f"ratio {ALL}/ours p99 @1", "<=", 1.5),
+        Goal("Intraday miss (one day of 1-minute bars) p99 <= 25 ms at 1 connection, as a "
+             "daily miss", f"{INTRADAY} @1 p99", "<=", 25.0),
     ]  # fmt: skip
     result.notes = [
         "Every request of a run is a different question (a seeded random symbol and one-year "
@@ -227,6 +283,12 @@ def cache_misses(symbols: int, reps: int, seconds: float) -> Result:
         "bar divided by its later splits and multiplied by its later dividends' factors, each "
         "dividend looking up the close before its ex-date in the symbol's whole history. The "
         "generated table has 1-3 splits and a quarterly dividend per symbol (bench/datagen.py).",
+        f"'{INTRADAY}': our server, one regular session of 1-minute bars "
+        f"(`interval=1min&start=D&end=D`, {SESSION_MINUTES} bars, ~30 KB of JSON with "
+        "offsets) of a random symbol and day from `ohlcv_intraday` "
+        f"({len(intraday_symbols(data))} symbols x {sessions} sessions, bench/datagen.py); "
+        "a distinct `limit` of at least 390 makes each request a new cache key, so each is a "
+        "miss, measured interleaved with the daily misses on the same server.",
         "Servers, pinning and load generator as in benchmark 1.",
     ]
     return result

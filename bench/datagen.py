@@ -6,6 +6,12 @@ and a dividend every quarter (the first trading day from the 10th of February, M
 November), of about 0.5 % of that day's close. It is added to a file built before it existed
 (its own done-marker, ``ACTIONS_VERSION``), without rebuilding the bars.
 
+It also holds an ``ohlcv_intraday`` table for the intraday miss benchmark: 1-minute bars of the
+regular session (390 a day, 09:30 to 15:59 New York time) for the first ``INTRADAY_SYMBOLS``
+symbols over the data set's last ``INTRADAY_SESSIONS`` trading days, seeded random walks around
+each day's daily open, added with a done-marker of its own (``INTRADAY_VERSION``) like the
+corporate actions.
+
 The raw files have the pipeline's raw schema (``market_pipeline.stages.raw.RAW_SCHEMA``: values as
 strings, newest bar first, as Alpha Vantage sends them), so ``clean_symbols`` reads them exactly
 as it reads fetched ones. Prices are seeded random walks on weekdays; about one bar in two
@@ -31,8 +37,10 @@ from market_core.schema import (
     ACTIONS_COLUMNS,
     ACTIONS_TABLE,
     CREATE_ACTIONS_SQL,
+    CREATE_INTRADAY_SQL,
     CREATE_TABLE_SQL,
     DIVIDEND,
+    INTRADAY_TABLE,
     SPLIT,
     TABLE,
 )
@@ -50,6 +58,13 @@ ACTIONS_VERSION = 1
 SPLIT_FACTORS = (2.0, 2.0, 3.0, 1.5, 4.0, 7.0, 0.5, 0.1)
 """Drawn from for each split; 0.5 and 0.1 are reverse splits."""
 CHUNK_SYMBOLS = 100
+INTRADAY_VERSION = 1
+"""Bump to rebuild only the ``ohlcv_intraday`` table of every data set."""
+INTRADAY_SYMBOLS = 100
+INTRADAY_SESSIONS = 20
+SESSION_MINUTES = 390
+"""Bars of one regular session of 1-minute bars: 09:30 to 15:59."""
+SESSION_OPEN = dt.time(9, 30)
 Log = Callable[[str], None]
 FETCHED_AT = dt.datetime(2025, 1, 2, 21, 0, tzinfo=dt.UTC)
 
@@ -248,3 +263,69 @@ def ensure_actions(data: DataSet, log: Log = print) -> None:
     for old in data.root.glob("actions-v*.done"):
         old.unlink()
     done.touch()
+
+
+def intraday_symbols(data: DataSet) -> list[str]:
+    return data.names[:INTRADAY_SYMBOLS]
+
+
+def intraday_sessions(data: DataSet) -> list[dt.date]:
+    """The trading days that have 1-minute bars: the data set's last ``INTRADAY_SESSIONS``."""
+    return [day.astype(dt.date) for day in data.days()[-INTRADAY_SESSIONS:]]
+
+
+def _intraday_frame(data: DataSet, opens: dict[tuple[str, dt.date], float]) -> pl.DataFrame:
+    """Every 1-minute bar, sorted by symbol and time: a walk from each day's daily open."""
+    rng = np.random.default_rng(SEED + 2)
+    names, days = intraday_symbols(data), intraday_sessions(data)
+    count = len(names) * len(days)
+    start = np.array([opens[(s, d)] for s in names for d in days]).reshape(count, 1)
+    close = start * np.exp(np.cumsum(rng.normal(0, 0.0007, size=(count, SESSION_MINUTES)), 1))
+    open_ = np.concatenate([start, close[:, :-1]], axis=1)
+    spread = np.abs(rng.normal(0, 0.0004, size=(2, count, SESSION_MINUTES)))
+    high = np.maximum(open_, close) * (1 + spread[0])
+    low = np.minimum(open_, close) * (1 - spread[1])
+    volume = rng.integers(1_000, 200_000, size=(count, SESSION_MINUTES))
+    minute = np.timedelta64(1, "m")
+    opening = np.array([np.datetime64(dt.datetime.combine(d, SESSION_OPEN), "m") for d in days])
+    stamps = opening[:, None] + np.arange(SESSION_MINUTES) * minute
+    return pl.DataFrame(
+        {
+            "timestamp": np.tile(stamps.ravel(), len(names)).astype("datetime64[us]"),
+            "symbol": np.repeat(names, len(days) * SESSION_MINUTES),
+            "interval": "1min",
+            **{k: np.round(v, 4).ravel() for k, v in
+               (("open", open_), ("high", high), ("low", low), ("close", close))},
+            "volume": volume.ravel().astype(np.int64),
+        }
+    )  # fmt: skip
+
+
+def ensure_intraday(data: DataSet, log: Log = print) -> None:
+    """Give the built DuckDB file its ``ohlcv_intraday`` table, unless it has this version."""
+    ensure_duckdb(data, log)
+    done = data.root / f"intraday-v{INTRADAY_VERSION}.done"
+    if done.exists():
+        return
+    days = intraday_sessions(data)
+    log(f"adding {len(intraday_symbols(data))} symbols x {len(days)} sessions of 1-minute bars")
+    with connect(data.duckdb_path) as conn:
+        found = conn.execute(
+            f"SELECT symbol, CAST(timestamp AS DATE), open FROM {TABLE} "
+            "WHERE symbol IN (SELECT unnest($symbols)) AND timestamp >= $first",
+            {"symbols": intraday_symbols(data), "first": days[0]},
+        ).fetchall()
+        opens = {(symbol, day): open_ for symbol, day, open_ in found}
+        frame = _intraday_frame(data, {k: opens.get(k, 100.0) for k in _keys(data)})
+        conn.execute(f"DROP TABLE IF EXISTS {INTRADAY_TABLE}")
+        conn.execute(CREATE_INTRADAY_SQL)
+        conn.register("bench_intraday", frame.to_arrow())
+        conn.execute(f"INSERT INTO {INTRADAY_TABLE} SELECT * FROM bench_intraday")
+        conn.unregister("bench_intraday")
+    for old in data.root.glob("intraday-v*.done"):
+        old.unlink()
+    done.touch()
+
+
+def _keys(data: DataSet) -> list[tuple[str, dt.date]]:
+    return [(s, d) for s in intraday_symbols(data) for d in intraday_sessions(data)]
