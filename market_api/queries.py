@@ -29,6 +29,10 @@ service computes every symbol's once per version (``factors.FactorCache``). Each
 binds them as list parameters and gives every bar in its range the step of the first ex-date
 after it; weekly and monthly bars and the stats come from those adjusted daily bars through the
 same SQL as from raw ones. ``raw``, and a symbol without events, run the plain SQL.
+
+Intraday bars (``ohlcv_intraday``, one series per interval, timestamps naive exchange-local)
+are read as stored, never aggregated, and adjusted by the same steps: a bar takes the factors
+of its day, since an event takes effect at its ex-date's open (``FactorSteps.apply_intraday``).
 """
 
 from __future__ import annotations
