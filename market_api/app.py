@@ -22,6 +22,7 @@ from market_api.routes import HealthController, InstrumentController
 from market_api.schemas import ErrorBody
 from market_api.service import MarketService
 from market_api.settings import Settings
+from market_api.stream import StreamController, StreamHub
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +33,30 @@ def create_app(settings: Settings | None = None) -> CacheFirst:
     The routes are ordinary Litestar controllers; what is served is the Litestar app behind
     ``CacheFirst``, an outer ASGI layer that answers cached requests before Litestar routes
     them. ``.app`` is the Litestar app, its ``state["service"]`` the ``MarketService``."""
-    service = MarketService(settings or Settings.from_env())
+    settings = settings or Settings.from_env()
+    service = MarketService(settings)
+    hub = StreamHub(service, settings)
 
     def provide_service() -> MarketService:
         return service
 
+    def provide_hub() -> StreamHub:
+        return hub
+
     app = Litestar(
-        route_handlers=[HealthController, InstrumentController],
-        dependencies={"service": Provide(provide_service, sync_to_thread=False)},
+        route_handlers=[HealthController, InstrumentController, StreamController],
+        dependencies={
+            "service": Provide(provide_service, sync_to_thread=False),
+            "hub": Provide(provide_hub, sync_to_thread=False),
+        },
         exception_handlers={
             ApiError: api_error_handler,
             ValidationException: validation_error_handler,
             HTTPException: http_error_handler,
             Exception: unexpected_error_handler,
         },
-        on_startup=[service.start],
-        on_shutdown=[service.stop],
+        on_startup=[service.start, hub.start],
+        on_shutdown=[hub.stop, service.stop],
         openapi_config=openapi_config(
             title="market-data API",
             version="1.0.0",
@@ -56,7 +65,7 @@ def create_app(settings: Settings | None = None) -> CacheFirst:
                 "also answers HEAD: the same status and headers, no body."
             ),
         ),
-        state=State({"service": service}),
+        state=State({"service": service, "hub": hub}),
     )
     return CacheFirst(app, service.cache)
 

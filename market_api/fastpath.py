@@ -103,6 +103,9 @@ class CacheFirst:
             await self.app(scope, receive, send)
             return
         method = scope["method"]  # type: ignore[typeddict-item]
+        if is_stream(scope["path"]):  # a push stream: nothing to cache, nothing to store
+            await self.app(scope, receive, send)
+            return
         if method == "HEAD":
             send = headers_only(send)
         elif method != "GET":
@@ -136,6 +139,11 @@ class CacheFirst:
         entry = build_response(key, b"".join(capture.body), capture.content_type, version)
         self.cache.put(entry, generation)
         return entry
+
+
+def is_stream(path: str) -> bool:
+    """The push streams (``market_api.stream``): ``/stream`` and ``/instruments/{s}/stream``."""
+    return path.endswith("/stream")
 
 
 def as_asked(scope: Scope, fmt: Format) -> Scope:

@@ -34,6 +34,18 @@ class Settings:
     """How long a cache miss waits for the DuckDB file while a writer holds it, before a 503."""
     retry_after_seconds: int = 1
     """The ``Retry-After`` a 503 carries: loads hold the file for a few hundred ms per batch."""
+    stream_max_clients: int = 2000
+    """Most push-stream clients at once (``market_api.stream``); one more gets a 503."""
+    stream_heartbeat_seconds: float = 15.0
+    """How long a stream stays silent before a comment line tells proxies and the client it
+    is alive."""
+    stream_queue_commits: int = 64
+    """Commits' worth of events a stream client may fall behind by before it is dropped: the
+    bound on the memory a client that stopped reading holds."""
+    stream_poll_seconds: float = 0.01
+    """How often the stream's poller compares the data version (a few ``stat`` calls)."""
+    stream_retry_after_seconds: int = 5
+    """The ``Retry-After`` of the 503 beyond ``stream_max_clients``."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -45,5 +57,18 @@ class Settings:
             poll_seconds=env_float(env, "MARKET_API_POLL_SECONDS", cls.poll_seconds, 0.001, 1.0),
             unavailable_wait_seconds=env_float(
                 env, "MARKET_API_UNAVAILABLE_WAIT_SECONDS", cls.unavailable_wait_seconds, 0.0, 300.0
+            ),
+            stream_max_clients=env_int(
+                env, "MARKET_API_STREAM_MAX_CLIENTS", cls.stream_max_clients, minimum=0
+            ),
+            stream_heartbeat_seconds=env_float(
+                env,
+                "MARKET_API_STREAM_HEARTBEAT_SECONDS",
+                cls.stream_heartbeat_seconds,
+                0.01,
+                3600.0,
+            ),
+            stream_queue_commits=env_int(
+                env, "MARKET_API_STREAM_QUEUE_COMMITS", cls.stream_queue_commits, minimum=1
             ),
         )
