@@ -200,7 +200,7 @@ class BarsQuestion:
         of January 2 (and the cache key, not the question, differs from ``end=2024-01-02``)."""
         if interval.intraday:
             low, high = queries.intraday_range(start, end)
-            if low >= high:
+            if low >= high and high != datetime.max:  # the end of time is inclusive too
                 raise InvalidParameter("start", f"start {start} is after end {end}")
         else:
             start, end = _day(start), _day(end)

@@ -178,6 +178,8 @@ def test_the_json_keys_are_the_daily_answer_s(served: str) -> None:
         ("start=2024-03-04T10:00:30&end=2024-03-04T10:00:59.999999", None, None, 0),
         ("start=2024-03-05&limit=3", "2024-03-11T09:32", "2024-03-11T09:34", 3),
         ("start=2024-03-06&end=2024-03-08", None, None, 0),
+        ("start=0001-01-01&end=9999-12-31", "2024-03-04T09:30", "2024-03-11T09:34", 785),
+        ("start=9999-12-31T23:59:59.999999&end=9999-12-31T23:59:59.999999", None, None, 0),
     ],
 )  # fmt: skip
 def test_start_and_end_as_dates_and_datetimes_are_inclusive(
