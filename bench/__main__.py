@@ -81,6 +81,12 @@ def _lake_api(plan: Plan) -> Result:
     return lake.lake_api(plan.symbols, plan.reps, plan.seconds)
 
 
+def _celery_backfill(plan: Plan) -> Result:
+    from bench import celery_backfill
+
+    return celery_backfill.celery_backfill(plan.symbols, min(plan.reps, 2))
+
+
 BENCHMARKS: dict[str, Callable[[Plan], Result]] = {
     "api-hit": _api_hit,
     "api-miss": _api_miss,
@@ -89,6 +95,7 @@ BENCHMARKS: dict[str, Callable[[Plan], Result]] = {
     "pipeline-increment": _pipeline_increment,
     "orchestration": _orchestration,
     "lake-api": _lake_api,
+    "celery-backfill": _celery_backfill,
 }
 
 

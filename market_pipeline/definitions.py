@@ -60,11 +60,13 @@ def executor_from_env() -> ExecutorDefinition | None:
 CELERY_PING_SECONDS = 5.0
 
 
-def celery_workers(timeout: float = CELERY_PING_SECONDS) -> list[str]:
-    """The Celery workers answering on ``MARKET_CELERY_BROKER_URL`` within ``timeout``.
+def celery_workers(timeout: float = CELERY_PING_SECONDS) -> dict[str, int]:
+    """The Celery workers answering on ``MARKET_CELERY_BROKER_URL`` within ``timeout``, each
+    with the number of steps it runs at once (its pool's concurrency).
 
     A run's steps wait in the broker's queue for as long as no worker takes them, so a launcher
-    asks first rather than hang. Raises kombu's ``OperationalError`` when the broker is down.
+    asks first rather than hang, and ``make ingest`` splits a backfill into as many runs as
+    there are places to run them. Raises kombu's ``OperationalError`` when the broker is down.
     """
     from celery import Celery
 
@@ -72,10 +74,13 @@ def celery_workers(timeout: float = CELERY_PING_SECONDS) -> list[str]:
     app = Celery(broker=url, backend=url)
     app.conf.broker_transport_options = {"max_retries": 1, "interval_start": 0}
     try:
-        replies = app.control.ping(timeout=timeout)
+        replies = app.control.inspect(timeout=timeout).stats() or {}
     finally:
         app.close()
-    return sorted(name for reply in replies for name in reply)
+    return {
+        name: max(1, int(stats.get("pool", {}).get("max-concurrency", 1)))
+        for name, stats in sorted(replies.items())
+    }
 
 
 ingest_job = define_asset_job(

@@ -3,13 +3,17 @@
 Runs through Dagster (the ``ingest_job`` of the code location, on the data home's instance), so
 the runs, materializations and checks show in the UI afterwards. Dynamic partitions can only be
 run as contiguous ranges, so the wanted symbols are grouped into as few ranges as the registered
-order allows (normally one). Exits 1 if any symbol failed, 2 on a configuration error.
+order allows (normally one); with Celery workers (``MARKET_CELERY_BROKER_URL``) each range is
+split into as many runs as the workers run steps at once, and those runs go at the same time
+(each launched by a child process).
+Exits 1 if any symbol failed, 2 on a configuration error.
 ``main(symbols)`` loads the given registered or new symbols instead of the watchlist
 (``market_pipeline.retry`` loads the failed ones that way).
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,10 +37,13 @@ from market_pipeline.partitions import (
     WatchlistResource,
     contiguous_blocks,
     range_tags,
+    split_block,
 )
 from market_pipeline.resources.alpha_vantage import AlphaVantageResource
 from market_pipeline.resources.storage import MarketDuckDB
 from market_pipeline.settings import configuration_problems
+
+RANGE_FLAG = "--range"
 
 
 class ConfigurationError(Exception):
@@ -67,15 +74,17 @@ def register(instance: DagsterInstance, symbols: Sequence[str]) -> list[str]:
     return new
 
 
-def _no_workers() -> str | None:
-    """Why the steps would wait forever in the broker's queue, if they would."""
+def _worker_places() -> int | str:
+    """How many steps the Celery workers run at once, or why the steps would wait forever in
+    the broker's queue."""
     from kombu.exceptions import OperationalError as KombuError  # Celery's mode only
 
     try:
-        if celery_workers():
-            return None
+        workers = celery_workers()
     except KombuError as exc:
         return f"the Celery broker (MARKET_CELERY_BROKER_URL) cannot be reached: {exc}"
+    if workers:
+        return sum(workers.values())
     return (
         "no Celery worker answers on MARKET_CELERY_BROKER_URL, so the run's steps would wait "
         "in its queue; start one with `make worker` (on any machine sharing the three variables)"
@@ -108,28 +117,65 @@ def main(symbols: Sequence[str] | None = None) -> int:
     if not wanted:
         print("ingest: the watchlist is empty", file=sys.stderr)
         return 2
-    if executor_from_env() is not None and (problem := _no_workers()) is not None:
-        print(f"ingest: {problem}", file=sys.stderr)
-        return 2
-    print(f"ingest: {len(wanted)} symbols from {source} into {target}")
-    job = defs.resolve_job_def("ingest_job")
-    failed = False
+    places = 1
+    if executor_from_env() is not None:
+        found = _worker_places()
+        if isinstance(found, str):
+            print(f"ingest: {found}", file=sys.stderr)
+            return 2
+        places = found
+    print(f"ingest: {len(wanted)} symbols from {source} into {target}", flush=True)
     with open_instance() as instance:
         register(instance, wanted)
         blocks = contiguous_blocks(instance.get_dynamic_partitions(PARTITIONS), set(wanted))
-        for block in blocks:
-            with _executed(job, instance, range_tags(block)) as result:
-                failed |= not result.success
-                print(
-                    f"ingest: run {result.run_id} for {block[0]}..{block[-1]} "
-                    f"({len(block)} symbols): {'ok' if result.success else 'FAILED'}"
-                )
-                for event in result.all_events:
-                    error = event.step_failure_data.error if event.is_step_failure else None
-                    if error is not None:
-                        print(f"ingest: {error.message.strip()}")
-    return 1 if failed else 0
+        ranges = [part for block in blocks for part in split_block(block, places)]
+        if places == 1:
+            return 0 if all([_run_range(instance, block) for block in ranges]) else 1
+    return _run_in_children(ranges)
+
+
+def _run_range(instance: DagsterInstance, block: Sequence[str]) -> bool:
+    """One run over ``block``, reported as it ends."""
+    job = defs.resolve_job_def("ingest_job")
+    with _executed(job, instance, range_tags(block)) as result:
+        ok = result.success
+        print(
+            f"ingest: run {result.run_id} for {block[0]}..{block[-1]} "
+            f"({len(block)} symbols): {'ok' if ok else 'FAILED'}",
+            flush=True,
+        )
+        for event in result.all_events:
+            error = event.step_failure_data.error if event.is_step_failure else None
+            if error is not None:
+                print(f"ingest: {error.message.strip()}", flush=True)
+    return ok
+
+
+def _run_in_children(ranges: Sequence[Sequence[str]]) -> int:
+    """Each range's run at the same time, each launched by a child process of its own
+    (``--range FIRST LAST``): Dagster's run start reconfigures logging, which deadlocks two
+    runs started from threads of one process. A child's output goes straight to ours."""
+    children = [
+        subprocess.Popen([sys.executable, "-m", "market_pipeline.ingest", RANGE_FLAG, r[0], r[-1]])
+        for r in ranges
+    ]
+    codes = [child.wait() for child in children]
+    return 1 if any(codes) else 0
+
+
+def run_registered_range(first: str, last: str) -> int:
+    """``--range FIRST LAST``: one run over that range of registered symbols, as a child of a
+    split ingest (which checked the configuration and the workers, and registered them)."""
+    with open_instance() as instance:
+        registered = instance.get_dynamic_partitions(PARTITIONS)
+        if first not in registered or last not in registered:
+            print(f"ingest: {first}..{last} is not a registered range", file=sys.stderr)
+            return 2
+        block = registered[registered.index(first) : registered.index(last) + 1]
+        return 0 if _run_range(instance, block) else 1
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == [RANGE_FLAG] and len(sys.argv) == 4:
+        raise SystemExit(run_registered_range(sys.argv[2], sys.argv[3]))
     raise SystemExit(main())

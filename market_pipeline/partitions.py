@@ -110,6 +110,26 @@ def contiguous_blocks(registered: Sequence[str], wanted: set[str]) -> list[list[
     return blocks
 
 
+RUN_MIN_SYMBOLS = 25
+"""The fewest symbols a backfill's run gets when it is split across Celery workers: below
+that, a run's own start-up (a few seconds of process and instance work) outweighs the
+parallelism."""
+
+
+def split_block(block: Sequence[str], places: int) -> list[list[str]]:
+    """``block`` cut into at most ``places`` contiguous ranges of near-equal size (each of
+    at least ``RUN_MIN_SYMBOLS`` keys), so that as many runs as there are workers' places
+    share a backfill. Each range is still a partition range a run can cover."""
+    parts = max(1, min(places, len(block) // RUN_MIN_SYMBOLS))
+    size, extra = divmod(len(block), parts)
+    ranges, start = [], 0
+    for index in range(parts):
+        end = start + size + (1 if index < extra else 0)
+        ranges.append(list(block[start:end]))
+        start = end
+    return ranges
+
+
 def range_tags(block: Sequence[str]) -> dict[str, str]:
     """The tags that make a run cover the partition range ``block[0]..block[-1]``."""
     return {

@@ -23,7 +23,9 @@ from dagster import DagsterRunStatus, EventLogEntry
 
 from market_core.home import DataHome
 from market_core.lake import LakeSettings, connect
+from market_pipeline.definitions import celery_workers
 from market_pipeline.instance import open_instance
+from market_pipeline.partitions import RUN_MIN_SYMBOLS, split_block
 from market_pipeline.resources.rate_limit import bucket_table
 from tests.cluster.machines import REPO, machine_env
 from tests.cluster.services import PostgresService, RedisService
@@ -36,6 +38,7 @@ WORKER_NAME = "machine-b"
 WORKER_READY_SECONDS = 120.0
 WORKER_STOP_SECONDS = 30.0
 RUN_SECONDS = 420.0
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 def worker_answers(broker: str) -> bool:
@@ -178,3 +181,43 @@ def test_ingest_with_a_broker_but_no_worker_says_so_instead_of_waiting(
     assert "no Celery worker answers on MARKET_CELERY_BROKER_URL" in done.stderr
     assert "make worker" in done.stderr
     assert stub.count() == 0, "nothing was fetched for a run that could not run"
+
+
+def test_a_backfill_splits_into_concurrent_runs_one_per_place_the_workers_offer(
+    tmp_path: Path,
+    shared_env: dict[str, str],
+    stub: AlphaVantageStub,
+    worker_b: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    symbols = [f"S{n:03d}" for n in range(2 * RUN_MIN_SYMBOLS)]
+    env_a = machine_env(tmp_path / "machine-a", shared_env, MARKET_SYMBOLS=",".join(symbols),
+                        ALPHAVANTAGE_OUTPUTSIZE="compact", **key_env(stub))  # fmt: skip
+    for name, value in shared_env.items():
+        monkeypatch.setenv(name, value)
+    places = sum(celery_workers().values())
+    assert places >= 2, "a worker runs as many steps at once as the machine has cores (2 in CI)"
+    done = subprocess.run(
+        [sys.executable, "-m", "market_pipeline.ingest"],
+        cwd=REPO, env=env_a, capture_output=True, text=True, timeout=RUN_SECONDS,
+    )  # fmt: skip
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+
+    monkeypatch.setenv("MARKET_DATA_HOME", str(tmp_path / "machine-c"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    with open_instance() as instance:
+        runs = sorted(instance.get_runs(), key=lambda r: r.tags[RANGE_START])
+        records = {r.dagster_run.run_id: r for r in instance.get_run_records()}
+    assert [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in runs] == [
+        (part[0], part[-1]) for part in split_block(symbols, places)
+    ], "one run per range, the ranges covering the backfill"
+    assert all(r.status == DagsterRunStatus.SUCCESS for r in runs)
+    first, second = (records[r.run_id] for r in runs)
+    assert first.start_time is not None and second.start_time is not None
+    assert first.end_time is not None and second.end_time is not None
+    assert second.start_time < first.end_time and first.start_time < second.end_time, (
+        "the runs went at the same time"
+    )
+    with connect(LakeSettings.from_env() or pytest.fail("lake mode"), read_only=True) as conn:
+        loaded = conn.execute("SELECT count(DISTINCT symbol) FROM ohlcv_data").fetchone()
+    assert loaded == (len(symbols),)
