@@ -11,3 +11,9 @@ ACTIONS = "corporate_actions"
 """The validated events in the DuckDB table ``corporate_actions``."""
 STAGES: tuple[str, ...] = (RAW, CLEAN, OHLCV)
 """The price stages, in the order the data flows."""
+RAW_INTRADAY = "raw_intraday"
+"""Alpha Vantage's TIME_SERIES_INTRADAY answers as received (ALPHAVANTAGE_INTRADAY_INTERVAL)."""
+CLEAN_INTRADAY = "clean_intraday"
+INTRADAY = "intraday_data"
+"""The validated intraday bars in the DuckDB table ``ohlcv_intraday``."""
+INTRADAY_STAGES: tuple[str, ...] = (RAW_INTRADAY, CLEAN_INTRADAY, INTRADAY)

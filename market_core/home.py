@@ -5,9 +5,10 @@ Every piece of state of one data home lives below one folder (``MARKET_DATA_HOME
 version, the rate limiter's bucket and, unless ``DAGSTER_HOME`` is set, the Dagster instance.
 
 The exception is the Parquet a stage hands to the next (``raw/``, ``clean/``, ``rejects/``,
-``raw_actions/``, ``rejects_actions/``): with ``MARKET_SHARED_HOME`` set it lives in that folder,
-which every machine sees, so that a step may run on any machine (a Celery worker) and the next
-step on another. State, logs, the DuckDB file and the Dagster home stay with the machine.
+``raw_actions/``, ``rejects_actions/``, ``raw_intraday/``, ``clean_intraday/``): with
+``MARKET_SHARED_HOME`` set it lives in that folder, which every machine sees, so that a step may
+run on any machine (a Celery worker) and the next step on another. State, logs, the DuckDB file
+and the Dagster home stay with the machine.
 """
 
 from __future__ import annotations
@@ -118,6 +119,17 @@ class DataHome:
 
     def actions_rejects_file(self, symbol: str) -> Path:
         return self.actions_rejects_dir / f"{symbol}.parquet"
+
+    def raw_intraday_file(self, symbol: str, interval: str) -> Path:
+        """Alpha Vantage's latest TIME_SERIES_INTRADAY answer, one folder per interval."""
+        return self.shared_root / "raw_intraday" / interval / f"{symbol}.parquet"
+
+    def clean_intraday_file(self, symbol: str, interval: str) -> Path:
+        return self.shared_root / "clean_intraday" / interval / f"{symbol}.parquet"
+
+    def intraday_rejects_file(self, symbol: str, interval: str) -> Path:
+        """Rejected intraday bars, in the rejects folder beside the daily ones."""
+        return self.rejects_dir / "intraday" / interval / f"{symbol}.parquet"
 
 
 def shared_from_env() -> Path | None:

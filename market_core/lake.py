@@ -48,7 +48,9 @@ from market_core.schema import (
     CREATE_ACTIONS_SQL,
     CREATE_CHANGES_SQL,
     CREATE_COMMITS_SQL,
+    CREATE_INTRADAY_SQL,
     CREATE_TABLE_SQL,
+    INTRADAY_TABLE,
     TABLE,
 )
 
@@ -87,6 +89,7 @@ def _without_unique(sql: str) -> str:
 LAKE_TABLES_SQL: tuple[tuple[str, str], ...] = (
     (TABLE, _without_unique(CREATE_TABLE_SQL)),
     (ACTIONS_TABLE, _without_unique(CREATE_ACTIONS_SQL)),
+    (INTRADAY_TABLE, _without_unique(CREATE_INTRADAY_SQL)),
     (CHANGES_TABLE, CREATE_CHANGES_SQL),  # the push stream's change log: no UNIQUE to strip
     (COMMITS_TABLE, CREATE_COMMITS_SQL),
 )

@@ -96,6 +96,13 @@ class StoreWriter(Protocol):
         a new data version; if it raises, nothing of the batch is stored."""
         ...
 
+    def load_intraday(self, frames: Sequence[pl.DataFrame]) -> LoadStats:
+        """Upsert clean intraday bars (the ``ohlcv_intraday`` columns, each (symbol, interval,
+        timestamp) once) in one transaction: a revised bar replaces the stored one, an
+        identical one changes nothing. Same visibility, data version and failure rules as
+        ``load``."""
+        ...
+
     def load_actions(self, results: Sequence[SymbolActions]) -> ActionsLoadStats:
         """Make the stored corporate actions of each symbol its latest answer, in one
         transaction: upsert its events (a revised one replaces the old, an identical one

@@ -1,5 +1,6 @@
-"""The asset graph, partitioned by symbol: the bars ``raw_data -> clean_data -> ohlcv_data``
-and the corporate actions ``raw_actions -> corporate_actions``.
+"""The asset graph, partitioned by symbol: the bars ``raw_data -> clean_data -> ohlcv_data``,
+the corporate actions ``raw_actions -> corporate_actions`` and, in a graph of their own, the
+intraday bars ``raw_intraday -> clean_intraday -> intraday_data``.
 
 The five assets share one op (a subsettable multi-asset) so that a run over many symbols pushes
 each symbol through its stages in one process and a failed symbol never holds back the others;
@@ -9,7 +10,7 @@ so the UI's last materialization of ``raw_actions`` is the last fetch. The stage
 ``market_pipeline.stages``; the loop over symbols in ``market_pipeline.batch``.
 """
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any, assert_never
 
 import polars as pl
@@ -27,7 +28,17 @@ from dagster import (
 )
 from pydantic import Field
 
-from market_core.assets import ACTIONS, CLEAN, OHLCV, RAW, RAW_ACTIONS
+from market_core.assets import (
+    ACTIONS,
+    CLEAN,
+    CLEAN_INTRADAY,
+    INTRADAY,
+    OHLCV,
+    RAW,
+    RAW_ACTIONS,
+    RAW_INTRADAY,
+)
+from market_core.schema import INTRADAY_TABLE
 from market_pipeline.batch import BatchOutcome, BatchRunner, BatchSettings
 from market_pipeline.checks import (
     CHECK_SPECS,
@@ -47,6 +58,7 @@ from market_pipeline.outcome import (
 from market_pipeline.partitions import WatchlistResource, symbols_partitions
 from market_pipeline.resources.alpha_vantage import AlphaVantageResource
 from market_pipeline.resources.storage import MarketDuckDB
+from market_pipeline.stages.intraday_run import IntradayOutcome, IntradayRun, IntradaySettings
 from market_pipeline.stages.raw import RawResult
 from market_pipeline.validation import Rules
 
@@ -266,3 +278,150 @@ def symbol_pipeline(
         )
     if outcome.failures:
         raise _failure(outcome)
+
+
+INTRADAY_GROUP = "intraday"
+INTRADAY_SPECS = [
+    AssetSpec(
+        RAW_INTRADAY,
+        group_name=INTRADAY_GROUP,
+        kinds={"python", "parquet"},
+        skippable=True,
+        description=(
+            "Alpha Vantage TIME_SERIES_INTRADAY answers as received (as traded, interval "
+            "ALPHAVANTAGE_INTRADAY_INTERVAL), one Parquet per symbol and interval. A premium "
+            "endpoint: a free key's refusal fails the run once and is remembered for the key."
+        ),
+    ),
+    AssetSpec(
+        CLEAN_INTRADAY,
+        deps=[RAW_INTRADAY],
+        group_name=INTRADAY_GROUP,
+        kinds={"polars", "parquet"},
+        skippable=True,
+        description=(
+            "Validated intraday bars: the daily rules, plus the bar must start inside its day's "
+            "NYSE session; rejected rows go to rejects/intraday/<interval>/."
+        ),
+    ),
+    AssetSpec(
+        INTRADAY,
+        deps=[CLEAN_INTRADAY],
+        group_name=INTRADAY_GROUP,
+        kinds={"duckdb"},
+        skippable=True,
+        description=(
+            "The ohlcv_intraday table, upserted on (symbol, interval, timestamp); timestamps "
+            "are the bars' starts, New York time."
+        ),
+    ),
+]
+
+
+def _intraday_metadata(stage: str, symbol: str, outcome: IntradayOutcome) -> dict[str, Any]:
+    if stage == RAW_INTRADAY:
+        raw = outcome.raw[symbol]
+        return {"rows": raw.rows, "first": raw.first, "last": raw.last, "interval": raw.interval,
+                "outputsize": raw.outputsize, "source": raw.source,
+                "path": MetadataValue.path(raw.path)}  # fmt: skip
+    if stage == CLEAN_INTRADAY:
+        clean = outcome.clean[symbol]
+        bars = clean.validated.clean
+        return {
+            "rows": bars.height,
+            "first": str(bars.get_column("timestamp").min()),
+            "last": str(bars.get_column("timestamp").max()),
+            "interval": clean.interval,
+            "rejected": clean.validated.rejects.height,
+            "reject_counts": clean.validated.reject_counts,
+            "flagged": int(bars.get_column("flags").is_not_null().sum()),
+            "path": MetadataValue.path(clean.path),
+            "rejects_path": MetadataValue.path(clean.rejects_path),
+        }
+    stats = outcome.stats
+    assert stats is not None
+    return {"rows": outcome.loaded[symbol], "table": INTRADAY_TABLE,
+            "batch_inserted": stats.inserted, "batch_revised": stats.updated}  # fmt: skip
+
+
+def _intraday_failure(outcome: IntradayOutcome) -> Failure:
+    failed = sorted(outcome.failures)
+    if outcome.refused:
+        head = (
+            "Alpha Vantage refused TIME_SERIES_INTRADAY for this key (a premium endpoint): "
+            "intraday bars need a premium key. The refusal is remembered: the intraday sensor "
+            "stops asking until the key changes or a run by hand succeeds. "
+        )
+    else:
+        head = f"{len(failed)} of {len(outcome.symbols)} symbols failed (the others loaded): "
+    return Failure(
+        description=(head + "; ".join(outcome.failures[s] for s in failed))[:4000],
+        metadata={
+            "failed_symbols": failed,
+            "failed": len(failed),
+            "succeeded": len(outcome.symbols) - len(failed),
+        },
+    )
+
+
+@multi_asset(
+    name="intraday_pipeline",
+    specs=INTRADAY_SPECS,
+    can_subset=True,
+    partitions_def=symbols_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    pool=ALPHA_VANTAGE_POOL,
+)
+def intraday_pipeline(
+    context: AssetExecutionContext,
+    config: PipelineConfig,
+    alpha_vantage: AlphaVantageResource,
+    duckdb: MarketDuckDB,
+    watchlist: WatchlistResource,
+) -> Iterator[AssetMaterialization]:
+    """The intraday path, one run over many symbols (``stages.intraday_run``). Run by the
+    intraday sensor during the session; with ``ALPHAVANTAGE_INTRADAY_INTERVAL=off`` a run by
+    hand fails saying so, and nothing is fetched."""
+    if not alpha_vantage.intraday_on:
+        raise Failure(
+            description="ALPHAVANTAGE_INTRADAY_INTERVAL is off: set it to 1min, 5min, 15min, "
+            "30min or 60min (TIME_SERIES_INTRADAY needs a premium Alpha Vantage key, or no key "
+            "for the offline sample) to fetch intraday bars"
+        )
+    stages = {key.to_user_string() for key in context.selected_asset_keys}
+    run = IntradayRun(
+        home=duckdb.home,
+        client=alpha_vantage.client() if RAW_INTRADAY in stages else None,
+        store=duckdb if INTRADAY in stages else None,
+        stages=stages,
+        settings=IntradaySettings(
+            alpha_vantage.intraday_interval,
+            alpha_vantage.extended_hours,
+            _rules(config, watchlist),
+        ),
+        log=context.log.info,
+    )
+    outcome = run.over(list(context.partition_keys))
+    if outcome.stats is not None:
+        stats = outcome.stats
+        context.log.info(
+            f"Upserted {stats.rows} {alpha_vantage.intraday_interval} bars: {stats.inserted} new, "
+            f"{stats.updated} revised, {stats.unchanged} unchanged"
+        )
+    done: dict[str, Collection[str]] = {
+        RAW_INTRADAY: outcome.raw.keys(),
+        CLEAN_INTRADAY: outcome.clean.keys(),
+        INTRADAY: outcome.loaded.keys(),
+    }
+    for stage in (RAW_INTRADAY, CLEAN_INTRADAY, INTRADAY):
+        if stage not in stages:
+            continue
+        for symbol in outcome.symbols:
+            if symbol in done[stage]:
+                yield AssetMaterialization(
+                    asset_key=stage,
+                    partition=symbol,
+                    metadata=_intraday_metadata(stage, symbol, outcome),
+                )
+    if outcome.failures:
+        raise _intraday_failure(outcome)

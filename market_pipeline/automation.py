@@ -34,7 +34,6 @@ import datetime as dt
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import holidays
 from dagster import (
     AddDynamicPartitionsRequest,
     AssetKey,
@@ -57,6 +56,7 @@ from dagster import (
 from market_core.assets import ACTIONS, CLEAN, OHLCV, RAW
 from market_core.exchange import EXCHANGE_TZ
 from market_core.home import DataHome
+from market_core.sessions import exchange_holiday
 from market_pipeline.actions_policy import ACTIONS_CALLS, PRICE_CALLS, due_symbols
 from market_pipeline.partitions import (
     PARTITIONS,
@@ -176,11 +176,6 @@ def block_requests(
         RunRequest(run_key=f"{key}:{block[0]}..{block[-1]}", tags={**tags, **range_tags(block)})
         for block in contiguous_blocks(registered, set(symbols))
     ]
-
-
-def exchange_holiday(day: dt.date) -> str | None:
-    """The NYSE holiday's name if the exchange is closed that weekday, else ``None``."""
-    return holidays.financial_holidays("NYSE", years=day.year).get(day)
 
 
 def _exchange_date(moment: dt.datetime) -> dt.date:

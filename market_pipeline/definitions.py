@@ -15,9 +15,10 @@ from dagster import (
 )
 
 from market_core.home import DataHome
-from market_pipeline.assets import symbol_pipeline
+from market_pipeline.assets import intraday_pipeline, symbol_pipeline
 from market_pipeline.automation import INGEST_JOB, daily_update, follow_raw_data, watchlist_sensor
 from market_pipeline.cluster import BROKER_VARIABLE
+from market_pipeline.intraday_sensor import INTRADAY_JOB, intraday_sensor
 from market_pipeline.maintenance import maintenance_definitions
 from market_pipeline.partitions import WatchlistResource, symbols_partitions
 from market_pipeline.resources.alpha_vantage import AlphaVantageResource
@@ -93,13 +94,23 @@ ingest_job = define_asset_job(
     ),
 )
 
+intraday_job = define_asset_job(
+    INTRADAY_JOB,
+    selection=AssetSelection.assets(intraday_pipeline),
+    partitions_def=symbols_partitions,
+    description=(
+        "raw_intraday -> clean_intraday -> intraday_data for a range of symbols, in one run "
+        "(the intraday sensor's, during the session, when ALPHAVANTAGE_INTRADAY_INTERVAL is set)."
+    ),
+)
+
 resources = resources_from_env()
 maintenance_jobs, maintenance_schedules = maintenance_definitions()  # lake mode only
 defs = Definitions(
-    assets=[symbol_pipeline],
-    jobs=[ingest_job, *maintenance_jobs],
+    assets=[symbol_pipeline, intraday_pipeline],
+    jobs=[ingest_job, intraday_job, *maintenance_jobs],
     schedules=[daily_update, *maintenance_schedules],
-    sensors=[watchlist_sensor, follow_raw_data],
+    sensors=[watchlist_sensor, follow_raw_data, intraday_sensor],
     resources=resources,
     executor=executor_from_env(),
 )

@@ -10,6 +10,12 @@ It answers ``SPLITS`` and ``DIVIDENDS`` too, in the vendor's format: the split, 
 first bar at the lower price, and quarterly dividends (a few old rows with ``"None"`` for the dates
 nobody recorded, and one declared for after the sample's last day, as Alpha Vantage lists
 declared future dividends).
+
+It answers ``TIME_SERIES_INTRADAY`` too: synthetic bars of the interval asked for, inside the
+NYSE sessions only (``market_core.sessions``: extended hours when asked), the bars of today's
+session that have ended by now and those of the sessions before it (compact: the latest 100
+bars, full: the last five sessions). A bar's values depend only on the symbol, the interval
+and its day, so a later answer repeats the earlier bars exactly.
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ from urllib.parse import parse_qs, urlsplit
 import holidays
 import requests
 from requests.adapters import BaseAdapter
+
+from market_core.exchange import EXCHANGE_TZ
+from market_core.schema import INTRADAY_INTERVALS
+from market_core.sessions import Session, exchange_time, previous_session, session
 
 # A reserved, never-resolving host (RFC 2606): only the mounted adapter can answer it.
 SAMPLE_BASE_URL = "http://alphavantage.sample.invalid/query"
@@ -196,6 +206,88 @@ def dividends_payload(symbol: str) -> dict[str, Any]:
     return {"symbol": symbol, "data": [dict(row) for row in dividend_rows(symbol)]}
 
 
+INTRADAY_FULL_SESSIONS = 5
+
+
+def intraday_sessions(now: dt.datetime, count: int, *, extended: bool) -> list[Session]:
+    """The last ``count`` sessions begun by ``now`` (naive, New York), oldest first."""
+    today = session(now.date(), extended=extended)
+    found = [today] if today is not None and today.opens <= now else []
+    before = now.date()
+    while len(found) < count:
+        earlier = previous_session(before, extended=extended)
+        found.insert(0, earlier)
+        before = earlier.day
+    return found
+
+
+def _session_bars(
+    symbol: str, interval: str, day: Session, until: dt.datetime
+) -> list[tuple[str, dict[str, str]]]:
+    minutes = int(interval.removesuffix("min"))
+    step = dt.timedelta(minutes=minutes)
+    rng = random.Random(f"{symbol}/{interval}/{day.day.isoformat()}")
+    close = _rng(symbol).uniform(20, 400) * math.exp(rng.gauss(0, 0.05))
+    base_volume = rng.uniform(1e4, 4e5) * minutes
+    bars = []
+    start = day.opens
+    while start < day.closes and start + step <= until:
+        open_ = close * math.exp(rng.gauss(0, 0.0005))
+        close = open_ * math.exp(rng.gauss(0, 0.002))
+        high = max(open_, close) * (1 + abs(rng.gauss(0, 0.001)))
+        low = min(open_, close) * (1 - abs(rng.gauss(0, 0.001)))
+        bars.append((start.strftime("%Y-%m-%d %H:%M:%S"), {
+            "1. open": f"{open_:.4f}", "2. high": f"{high:.4f}", "3. low": f"{low:.4f}",
+            "4. close": f"{close:.4f}", "5. volume": str(int(base_volume * rng.uniform(0.5, 2))),
+        }))  # fmt: skip
+        start += step
+    return bars
+
+
+def intraday_bars(
+    symbol: str, interval: str, *, extended: bool, outputsize: str, now: dt.datetime
+) -> list[tuple[str, dict[str, str]]]:
+    """The bars an intraday answer at ``now`` (naive, New York) carries, oldest first."""
+    count = INTRADAY_FULL_SESSIONS if outputsize == "full" else 2
+    bars = [
+        bar
+        for day in intraday_sessions(now, count, extended=extended)
+        for bar in _session_bars(symbol, interval, day, now)
+    ]
+    return bars if outputsize == "full" else bars[-COMPACT_BARS:]
+
+
+def intraday_payload_from_bars(
+    symbol: str, interval: str, outputsize: str, bars: list[tuple[str, dict[str, Any]]]
+) -> dict[str, Any]:
+    """The JSON object Alpha Vantage returns for TIME_SERIES_INTRADAY, newest bar first."""
+    return {
+        "Meta Data": {
+            "1. Information": f"Intraday ({interval}) open, high, low, close prices and volume",
+            "2. Symbol": symbol,
+            "3. Last Refreshed": bars[-1][0] if bars else "",
+            "4. Interval": interval,
+            "5. Output Size": "Full size" if outputsize == "full" else "Compact",
+            "6. Time Zone": "US/Eastern",
+        },
+        f"Time Series ({interval})": dict(reversed(bars)),
+    }
+
+
+def intraday_payload(
+    symbol: str,
+    interval: str,
+    *,
+    extended: bool = False,
+    outputsize: str = "compact",
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """The sample's TIME_SERIES_INTRADAY answer at ``now`` (default: the clock)."""
+    moment = exchange_time(now or dt.datetime.now(EXCHANGE_TZ))
+    bars = intraday_bars(symbol, interval, extended=extended, outputsize=outputsize, now=moment)
+    return intraday_payload_from_bars(symbol, interval, outputsize, bars)
+
+
 def answer(query: dict[str, str]) -> dict[str, Any]:
     """What Alpha Vantage would answer for a query string (the parts the pipeline uses)."""
     function, symbol = query.get("function"), query.get("symbol", "").upper()
@@ -203,6 +295,13 @@ def answer(query: dict[str, str]) -> dict[str, Any]:
         return {"Error Message": "Invalid API call. Please retry or visit the documentation."}
     if function == "TIME_SERIES_DAILY":
         return daily_payload(symbol, query.get("outputsize", "compact"))
+    if function == "TIME_SERIES_INTRADAY" and query.get("interval") in INTRADAY_INTERVALS:
+        return intraday_payload(
+            symbol,
+            query["interval"],
+            extended=query.get("extended_hours", "true").lower() == "true",
+            outputsize=query.get("outputsize", "compact"),
+        )
     if function == "SPLITS":
         return splits_payload(symbol)
     if function == "DIVIDENDS":

@@ -102,29 +102,46 @@ def parse(raw: pl.LazyFrame) -> pl.LazyFrame:
     date = pl.col("date").str.strip_chars().str.to_date("%Y-%m-%d", strict=False)
     return raw.with_columns(
         date.alias("_date"),
-        *(pl.col(c).cast(pl.Float64, strict=False).alias(f"_{c}") for c in VALUES),
+        *typed_values(),
         (pl.col("_n") * 2**32 + date.cast(pl.Int64)).alias("_day"),
     )
 
 
-def _reason(today: dt.date) -> pl.Expr:
+def typed_values() -> list[pl.Expr]:
+    """``_open`` ... ``_volume``: the received strings as numbers (null where not one)."""
+    return [pl.col(c).cast(pl.Float64, strict=False).alias(f"_{c}") for c in VALUES]
+
+
+def value_conditions() -> list[tuple[str, pl.Expr]]:
+    """The rules on a bar's values, over ``typed_values``: the same for daily and intraday
+    bars, in the order a row is checked."""
     typed = [pl.col(f"_{c}") for c in VALUES]
     prices = [pl.col(f"_{c}") for c in PRICES]
     missing = pl.any_horizontal(*(e.is_null() | ~e.is_finite() for e in typed))
-    conditions: list[tuple[str, pl.Expr]] = [
-        ("bad_date", pl.col("_date").is_null()),
-        ("future_date", pl.col("_date") > pl.lit(today)),
-        ("wrong_symbol", pl.col("_wrong")),
+    return [
         ("missing_value", missing),
         ("non_positive_price", pl.any_horizontal(*(e <= 0 for e in prices))),
         ("negative_volume", pl.col("_volume") < 0),
         ("high_inconsistent", pl.col("_high") < pl.max_horizontal(*prices)),
         ("low_inconsistent", pl.col("_low") > pl.min_horizontal(*prices)),
     ]
+
+
+def first_broken(conditions: Sequence[tuple[str, pl.Expr]]) -> pl.Expr:
+    """The name of the first rule a row breaks, or null."""
     expr = pl.lit(None, dtype=pl.String)
     for name, condition in reversed(conditions):
         expr = pl.when(condition.fill_null(False)).then(pl.lit(name)).otherwise(expr)
     return expr
+
+
+def _reason(today: dt.date) -> pl.Expr:
+    return first_broken([
+        ("bad_date", pl.col("_date").is_null()),
+        ("future_date", pl.col("_date") > pl.lit(today)),
+        ("wrong_symbol", pl.col("_wrong")),
+        *value_conditions(),
+    ])  # fmt: skip
 
 
 def _wrong_symbol(ranked: pl.DataFrame, asks: Sequence[str]) -> pl.Expr:

@@ -11,12 +11,14 @@ the network, through exactly the same code.
 from __future__ import annotations
 
 import contextlib
+import csv
 import datetime as dt
+import io
 import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -35,6 +37,7 @@ from tenacity import (
 
 from market_core.atomic import write_text_atomic
 from market_core.home import DataHome
+from market_core.schema import INTRADAY_INTERVALS
 from market_pipeline.resources.av_errors import (
     ACTIONS_FUNCTIONS,
     MalformedResponseError,
@@ -43,6 +46,8 @@ from market_pipeline.resources.av_errors import (
     TransientHTTPError,
     classify,
     classify_actions,
+    classify_intraday,
+    intraday_series_key,
     redact,
 )
 from market_pipeline.resources.rate_limit import (
@@ -55,6 +60,7 @@ from market_pipeline.sample_source import SAMPLE_BASE_URL, SampleAdapter
 from market_pipeline.settings import OUTPUTSIZES, env_fields, is_unresolved, stripped_or
 
 DEFAULT_BASE_URL = "https://www.alphavantage.co/query"
+INTRADAY_OFF = "off"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
@@ -70,7 +76,25 @@ class Fetched:
     fetched_at: dt.datetime
 
 
+@dataclass(frozen=True)
+class FetchedIntraday:
+    """A good TIME_SERIES_INTRADAY answer (JSON, or CSV read into the same shape), with what
+    was asked and where and when it came from (never the key)."""
+
+    symbol: str
+    interval: str
+    extended_hours: bool
+    payload: Mapping[str, Any]
+    series: Mapping[str, Any]
+    source: str
+    outputsize: str
+    fetched_at: dt.datetime
+
+
 ActionsFunction = Literal["SPLITS", "DIVIDENDS"]
+Datatype = Literal["json", "csv"]
+CSV_FIELDS = {"open": "1. open", "high": "2. high", "low": "3. low", "close": "4. close",
+              "volume": "5. volume"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -103,21 +127,60 @@ class PairsDict(dict[str, Any]):
         return list(self.pairs)
 
 
+@dataclass(frozen=True)
+class IntradayRefusal:
+    """Alpha Vantage refused TIME_SERIES_INTRADAY to this key: its words, and since when."""
+
+    message: str
+    since: str
+
+
 class KeyFacts:
-    """What Alpha Vantage told us about a key, kept across runs: is ``full`` refused?"""
+    """What Alpha Vantage told us about a key, kept across runs: is ``full`` refused? is the
+    intraday endpoint refused? The file is named by the key's fingerprint, never the key, so a
+    new key starts with no facts."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
 
-    def full_refused(self) -> bool:
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def _read(self) -> dict[str, Any]:
         try:
-            return bool(json.loads(self._path.read_text()).get("full_refused"))
+            facts = json.loads(self._path.read_text())
         except (FileNotFoundError, ValueError):
-            return False
+            return {}
+        return facts if isinstance(facts, dict) else {}
+
+    def _update(self, **changes: Any) -> None:
+        facts = {k: v for k, v in {**self._read(), **changes}.items() if v is not None}
+        write_text_atomic(self._path, json.dumps(facts))
+
+    def full_refused(self) -> bool:
+        return bool(self._read().get("full_refused"))
 
     def mark_full_refused(self) -> None:
-        facts = {"full_refused": True, "since": dt.date.today().isoformat()}
-        write_text_atomic(self._path, json.dumps(facts))
+        self._update(full_refused=True, since=dt.date.today().isoformat())
+
+    def intraday_refused(self) -> IntradayRefusal | None:
+        refused = self._read().get("intraday_refused")
+        if not isinstance(refused, dict):
+            return None
+        return IntradayRefusal(str(refused.get("message", "")), str(refused.get("since", "")))
+
+    def mark_intraday_refused(self, message: str) -> None:
+        since = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        self._update(intraday_refused={"message": message, "since": since})
+
+    def clear_intraday_refused(self) -> None:
+        if "intraday_refused" in self._read():
+            self._update(intraday_refused=None)
+
+
+def key_facts(home: DataHome, api_key: str) -> KeyFacts:
+    return KeyFacts(home.state_dir / f"alpha_vantage-{key_id(api_key)}.json")
 
 
 class _RedactingFilter(logging.Filter):
@@ -184,9 +247,7 @@ class AlphaVantageClient:
                 per_day=requests_per_day,
                 postgres_url=limiter_postgres_url,
             )
-            self.facts: KeyFacts | None = KeyFacts(
-                home.state_dir / f"alpha_vantage-{key_id(api_key)}.json"
-            )
+            self.facts: KeyFacts | None = key_facts(home, api_key)
         else:
             self.base_url = SAMPLE_BASE_URL
             self._session.mount(SAMPLE_BASE_URL, SampleAdapter())
@@ -228,6 +289,88 @@ class AlphaVantageClient:
         rows = classify_actions(symbol, function, payload, api_key=self._key)
         return FetchedActions(symbol, function, rows, source, fetched_at)
 
+    def fetch_intraday(
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        extended_hours: bool,
+        outputsize: str,
+        datatype: Datatype = "json",
+    ) -> FetchedIntraday:
+        """The TIME_SERIES_INTRADAY bars of ``symbol`` (as traded: ``adjusted=false``).
+
+        Retried, classified and redacted like ``fetch_daily``, on the same permits. A refused
+        ``full`` falls back to ``compact`` once; a refused endpoint (a free key) is remembered
+        in the key's facts, so that the intraday sensor stops asking, and raised."""
+        if interval not in INTRADAY_INTERVALS:
+            raise ValueError(f"interval must be one of {INTRADAY_INTERVALS}, got {interval!r}")
+        ask = (symbol, interval, extended_hours, datatype)
+        try:
+            fetched = self._retrying()(self._fetch_intraday_once, *ask, outputsize)
+        except PremiumOnlyError as exc:
+            if exc.outputsize_full and outputsize == "full":
+                return self._retrying()(self._fetch_intraday_once, *ask, "compact")
+            if self.facts is not None:
+                self.facts.mark_intraday_refused(str(exc))
+            raise
+        if self.facts is not None:
+            self.facts.clear_intraday_refused()
+        return fetched
+
+    def _fetch_intraday_once(
+        self, symbol: str, interval: str, extended_hours: bool, datatype: Datatype, outputsize: str
+    ) -> FetchedIntraday:
+        query = {
+            "function": "TIME_SERIES_INTRADAY",
+            "symbol": symbol,
+            "interval": interval,
+            "adjusted": "false",
+            "extended_hours": "true" if extended_hours else "false",
+            "outputsize": outputsize,
+        }
+        if datatype == "csv":
+            query["datatype"] = "csv"
+        decode = self._decode_intraday_csv(interval) if datatype == "csv" else self._decode
+        payload, source, fetched_at = self._get(
+            symbol, query, who=f"{symbol}: TIME_SERIES_INTRADAY {interval}", decode=decode
+        )
+        series = classify_intraday(symbol, interval, payload, api_key=self._key)
+        return FetchedIntraday(
+            symbol, interval, extended_hours, payload, series, source, outputsize, fetched_at
+        )
+
+    def _decode_intraday_csv(self, interval: str) -> Callable[[str, requests.Response], Any]:
+        """A CSV answer (``timestamp,open,high,low,close,volume``, newest first) read into the
+        JSON answer's shape, so that one classification and one raw frame serve both. Errors
+        come as JSON even when CSV was asked for."""
+
+        def decode(who: str, response: requests.Response) -> Any:
+            if response.content.lstrip()[:1] in (b"{", b"["):
+                return self._decode(who, response)
+            self._decode_status(who, response)
+            text = response.content.decode("utf-8", errors="replace")
+            rows = list(csv.reader(io.StringIO(text)))
+            header = [h.strip().lower() for h in rows[0]] if rows else []
+            if header[:1] != ["timestamp"] or not set(CSV_FIELDS) <= set(header):
+                head = redact(text[:80], self._key).replace("\n", " ")
+                raise MalformedResponseError(
+                    f"{who}: Alpha Vantage answered CSV without the intraday columns "
+                    f"(starts {head!r})"
+                )
+            column = {name: header.index(name) for name in ("timestamp", *CSV_FIELDS)}
+            pairs = [
+                (row[0], {key: _cell(row, column[name]) for name, key in CSV_FIELDS.items()})
+                for row in rows[1:]
+                if row
+            ]
+            return {
+                "Meta Data": {"4. Interval": interval},
+                intraday_series_key(interval): PairsDict.from_pairs(pairs),
+            }
+
+        return decode
+
     def _retrying(self) -> Retrying:
         return Retrying(
             retry=retry_if_exception_type(RetryableError),
@@ -248,12 +391,18 @@ class AlphaVantageClient:
         return Fetched(symbol, payload, series, source, outputsize, fetched_at)
 
     def _get(
-        self, symbol: str, query: dict[str, str], who: str | None = None
+        self,
+        symbol: str,
+        query: dict[str, str],
+        who: str | None = None,
+        decode: Callable[[str, requests.Response], Any] | None = None,
     ) -> tuple[Any, str, dt.datetime]:
         """One call after one permit: the decoded body, the URL without the key, and when.
 
-        ``who`` starts every error message (the symbol, unless told otherwise)."""
+        ``who`` starts every error message (the symbol, unless told otherwise); ``decode``
+        reads the body (JSON unless told otherwise)."""
         who = who or symbol
+        decode = decode or self._decode
         if self._limiter is not None:
             self._limiter.acquire(symbol)
         source = f"{self.base_url}?{urlencode(query)}"
@@ -271,7 +420,7 @@ class AlphaVantageClient:
             raise TransientHTTPError(
                 f"{who}: {type(exc).__name__} talking to {host} (no response)"
             ) from None
-        return self._decode(who, response), source, fetched_at
+        return decode(who, response), source, fetched_at
 
     def _read_body(self, symbol: str, response: requests.Response, deadline: float) -> None:
         """Read the whole body into ``response.content`` before ``deadline`` (monotonic).
@@ -308,14 +457,7 @@ class AlphaVantageClient:
             )
 
     def _decode(self, symbol: str, response: requests.Response) -> Any:
-        if response.status_code in RETRY_STATUS:
-            raise TransientHTTPError(
-                f"{symbol}: Alpha Vantage answered HTTP {response.status_code}"
-            )
-        if response.status_code != 200:
-            raise MalformedResponseError(
-                f"{symbol}: Alpha Vantage answered HTTP {response.status_code}"
-            )
+        self._decode_status(symbol, response)
         try:
             return json.loads(response.content, object_pairs_hook=PairsDict.from_pairs)
         except ValueError:
@@ -324,6 +466,21 @@ class AlphaVantageClient:
             raise MalformedResponseError(
                 f"{symbol}: Alpha Vantage answered {kind} (starts {head!r})"
             ) from None
+
+    @staticmethod
+    def _decode_status(symbol: str, response: requests.Response) -> None:
+        if response.status_code in RETRY_STATUS:
+            raise TransientHTTPError(
+                f"{symbol}: Alpha Vantage answered HTTP {response.status_code}"
+            )
+        if response.status_code != 200:
+            raise MalformedResponseError(
+                f"{symbol}: Alpha Vantage answered HTTP {response.status_code}"
+            )
+
+
+def _cell(row: list[str], index: int) -> str | None:
+    return row[index] if index < len(row) else None
 
 
 class AlphaVantageResource(ConfigurableResource):
@@ -340,6 +497,8 @@ class AlphaVantageResource(ConfigurableResource):
         "requests_per_minute": "ALPHAVANTAGE_REQUESTS_PER_MINUTE",
         "requests_per_day": "ALPHAVANTAGE_REQUESTS_PER_DAY",
         "outputsize": "ALPHAVANTAGE_OUTPUTSIZE",
+        "intraday_interval": "ALPHAVANTAGE_INTRADAY_INTERVAL",
+        "intraday_extended": "ALPHAVANTAGE_INTRADAY_EXTENDED",
     }
 
     data_home: str = Field(description="MARKET_DATA_HOME: the rate limiter's state lives here.")
@@ -361,6 +520,17 @@ class AlphaVantageResource(ConfigurableResource):
     outputsize: str = Field(
         default="auto",
         description="ALPHAVANTAGE_OUTPUTSIZE: compact (latest 100 bars), full, or auto.",
+    )
+    intraday_interval: str = Field(
+        default=INTRADAY_OFF,
+        description="ALPHAVANTAGE_INTRADAY_INTERVAL: off, 1min, 5min, 15min, 30min or 60min. "
+        "Not off: the intraday sensor fetches TIME_SERIES_INTRADAY (a premium endpoint) for "
+        "every watchlist symbol once per interval during the NYSE session.",
+    )
+    intraday_extended: str = Field(
+        default="false",
+        description="ALPHAVANTAGE_INTRADAY_EXTENDED: true = bars of the extended hours too "
+        "(04:00-20:00 New York), false = the regular session (09:30-16:00).",
     )
     timeout_seconds: float = 30.0
     """The longest wait for the connection or for any bytes of an answer."""
@@ -398,6 +568,34 @@ class AlphaVantageResource(ConfigurableResource):
             )
         return size
 
+    @field_validator("intraday_interval", mode="before")
+    @classmethod
+    def _intraday_interval(cls, value: object) -> object:
+        if not isinstance(value, str) or is_unresolved(value):
+            return value
+        interval = value.strip().lower() or INTRADAY_OFF
+        if interval not in (INTRADAY_OFF, *INTRADAY_INTERVALS):
+            raise ValueError(
+                "ALPHAVANTAGE_INTRADAY_INTERVAL (intraday_interval) must be off, "
+                f"{', '.join(INTRADAY_INTERVALS)}, got {value!r}"
+            )
+        return interval
+
+    @field_validator("intraday_extended", mode="before")
+    @classmethod
+    def _intraday_extended(cls, value: object) -> object:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if not isinstance(value, str) or is_unresolved(value):
+            return value
+        text = value.strip().lower() or "false"
+        if text not in ("true", "false"):
+            raise ValueError(
+                f"ALPHAVANTAGE_INTRADAY_EXTENDED (intraday_extended) must be true or false, "
+                f"got {value!r}"
+            )
+        return text
+
     @field_validator("requests_per_second", "requests_per_minute", "requests_per_day")
     @classmethod
     def _limit(cls, value: int, info: ValidationInfo) -> int:
@@ -415,6 +613,23 @@ class AlphaVantageResource(ConfigurableResource):
     @property
     def uses_sample(self) -> bool:
         return not self.api_key
+
+    @property
+    def intraday_on(self) -> bool:
+        return self.intraday_interval != INTRADAY_OFF
+
+    @property
+    def extended_hours(self) -> bool:
+        return self.intraday_extended == "true"
+
+    def key_facts(self) -> KeyFacts | None:
+        """The key's remembered facts (``None`` for the offline sample), read without opening
+        a client: the sensor asks every minute and must not open the limiter's store."""
+        return key_facts(self.home, self.api_key) if self.api_key else None
+
+    def intraday_refusal(self) -> IntradayRefusal | None:
+        facts = self.key_facts()
+        return facts.intraday_refused() if facts is not None else None
 
     def calls_left_today(self) -> int | None:
         """The calls a run started now can make, or ``None`` when there is no daily quota.

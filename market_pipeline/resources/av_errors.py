@@ -81,20 +81,42 @@ def _first_message(payload: Mapping[str, Any]) -> tuple[str, str] | None:
 
 def classify(symbol: str, payload: Any, *, api_key: str | None) -> Mapping[str, Any]:
     """Return the daily series of a good response, or raise the error it stands for."""
-    _check_envelope(symbol, payload, SERIES_KEY, api_key)
-    series = payload.get(SERIES_KEY)
+    return _series(symbol, symbol, payload, SERIES_KEY, api_key)
+
+
+def intraday_series_key(interval: str) -> str:
+    """``Time Series (5min)``: the intraday answer names its series after the interval."""
+    return f"Time Series ({interval})"
+
+
+def classify_intraday(
+    symbol: str, interval: str, payload: Any, *, api_key: str | None
+) -> Mapping[str, Any]:
+    """Return the series of a good TIME_SERIES_INTRADAY answer, or raise what it stands for.
+
+    Same error bodies as the daily series; a free key's "premium endpoint" ``Information`` is
+    a ``PremiumOnlyError`` whose ``outputsize_full`` is False."""
+    who = f"{symbol}: TIME_SERIES_INTRADAY {interval}"
+    return _series(who, symbol, payload, intraday_series_key(interval), api_key)
+
+
+def _series(
+    who: str, symbol: str, payload: Any, series_key: str, api_key: str | None
+) -> Mapping[str, Any]:
+    _check_envelope(who, payload, series_key, api_key)
+    series = payload.get(series_key)
     if not isinstance(series, Mapping):
         keys = ", ".join(sorted(map(str, payload)))[:200]
         raise MalformedResponseError(
-            f"{symbol}: no '{SERIES_KEY}' in the response (keys: {redact(keys, api_key)})"
+            f"{who}: no '{series_key}' in the response (keys: {redact(keys, api_key)})"
         )
     if not series:
-        raise MalformedResponseError(f"{symbol}: Alpha Vantage answered an empty time series")
+        raise MalformedResponseError(f"{who}: Alpha Vantage answered an empty time series")
     meta = payload.get(META_KEY)
     answered = str(meta.get("2. Symbol", "")).strip() if isinstance(meta, Mapping) else ""
     if answered and answered.upper() != symbol.upper():
         raise MalformedResponseError(
-            f"{symbol}: Alpha Vantage answered a series for {answered!r} instead"
+            f"{who}: Alpha Vantage answered a series for {answered!r} instead"
         )
     return series
 

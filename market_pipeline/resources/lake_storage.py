@@ -39,7 +39,12 @@ from market_core.lake import (
     with_conflict_retry,
     write_lock,
 )
-from market_core.schema import ACTIONS_COLUMNS, ACTIONS_TABLE, COLUMNS, TABLE
+from market_core.schema import (
+    ACTIONS_COLUMNS,
+    ACTIONS_TABLE,
+    COLUMNS,
+    TABLE,
+)
 from market_core.store import ActionsLoadStats, LoadStats, SymbolActions
 from market_pipeline.actions_validation import KEY_COLUMNS
 from market_pipeline.resources.storage import (
@@ -47,6 +52,12 @@ from market_pipeline.resources.storage import (
     MarketDuckDB,
     actions_frames,
     vanished_by_symbol,
+)
+from market_pipeline.stages.intraday_load import (
+    INCOMING,
+    MERGE_INTRADAY_SQL,
+    intraday_incoming,
+    write_intraday,
 )
 from market_pipeline.stages.known_actions import stored_ex_dates
 from market_pipeline.stages.ohlcv import insert_or_upsert
@@ -125,6 +136,12 @@ def merge_bars(conn: duckdb.DuckDBPyConnection) -> tuple[int, int]:
     return insert_or_upsert(conn, MERGE_SQL)
 
 
+def merge_intraday(conn: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """(inserted, updated) for the registered ``incoming`` intraday bars, merged into the
+    lake's ``ohlcv_intraday``."""
+    return write_intraday(conn, MERGE_INTRADAY_SQL)
+
+
 def merge_actions(
     conn: duckdb.DuckDBPyConnection,
 ) -> tuple[list[tuple[str, dt.date, str]], int, int]:
@@ -184,6 +201,14 @@ class MarketLake(ConfigurableResource):
         incoming = pl.concat(list(frames), how="vertical").select(COLUMNS).to_arrow()
         inserted, updated = self._with_connection(
             lambda conn: _transaction(conn, {"incoming": incoming}, merge_bars)
+        )
+        return LoadStats(rows=incoming.num_rows, inserted=inserted, updated=updated)
+
+    def load_intraday(self, frames: Sequence[pl.DataFrame]) -> LoadStats:
+        """Upsert ``frames`` (clean intraday bars) into ``ohlcv_intraday``, in one commit."""
+        incoming = intraday_incoming(frames)
+        inserted, updated = self._with_connection(
+            lambda conn: _transaction(conn, {INCOMING: incoming}, merge_intraday)
         )
         return LoadStats(rows=incoming.num_rows, inserted=inserted, updated=updated)
 

@@ -30,6 +30,7 @@ from market_core.schema import (
 )
 from market_core.store import ActionsLoadStats, LoadStats, SymbolActions
 from market_pipeline.actions_validation import EVENT_SCHEMA, KEY_COLUMNS, KEY_SCHEMA, answered
+from market_pipeline.stages.intraday_load import upsert_intraday
 from market_pipeline.stages.known_actions import stored_ex_dates_in_file
 from market_pipeline.stages.ohlcv import upsert
 
@@ -168,6 +169,15 @@ class MarketDuckDB(DuckDBResource):
         """Upsert ``frames`` (clean bars) in one transaction and tell readers if rows changed."""
         with self._session() as (conn, handoff):
             stats = upsert(conn, list(frames))
+            conn.close()  # checkpoint now, under the lock, so the record sees the file as left
+            handoff.finish(changed=bool(stats.inserted or stats.updated))
+        return stats
+
+    def load_intraday(self, frames: Sequence[pl.DataFrame]) -> LoadStats:
+        """Upsert ``frames`` (clean intraday bars) into ``ohlcv_intraday`` in one transaction
+        (``intraday_load.upsert_intraday``) and tell readers if rows changed."""
+        with self._session() as (conn, handoff):
+            stats = upsert_intraday(conn, frames)
             conn.close()  # checkpoint now, under the lock, so the record sees the file as left
             handoff.finish(changed=bool(stats.inserted or stats.updated))
         return stats

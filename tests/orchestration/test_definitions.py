@@ -17,9 +17,10 @@ def test_schedule_and_sensors_run_by_default_and_target_the_pipeline() -> None:
     assert schedule.job_name == "ingest_job"
     assert schedule.default_status == DefaultScheduleStatus.RUNNING
     sensors = {s.name: s for s in repo.sensor_defs}
-    assert set(sensors) == {"watchlist", "follow_raw_data"}, "no implicit default sensor"
+    assert set(sensors) == {"watchlist", "follow_raw_data", "intraday"}, "no implicit one"
     assert all(s.default_status == DefaultSensorStatus.RUNNING for s in sensors.values())
     assert sensors["watchlist"].job_name == "ingest_job"
+    assert sensors["intraday"].job_name == "intraday_job"
     graph = defs.resolve_asset_graph()
     followed = sensors["follow_raw_data"].asset_selection.resolve(graph)  # type: ignore[union-attr]
     assert followed == {

@@ -20,6 +20,14 @@ behaviour above that is not about bars (messages, HTTP statuses, transport fault
 ``truncated``, ``wrong_symbol``), plus ``empty_data`` (``"data": []``, a symbol without events)
 and ``info_premium_endpoint``. Requests record their ``function``; an actions request records
 the ``outputsize`` it sent, ``""`` for none.
+
+``TIME_SERIES_INTRADAY`` answers in the vendor's wire format: JSON (``"Meta Data"`` with
+``"4. Interval"`` and ``"6. Time Zone"``, then ``"Time Series (5min)"``, newest first), or CSV
+(``timestamp,open,high,low,close,volume``) when ``datatype=csv``. Its queue is per symbol
+(``stub.script_intraday``); ``ok`` is the sample's bars at the stub's clock, or the bars set
+with ``stub.set_intraday``. ``AlphaVantageStub(premium_intraday=False)`` answers every intraday
+request as a free key gets it: the "premium endpoint" ``Information``. Requests record their
+``interval``, ``extended_hours`` and ``datatype``.
 """
 
 from __future__ import annotations
@@ -35,7 +43,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from market_pipeline.sample_source import daily_payload, dividends_payload, splits_payload
+from market_pipeline.sample_source import (
+    daily_payload,
+    dividends_payload,
+    intraday_payload,
+    intraday_payload_from_bars,
+    splits_payload,
+)
 
 MESSAGES = {
     "error_message": {"Error Message": "Invalid API call. Please retry or visit the "
@@ -80,6 +94,9 @@ class Request:
     outputsize: str
     apikey: str | None
     function: str = "TIME_SERIES_DAILY"
+    interval: str = ""
+    extended_hours: str = ""
+    datatype: str = ""
 
 
 def payload_from_bars(symbol: str, bars: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -96,6 +113,20 @@ def payload_from_bars(symbol: str, bars: list[tuple[str, dict[str, Any]]]) -> di
     }
 
 
+INTRADAY = "TIME_SERIES_INTRADAY"
+CSV_HEADER = "timestamp,open,high,low,close,volume"
+
+
+def intraday_csv(payload: dict[str, Any], interval: str) -> str:
+    """An intraday JSON answer as Alpha Vantage's CSV: a header, then one row per bar, newest
+    first, values as in the JSON."""
+    lines = [CSV_HEADER]
+    for stamp, bar in payload[f"Time Series ({interval})"].items():
+        values = [bar.get(k, "") for k in ("1. open", "2. high", "3. low", "4. close", "5. volume")]
+        lines.append(",".join([stamp, *values]))
+    return "\r\n".join(lines) + "\r\n"
+
+
 def duplicate_newest_date(text: str, *, disagree: bool = True) -> str:
     """JSON objects may repeat a key; Alpha Vantage bodies have been seen doing it.
 
@@ -110,14 +141,25 @@ def duplicate_newest_date(text: str, *, disagree: bool = True) -> str:
 
 
 class AlphaVantageStub:
-    def __init__(self, *, premium_full: bool = True, read_timeout_sleep: float = 3.0) -> None:
+    def __init__(
+        self,
+        *,
+        premium_full: bool = True,
+        premium_intraday: bool = True,
+        read_timeout_sleep: float = 3.0,
+        now: dt.datetime | None = None,
+    ) -> None:
         self.premium_full = premium_full  # False: answer full with the premium Information
+        self.premium_intraday = premium_intraday  # False: intraday is a premium endpoint
+        self.now = now  # the sample intraday bars' clock (New York, naive); None: the real one
         self.read_timeout_sleep = read_timeout_sleep
         self.requests: list[Request] = []
         self._scripts: dict[str, deque[str]] = defaultdict(deque)
         self._bars: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         self._action_scripts: dict[tuple[str, str], deque[str]] = defaultdict(deque)
         self._actions: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._intraday_scripts: dict[str, deque[str]] = defaultdict(deque)
+        self._intraday: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -153,6 +195,39 @@ class AlphaVantageStub:
         """The ``data`` rows an ``ok`` answer of this symbol and function carries, as given."""
         with self._lock:
             self._actions[symbol.upper(), function.upper()] = rows
+
+    def script_intraday(self, symbol: str, *behaviours: str) -> None:
+        """Queue behaviours for one symbol's TIME_SERIES_INTRADAY answers."""
+        with self._lock:
+            self._intraday_scripts[symbol.upper()].extend(behaviours)
+
+    def set_intraday(
+        self, symbol: str, interval: str, bars: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """The bars (oldest first, ``("2024-11-08 15:55:00", {"1. open": ...})``) an ``ok``
+        intraday answer of this symbol and interval carries, as given."""
+        with self._lock:
+            self._intraday[symbol.upper(), interval] = bars
+
+    def intraday_body_for(self, behaviour: str, query: dict[str, str], key: str) -> Any:
+        symbol, interval = query.get("symbol", "").upper(), query.get("interval", "")
+        outputsize = query.get("outputsize", "compact")
+        if behaviour == "ok" and not self.premium_intraday:
+            behaviour = "info_premium_endpoint"
+        if behaviour in MESSAGES:
+            return json.loads(json.dumps(MESSAGES[behaviour]).replace("{key}", key))
+        if behaviour != "ok":
+            raise ValueError(f"unknown behaviour {behaviour!r} for {INTRADAY}")
+        if interval not in ("1min", "5min", "15min", "30min", "60min"):
+            return MESSAGES["error_message"]
+        with self._lock:
+            bars = self._intraday.get((symbol, interval))
+        if bars is not None:
+            return intraday_payload_from_bars(symbol, interval, outputsize, bars)
+        extended = query.get("extended_hours", "true").lower() == "true"
+        return intraday_payload(
+            symbol, interval, extended=extended, outputsize=outputsize, now=self.now
+        )
 
     def count(self, symbol: str | None = None, function: str | None = None) -> int:
         return sum(
@@ -232,6 +307,9 @@ class AlphaVantageStub:
                 if query.get("function", "").upper() in ACTIONS_FUNCTIONS:
                     self._answer_actions(query)
                     return
+                if query.get("function", "").upper() == INTRADAY:
+                    self._answer_intraday(query)
+                    return
                 symbol = query.get("symbol", "").upper()
                 outputsize = query.get("outputsize", "compact")
                 key = query.get("apikey", "")
@@ -276,6 +354,27 @@ class AlphaVantageStub:
                 plain = "ok" if behaviour in ("truncated", "cut_body", "timeout") else behaviour
                 body = json.dumps(stub.actions_body_for(plain, symbol, function, key)).encode()
                 self._finish(behaviour, body)
+
+            def _answer_intraday(self, query: dict[str, str]) -> None:
+                symbol, key = query.get("symbol", "").upper(), query.get("apikey", "")
+                request = Request(
+                    time.time(), symbol, query.get("outputsize", ""), key or None, INTRADAY,
+                    query.get("interval", ""), query.get("extended_hours", ""),
+                    query.get("datatype", ""),
+                )  # fmt: skip
+                with stub._lock:
+                    stub.requests.append(request)
+                    queue = stub._intraday_scripts[symbol]
+                    behaviour = queue.popleft() if queue else "ok"
+                if self._fault(behaviour):
+                    return
+                plain = "ok" if behaviour in ("truncated", "cut_body", "timeout") else behaviour
+                body = stub.intraday_body_for(plain, query, key)
+                if query.get("datatype") == "csv" and "Meta Data" in body:
+                    text = intraday_csv(body, query.get("interval", ""))
+                    self._send(200, text.encode(), "application/x-download")
+                    return
+                self._finish(behaviour, json.dumps(body).encode())
 
             def _fault(self, behaviour: str) -> bool:
                 """Answer a transport, HTTP or HTML fault; False when the body is JSON."""

@@ -1,0 +1,105 @@
+"""The NYSE session calendar: which days trade, and from when to when (exchange-local time).
+
+One place for it, shared by the daily schedule (no update on a holiday), the intraday sensor
+(fetch only while the market is open) and intraday validation (a bar outside its day's session
+is rejected). Holidays come from the ``holidays`` package's NYSE calendar, which also knows the
+one-off closings (national days of mourning). The early closes are NYSE's standing rule: 13:00
+on the day after Thanksgiving, on July 3 and on December 24 when those are trading weekdays
+(when July 4 or December 25 falls on a Saturday, the Friday before is the holiday itself).
+Times are naive and exchange-local, like the bars' timestamps; daylight saving time changes
+nothing here, because the session is defined on the New York wall clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from functools import lru_cache
+
+import holidays
+
+from market_core.exchange import EXCHANGE_TZ
+
+REGULAR_OPEN = dt.time(9, 30)
+REGULAR_CLOSE = dt.time(16, 0)
+EARLY_CLOSE = dt.time(13, 0)
+EXTENDED_OPEN = dt.time(4, 0)
+"""Alpha Vantage's extended hours: pre-market from 04:00, post-market until 20:00."""
+EXTENDED_CLOSE = dt.time(20, 0)
+EXTENDED_EARLY_CLOSE = dt.time(17, 0)
+"""On an early-close day the post-market ends four hours after the close, as on other days."""
+
+
+@lru_cache(maxsize=64)
+def _closed(year: int) -> dict[dt.date, str]:
+    return dict(holidays.financial_holidays("NYSE", years=year).items())
+
+
+def exchange_holiday(day: dt.date) -> str | None:
+    """The NYSE holiday's name if the exchange is closed that weekday, else ``None``."""
+    return _closed(day.year).get(day)
+
+
+def is_trading_day(day: dt.date) -> bool:
+    return day.weekday() < 5 and exchange_holiday(day) is None
+
+
+def _thanksgiving(year: int) -> dt.date:
+    november = dt.date(year, 11, 1)
+    first_thursday = november + dt.timedelta(days=(3 - november.weekday()) % 7)
+    return first_thursday + dt.timedelta(weeks=3)
+
+
+def is_early_close(day: dt.date) -> bool:
+    """A trading day that closes at 13:00."""
+    if not is_trading_day(day):
+        return False
+    return day in (
+        dt.date(day.year, 7, 3),
+        _thanksgiving(day.year) + dt.timedelta(days=1),
+        dt.date(day.year, 12, 24),
+    )
+
+
+@dataclass(frozen=True)
+class Session:
+    """One day's trading hours, naive exchange-local: bars start at or after ``opens`` and
+    before ``closes``."""
+
+    day: dt.date
+    opens: dt.datetime
+    closes: dt.datetime
+
+    @property
+    def minutes(self) -> int:
+        return int((self.closes - self.opens).total_seconds() // 60)
+
+    def admits(self, bar_start: dt.datetime) -> bool:
+        return self.opens <= bar_start < self.closes
+
+
+def session(day: dt.date, *, extended: bool = False) -> Session | None:
+    """The session of ``day``, or ``None`` when the exchange does not trade that day."""
+    if not is_trading_day(day):
+        return None
+    early = is_early_close(day)
+    if extended:
+        opens, closes = EXTENDED_OPEN, EXTENDED_EARLY_CLOSE if early else EXTENDED_CLOSE
+    else:
+        opens, closes = REGULAR_OPEN, EARLY_CLOSE if early else REGULAR_CLOSE
+    return Session(day, dt.datetime.combine(day, opens), dt.datetime.combine(day, closes))
+
+
+def exchange_time(moment: dt.datetime) -> dt.datetime:
+    """``moment`` on the New York wall clock, naive (a naive ``moment`` is taken as that)."""
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(EXCHANGE_TZ).replace(tzinfo=None)
+
+
+def previous_session(before: dt.date, *, extended: bool = False) -> Session:
+    """The last session of a day before ``before``."""
+    day = before - dt.timedelta(days=1)
+    while (found := session(day, extended=extended)) is None:
+        day -= dt.timedelta(days=1)
+    return found
