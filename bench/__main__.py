@@ -87,6 +87,12 @@ def _celery_backfill(plan: Plan) -> Result:
     return celery_backfill.celery_backfill(plan.symbols, min(plan.reps, 2))
 
 
+def _stream(plan: Plan) -> Result:
+    from bench import stream
+
+    return stream.push_stream(plan.symbols, plan.reps, plan.quick)
+
+
 BENCHMARKS: dict[str, Callable[[Plan], Result]] = {
     "api-hit": _api_hit,
     "api-miss": _api_miss,
@@ -95,6 +101,7 @@ BENCHMARKS: dict[str, Callable[[Plan], Result]] = {
     "pipeline-increment": _pipeline_increment,
     "orchestration": _orchestration,
     "lake-api": _lake_api,
+    "stream": _stream,
     "celery-backfill": _celery_backfill,
 }
 
