@@ -30,12 +30,6 @@ INTRADAY = "TIME_SERIES_INTRADAY"
 SYMBOLS = ["AAA", "BBB", "CCC"]
 
 
-@pytest.fixture(autouse=True)
-def no_intraday_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ALPHAVANTAGE_INTRADAY_INTERVAL", "ALPHAVANTAGE_INTRADAY_EXTENDED"):
-        monkeypatch.delenv(name, raising=False)
-
-
 def new_york(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).replace(tzinfo=EXCHANGE_TZ)
 

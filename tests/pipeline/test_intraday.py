@@ -28,12 +28,6 @@ INTRADAY = "TIME_SERIES_INTRADAY"
 Bars = list[tuple[str, dict[str, Any]]]
 
 
-@pytest.fixture(autouse=True)
-def no_intraday_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ALPHAVANTAGE_INTRADAY_INTERVAL", "ALPHAVANTAGE_INTRADAY_EXTENDED"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture
 def five_min(keyed: AlphaVantageStub, monkeypatch: pytest.MonkeyPatch) -> AlphaVantageStub:
     monkeypatch.setenv("ALPHAVANTAGE_INTRADAY_INTERVAL", "5min")
@@ -169,6 +163,15 @@ def test_a_revised_bar_replaces_and_an_identical_reload_changes_nothing(
     after = intraday_rows(home)
     assert after[:-1] == before[:-1] and len(after) == len(before)
     assert after[-1][6:] == (100.9, 12345)
+    with duckdb.connect(str(home.duckdb_path), read_only=True) as conn:
+        logged = conn.execute(
+            "SELECT commit_id, timestamp, revised FROM bar_changes WHERE interval = '5min' "
+            "ORDER BY commit_id, timestamp"
+        ).fetchall()
+    assert [(t, r) for _, t, r in logged] == [
+        *((dt.datetime.fromisoformat(s), False) for s in FRIDAY),
+        (dt.datetime.fromisoformat(FRIDAY[-1]), True),
+    ], "the change log has the first load and the revision, nothing for the identical reload"
 
 
 def test_bars_outside_their_session_are_rejected_and_the_good_ones_load(
