@@ -103,3 +103,11 @@ def previous_session(before: dt.date, *, extended: bool = False) -> Session:
     while (found := session(day, extended=extended)) is None:
         day -= dt.timedelta(days=1)
     return found
+
+
+def next_session(after: dt.date, *, extended: bool = False) -> Session:
+    """The first session of a day after ``after``."""
+    day = after + dt.timedelta(days=1)
+    while (found := session(day, extended=extended)) is None:
+        day += dt.timedelta(days=1)
+    return found

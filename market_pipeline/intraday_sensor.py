@@ -39,7 +39,7 @@ from dagster import (
 
 from market_core.assets import RAW_INTRADAY
 from market_core.exchange import EXCHANGE_TZ
-from market_core.sessions import Session, exchange_holiday, exchange_time, session
+from market_core.sessions import Session, exchange_holiday, exchange_time, next_session, session
 from market_pipeline.automation import TRIGGER_TAG, block_requests
 from market_pipeline.partitions import PARTITIONS
 from market_pipeline.resources.alpha_vantage import AlphaVantageResource
@@ -76,16 +76,17 @@ def current_slot(now: dt.datetime, interval: str, *, extended: bool) -> Slot | s
     """The slot ``now`` (naive, New York) falls in, or why there is none."""
     step = dt.timedelta(minutes=interval_minutes(interval))
     today = session(now.date(), extended=extended)
+    following = f"next fetch at {next_session(now.date(), extended=extended).opens:%Y-%m-%d %H:%M}"
     if today is None:
         holiday = exchange_holiday(now.date())
         why = f"NYSE closed ({holiday})" if holiday else "a weekend"
-        return f"{now.date()}: {why}, no intraday bars to fetch"
+        return f"{now.date()}: {why}, no intraday bars to fetch; {following}"
     hours = f"{today.opens:%H:%M}-{today.closes:%H:%M}"
     if now < today.opens:
         return f"before the session ({hours} New York); first fetch at {today.opens:%H:%M}"
     if now >= today.closes + step:
         early = " (an early close)" if today.closes.time() < dt.time(16, 0) else ""
-        return f"the session ({hours} New York){early} is over; its last bar was fetched"
+        return f"the session ({hours} New York){early} is over; {following}"
     slots = (now - today.opens) // step
     return Slot(today, today.opens + slots * step)
 

@@ -101,10 +101,17 @@ def test_each_symbol_once_per_slot_during_the_session(
     ("moment", "says"),
     [
         ("2024-11-08 09:29", "before the session (09:30-16:00 New York)"),
-        ("2024-11-08 16:05", "the session (09:30-16:00 New York) is over"),
-        ("2024-11-28 11:00", "2024-11-28: NYSE closed (Thanksgiving Day)"),
+        ("2024-11-08 16:05", "(09:30-16:00 New York) is over; next fetch at 2024-11-11 09:30"),
+        (
+            "2024-11-28 11:00",
+            "NYSE closed (Thanksgiving Day), no intraday bars to fetch; next "
+            "fetch at 2024-11-29 09:30",
+        ),
         ("2024-11-09 11:00", "2024-11-09: a weekend"),
-        ("2024-11-29 13:05", "(09:30-13:00 New York) (an early close) is over"),
+        (
+            "2024-11-29 13:05",
+            "(09:30-13:00 New York) (an early close) is over; next fetch at 2024-12-02 09:30",
+        ),
     ],
 )
 def test_nothing_outside_the_session(

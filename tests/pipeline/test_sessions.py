@@ -11,6 +11,7 @@ from market_core.sessions import (
     exchange_time,
     is_early_close,
     is_trading_day,
+    next_session,
     previous_session,
     session,
 )
@@ -96,11 +97,13 @@ def test_the_session_follows_the_new_york_clock_across_daylight_saving_time() ->
     assert exchange_time(dt.datetime(2024, 11, 4, 14, 30, tzinfo=dt.UTC)).time() == dt.time(9, 30)
 
 
-def test_previous_session_skips_weekends_and_holidays() -> None:
+def test_previous_and_next_session_skip_weekends_and_holidays() -> None:
     # Monday December 2, 2024: back over the weekend to the early close after Thanksgiving.
     before = previous_session(dt.date(2024, 12, 2))
     assert before.day == dt.date(2024, 11, 29) and before.closes.time() == dt.time(13, 0)
     assert previous_session(dt.date(2024, 11, 29)).day == dt.date(2024, 11, 27)
+    assert next_session(dt.date(2024, 11, 27)).day == dt.date(2024, 11, 29)
+    assert next_session(dt.date(2024, 12, 24), extended=True).day == dt.date(2024, 12, 26)
 
 
 def test_the_daily_schedule_uses_the_same_calendar() -> None:
