@@ -122,7 +122,7 @@ SELECT symbol, {interval}, max(timestamp), arg_max(open, timestamp), arg_max(hig
     arg_max(low, timestamp), arg_max(close, timestamp), arg_max(volume, timestamp)
 FROM {table}
 WHERE symbol IN (SELECT unnest($symbols)) {where}
-GROUP BY symbol
+GROUP BY ALL
 ORDER BY symbol
 """
 _NEWEST_DAILY_SQL = _NEWEST.format(interval=f"'{DAILY_INTERVAL}'", table=TABLE, where="")
@@ -519,6 +519,8 @@ class StreamBody:
                     yield b"".join(events[start : start + EVENTS_PER_WRITE])
         except DataUnavailable as exc:
             log.info("stream ended: %s", exc.detail)
+        except Exception:  # after the 200 went out nothing else can be said: end the stream
+            log.exception("stream of %s failed", ",".join(symbols))
         finally:
             if subscriber is not None:
                 hub.unsubscribe(subscriber)

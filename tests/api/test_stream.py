@@ -368,3 +368,39 @@ def test_bad_input_follows_the_apis_400_and_404_rules(
 def served_once(template: DataHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with serve(template, tmp_path_factory.mktemp("api") / "api.log") as api:
         yield api
+
+
+def intraday(interval: str, minutes: list[int], close: float = 10.0) -> pl.DataFrame:
+    stamps = [datetime(2024, 1, 2, 9, 30) + timedelta(minutes=m) for m in minutes]
+    count = len(stamps)
+    return pl.DataFrame(
+        {
+            "timestamp": stamps,
+            "symbol": ["AAPL"] * count,
+            "interval": [interval] * count,
+            "open": [close] * count,
+            "high": [close + 1] * count,
+            "low": [close - 1] * count,
+            "close": [close] * count,
+            "volume": [100] * count,
+        }
+    )
+
+
+def test_an_intraday_stream_carries_its_interval_only(home: DataHome, tmp_path: Path) -> None:
+    store(home).load_intraday([intraday("5min", [0, 5]), intraday("1min", [0, 1])])  # commit 2
+    path = "/instruments/AAPL/stream?interval=5min"
+    with served(home, tmp_path) as api, stream(api.base, path) as client:
+        newest = client.next_event()
+        with urlopen_json(f"{api.base}/instruments/AAPL/ohlcv?interval=5min") as answer:
+            expected = answer["bars"][-1]
+        assert newest.id == "2" and newest.bar["interval"] == "5min"
+        assert {k: newest.bar[k] for k in expected} == expected
+        assert newest.bar["timestamp"] == "2024-01-02T09:35:00-05:00"
+        store(home).load_intraday([intraday("1min", [2]), intraday("5min", [5], close=11.0)])
+        store(home).load_intraday([intraday("5min", [10])])
+        events = client.events(2)
+        assert [(e.id, e.bar["timestamp"], e.bar["revised"]) for e in events] == [
+            ("3.1", "2024-01-02T09:35:00-05:00", True),
+            ("4.0", "2024-01-02T09:40:00-05:00", False),
+        ]
