@@ -111,7 +111,7 @@ SELECT c.commit_id, c.n, c.symbol, c.interval, c.timestamp, c.revised,
     b.open, b.high, b.low, b.close, b.volume
 FROM numbered AS c JOIN {{bars}} AS b ON b.symbol = c.symbol AND b.timestamp = c.timestamp {{on}}
 WHERE c.symbol IN (SELECT unnest($symbols)) AND c.interval IN (SELECT unnest($intervals))
-    AND (c.commit_id > $first OR c.n > $after_n)
+    AND (c.commit_id > $after_commit OR c.n > $after_n)
 """
 _CHANGES_SQL = {
     DAILY_INTERVAL: _NUMBERED.format(bars=TABLE, on=""),
@@ -186,11 +186,13 @@ def changes(
     """The changed bars after ``since`` up to commit ``last``, of ``symbols`` in ``intervals``,
     with their current values, by (commit, n)."""
     wanted = set(intervals)
-    if not symbols or not wanted or last < since.commit:
+    first = since.commit + 1 if since.n == _SEEN_WHOLE else since.commit
+    if not symbols or not wanted or last < first:
         return []
     params = {
-        "first": since.commit,
+        "first": first,  # a commit seen whole is not numbered again: it may be a backfill's
         "last": last,
+        "after_commit": since.commit,
         "after_n": since.n,
         "symbols": list(symbols),
         "intervals": sorted(wanted),
