@@ -12,7 +12,8 @@ Quota: a slot takes at most the calls the key has left today (``calls_left_today
 schedule's own count) and at most ``ALPHAVANTAGE_REQUESTS_PER_MINUTE`` times the interval's
 minutes; the symbols that do not fit stay due and go first at the next tick of the same slot,
 or are the stalest at the next slot. The cursor keeps which symbols the current slot has
-requested.
+requested. While an intraday run is still queued or going, the sensor waits for it: slow runs
+(a rate limit, a slow answer) never pile up.
 
 A key that Alpha Vantage refused the endpoint to (a free key: ``TIME_SERIES_INTRADAY`` is
 premium) is remembered in the key's facts; the run that met the refusal failed with it once,
@@ -30,7 +31,9 @@ from dagster import (
     AssetKey,
     DagsterEventType,
     DagsterInstance,
+    DagsterRunStatus,
     DefaultSensorStatus,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -46,6 +49,19 @@ from market_pipeline.resources.alpha_vantage import AlphaVantageResource
 
 INTRADAY_JOB = "intraday_job"
 SLOT_TAG = "market/intraday_slot"
+UNFINISHED = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+
+
+def unfinished_intraday_run(instance: DagsterInstance) -> str | None:
+    """The id of an intraday run still queued or going, if any: a slot's runs finish before
+    the next slot's start, so that slow runs never pile up behind the key's rate limit."""
+    runs = instance.get_runs(RunsFilter(job_name=INTRADAY_JOB, statuses=UNFINISHED), limit=1)
+    return runs[0].run_id if runs else None
 
 
 def last_intraday_updates(instance: DagsterInstance) -> Mapping[str, int]:
@@ -160,6 +176,12 @@ def intraday_tick(
     registered = context.instance.get_dynamic_partitions(PARTITIONS)
     if not registered:
         return SkipReason("no symbols registered yet (the watchlist sensor registers them)")
+    running = unfinished_intraday_run(context.instance)
+    if running is not None:
+        return SkipReason(
+            f"the intraday run {running} has not finished yet; the due symbols wait for it "
+            "(stalest first at the next tick)"
+        )
     cursor = json.loads(context.cursor) if context.cursor else {}
     done = cursor.get("done", []) if cursor.get("slot") == slot.key else []
     calls = slot_calls(alpha_vantage, interval)

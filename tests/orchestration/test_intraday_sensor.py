@@ -9,6 +9,7 @@ import json
 import pytest
 from dagster import (
     DagsterInstance,
+    DagsterRunStatus,
     SensorResult,
     SkipReason,
     build_resources,
@@ -203,6 +204,19 @@ def test_a_premium_refusal_is_shown_once_and_the_sensor_stops_calling(
         assert not daemon.run_requests and "refused" in (daemon.skip_message or "")
         assert TEST_KEY not in (daemon.skip_message or "")
         assert free.count(function=INTRADAY) == 1, "no call while the refusal is remembered"
+
+
+def test_the_sensor_waits_for_an_unfinished_intraday_run(
+    home: object, instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALPHAVANTAGE_INTRADAY_INTERVAL", "5min")
+    instance.add_dynamic_partitions("symbols", SYMBOLS)
+    job = defs.resolve_job_def(INTRADAY_JOB)
+    going = instance.create_run_for_job(job, status=DagsterRunStatus.STARTED)
+    waiting = skipped(tick_at(instance, new_york("2024-11-08 10:02")))
+    assert f"the intraday run {going.run_id} has not finished yet" in waiting
+    instance.report_run_canceled(going)
+    assert requested(tick_at(instance, new_york("2024-11-08 10:02"))) == [("AAA", "CCC")]
 
 
 def test_no_registered_symbol_no_request(
