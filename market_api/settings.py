@@ -42,7 +42,7 @@ class Settings:
     stream_queue_commits: int = 64
     """Commits' worth of events a stream client may fall behind by before it is dropped: the
     bound on the memory a client that stopped reading holds."""
-    stream_poll_seconds: float = 0.01
+    stream_poll_seconds: float = 0.005
     """How often the stream's poller compares the data version (a few ``stat`` calls)."""
     stream_retry_after_seconds: int = 5
     """The ``Retry-After`` of the 503 beyond ``stream_max_clients``."""

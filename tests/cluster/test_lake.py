@@ -130,7 +130,10 @@ def test_a_reader_before_any_writer_finds_both_tables_and_cannot_write(
     conn = connect(lake, read_only=True)
     try:
         tables = conn.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()
-        assert tables == [("corporate_actions",), ("ohlcv_data",)]
+        assert tables == [
+            ("bar_changes",), ("bar_commits",), ("corporate_actions",), ("ohlcv_data",),
+            ("ohlcv_intraday",),
+        ]  # fmt: skip
         columns = conn.execute("DESCRIBE ohlcv_data").fetchall()
         assert [c[0] for c in columns] == [
             "timestamp", "symbol", "open", "high", "low", "close", "volume",
