@@ -205,6 +205,9 @@ def test_a_premium_refusal_is_shown_once_and_the_sensor_stops_calling(
         assert TEST_KEY not in (daemon.skip_message or "")
         assert free.count(function=INTRADAY) == 1, "no call while the refusal is remembered"
 
+    monkeypatch.setenv("ALPHAVANTAGE_API_KEY", "ANOTHERKEY0123456789")  # e.g. a premium one
+    assert requested(tick_at(instance, new_york("2024-11-08 10:15"))) == [("AAA", "CCC")]
+
 
 def test_the_sensor_waits_for_an_unfinished_intraday_run(
     home: object, instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
