@@ -211,7 +211,7 @@ def intraday_tick(
 @sensor(
     name="intraday",
     job_name=INTRADAY_JOB,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=30,  # twice a minute: no 1min slot is missed
     default_status=DefaultSensorStatus.RUNNING,
     description=(
         "During the NYSE session, fetches every registered symbol's intraday bars once per "
