@@ -168,9 +168,10 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def warm_up(server: Server, names: list[str], sizes: Sizes) -> None:
-    """Every client connects once and leaves: the server has opened the store and read every
-    symbol's newest bar, so the idle RSS measured next holds DuckDB's caches already, and the
-    difference with clients connected is what streams cost."""
+    """Every client connects once and leaves, with no load in between: the server has the
+    store open and has read every symbol's newest bar, so the idle RSS measured next holds
+    DuckDB's caches already (a load makes the API close the file, which frees them), and the
+    difference with the clients connected again is what the streams themselves cost."""
     clients = ClientGroup()
     try:
         clients.start(server, client_paths(names, sizes))
@@ -185,6 +186,7 @@ def client_paths(names: list[str], sizes: Sizes) -> list[str]:
 
 
 def one_repetition(server: Server, home: Path, names: list[str], sizes: Sizes) -> dict[str, float]:
+    warm_up(server, names, sizes)
     idle_rss = server_rss(server)
     clients = ClientGroup()
     try:
@@ -241,7 +243,6 @@ def push_stream(symbols: int, reps: int, quick: bool) -> Result:
     server = ours(home, MARKET_API_STREAM_MAX_CLIENTS=str(sizes.clients + 50))
     runs = []
     with running(server):
-        warm_up(server, names, sizes)
         for rep in range(reps):
             run = one_repetition(server, home, names, sizes)
             print(f"  rep {rep + 1}: {json.dumps({k: round(v, 2) for k, v in run.items()})}")
