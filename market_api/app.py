@@ -6,6 +6,7 @@ shape, whether raised by our code (``errors.py``) or by Litestar (validation, un
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 from typing import Any
@@ -71,12 +72,14 @@ def create_app(settings: Settings | None = None) -> CacheFirst:
     return CacheFirst(app, service.cache)
 
 
+@functools.cache
 def freeze_startup_heap() -> None:
     """Exclude what exists once the app has started (modules, classes, the routes: some 80k
     objects, all kept until exit) from the cyclic collector's full passes. Each pass over them
     took ~50 ms, a pause that lands on whatever request or stream event it interrupts: with
     1000 stream clients it was the p99 of commit-to-event (``bench/stream.py``). Collected
-    first, so that only live objects are frozen."""
+    first, so that only live objects are frozen; once per process, so that a process making
+    many apps (the tests) does not freeze each one's leftovers out of the collector's reach."""
     gc.collect()
     gc.freeze()
 
