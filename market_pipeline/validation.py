@@ -163,31 +163,40 @@ def _wrong_symbol(ranked: pl.DataFrame, asks: Sequence[str]) -> pl.Expr:
 def split_rejects(parsed: pl.LazyFrame, asks: Sequence[str], today: dt.date) -> pl.DataFrame:
     """Add ``reason``: the first rule a row breaks, or null; then settle repeated dates.
 
-    Exact copies of a bar keep the first; copies that disagree are all rejected, because
-    nothing tells which one is right and a wrong one must never replace a stored good bar.
-    Only rows that broke no other rule take part, each symbol's on their own. Repeats are
-    rare, so the costly comparison of values runs on them alone.
+    Only rows that broke no other rule take part in ``settle_repeats``, each symbol's on
+    their own (``_day`` holds the symbol's index beside the date).
     """
     ranked = parsed.with_row_index("_order").collect(engine="in-memory")
     ranked = (
         ranked.lazy()
         .with_columns(_wrong_symbol(ranked, asks))
         .with_columns(_reason(today).alias("reason"))
-        .with_columns(pl.when(pl.col("reason").is_null()).then(pl.col("_day")).alias("_valid_day"))
         .collect(engine="in-memory")
     )
+    return settle_repeats(ranked, "_day", "duplicate_date")
+
+
+def settle_repeats(marked: pl.DataFrame, key: str, reason: str) -> pl.DataFrame:
+    """Rows that broke no rule and share ``key`` (``marked`` carries ``_order``, ``reason`` and
+    the typed ``_<value>`` columns): exact copies keep the first, copies that disagree are all
+    rejected as ``reason``, because nothing tells which one is right and a wrong one must never
+    replace a stored good bar. Repeats are rare, so the costly comparison of values runs on
+    them alone."""
     values = pl.struct([f"_{c}" for c in VALUES])
-    first = pl.col("_order").min().over("_valid_day")
     repeated = (
-        ranked.filter(pl.col("_valid_day").is_duplicated() & pl.col("_valid_day").is_not_null())
-        .filter((values.n_unique().over("_valid_day") > 1) | (pl.col("_order") > first))
+        marked.filter(pl.col("reason").is_null() & pl.col(key).is_not_null())
+        .filter(pl.col(key).is_duplicated())
+        .filter(
+            (values.n_unique().over(key) > 1)
+            | (pl.col("_order") > pl.col("_order").min().over(key))
+        )
         .get_column("_order")
     )
     if repeated.is_empty():
-        return ranked
-    return ranked.with_columns(
+        return marked
+    return marked.with_columns(
         pl.when(pl.col("_order").is_in(repeated.implode()))
-        .then(pl.lit("duplicate_date"))
+        .then(pl.lit(reason))
         .otherwise(pl.col("reason"))
         .alias("reason")
     )

@@ -28,6 +28,7 @@ from market_pipeline.resources.alpha_vantage import (
     PairsDict,
 )
 from market_pipeline.resources.storage import write_parquet_atomic
+from market_pipeline.stages.intraday_load import BAR_SCHEMA
 from market_pipeline.stages.raw import FIELDS
 from market_pipeline.validation import (
     REJECT_COLUMNS,
@@ -37,6 +38,7 @@ from market_pipeline.validation import (
     Validated,
     first_broken,
     flag,
+    settle_repeats,
     typed_values,
     value_conditions,
     volume_median,
@@ -56,14 +58,7 @@ RAW_INTRADAY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "fetched_at": pl.Datetime("us", "UTC"),
 }
 CLEAN_INTRADAY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "timestamp": pl.Datetime("us"),
-    "symbol": pl.String,
-    "interval": pl.String,
-    "open": pl.Float64,
-    "high": pl.Float64,
-    "low": pl.Float64,
-    "close": pl.Float64,
-    "volume": pl.Int64,
+    **BAR_SCHEMA,  # what a load takes, and the flags of suspicious but possible bars
     "flags": pl.String,
 }
 INTRADAY_REJECT_RULES: dict[str, str] = {
@@ -224,30 +219,8 @@ def _mark(raw: pl.DataFrame, symbol: str, extended: bool) -> pl.DataFrame:
         ("outside_session", outside),
         *value_conditions(),
     ])  # fmt: skip
-    return _settle_duplicates(frame.with_columns(reason.alias("reason")).sort("_order"))
-
-
-def _settle_duplicates(marked: pl.DataFrame) -> pl.DataFrame:
-    """A timestamp listed twice: exact copies keep the first, copies that disagree are all
-    rejected (as for daily bars: nothing tells which one is right)."""
-    valid = marked.filter(pl.col("reason").is_null())
-    values = pl.struct([f"_{c}" for c in VALUES])
-    repeated = (
-        valid.filter(pl.col("_ts").is_duplicated())
-        .filter(
-            (values.n_unique().over("_ts") > 1)
-            | (pl.col("_order") > pl.col("_order").min().over("_ts"))
-        )
-        .get_column("_order")
-    )
-    if repeated.is_empty():
-        return marked
-    return marked.with_columns(
-        pl.when(pl.col("_order").is_in(repeated.implode()))
-        .then(pl.lit("duplicate_timestamp"))
-        .otherwise(pl.col("reason"))
-        .alias("reason")
-    )
+    marked = frame.with_columns(reason.alias("reason")).sort("_order")
+    return settle_repeats(marked, "_ts", "duplicate_timestamp")
 
 
 def validate_intraday(

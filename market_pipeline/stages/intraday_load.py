@@ -40,7 +40,7 @@ WHEN NOT MATCHED THEN INSERT ({_LIST})
     VALUES ({", ".join(f"incoming.{c}" for c in INTRADAY_COLUMNS)})
 """
 COUNT_INTRADAY_SQL = f"SELECT count(*) FROM {INTRADAY_TABLE}"
-SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+BAR_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "timestamp": pl.Datetime("us"),
     "symbol": pl.String,
     "interval": pl.String,
@@ -55,8 +55,8 @@ SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 def intraday_incoming(frames: Sequence[pl.DataFrame]) -> pa.Table:
     """The frames as one typed Arrow table; a key given twice is refused (DuckDB would apply
     one of the copies silently)."""
-    typed = [frame.select(INTRADAY_COLUMNS).cast(SCHEMA) for frame in frames]  # type: ignore[arg-type]
-    incoming = pl.concat([pl.DataFrame(schema=SCHEMA), *typed], how="vertical")
+    typed = [frame.select(INTRADAY_COLUMNS).cast(BAR_SCHEMA) for frame in frames]  # type: ignore[arg-type]
+    incoming = pl.concat([pl.DataFrame(schema=BAR_SCHEMA), *typed], how="vertical")
     twice = incoming.filter(incoming.select(KEY).is_duplicated())
     if not twice.is_empty():
         symbol, interval, stamp = twice.select(KEY).row(0)
