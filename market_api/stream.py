@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -68,6 +70,13 @@ STREAM_INTERVALS: tuple[str, ...] = (DAILY_INTERVAL, *INTRADAY_INTERVALS)
 HEARTBEAT = b": heartbeat\n\n"
 EVENTS_PER_WRITE = 256
 """Events joined into one write: a backfill's thousands go out in bounded pieces."""
+QUIET_SECONDS = 0.2
+COLLECT_EVERY_SECONDS = 5.0
+"""With streams open the hub runs the cyclic collector's full pass itself, at most this often
+and only ``QUIET_SECONDS`` after a commit's fan-out. The automatic pass fires while something
+allocates, which with 1000 streams was a fan-out: 60-90 ms added to one commit's events in
+twenty (``bench/stream.py``). Run when nothing is being sent, it leaves the automatic one
+little to do, and the p99 from commit to event went from ~170 to ~120 ms on a loaded machine."""
 _SEEN_WHOLE = 2**62
 """``n`` of an id without one: every bar of the commit was seen."""
 
@@ -390,9 +399,18 @@ class StreamHub:
                     del self._by_key[key]
 
     async def _follow(self) -> None:
+        quiet_since = collected_at = time.monotonic()
         while True:
+            now = time.monotonic()
+            quiet = now - quiet_since >= QUIET_SECONDS
+            if self._by_key and quiet and now - collected_at >= COLLECT_EVERY_SECONDS:
+                gc.collect()
+                collected_at = time.monotonic()
+            position = self._position
             try:
                 await self._tick()
+                if self._position != position:
+                    quiet_since = time.monotonic()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a busy or unreachable store: the next tick tries again
