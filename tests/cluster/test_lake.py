@@ -124,7 +124,7 @@ def test_machines_opening_a_fresh_catalog_at_once_all_get_one_lake(
     assert snapshots == [1, 1, 1, 1], "one catalog, its tables created once"
 
 
-def test_a_reader_before_any_writer_finds_both_tables_and_cannot_write(
+def test_a_reader_before_any_writer_finds_every_table_and_cannot_write(
     lake: LakeSettings,
 ) -> None:
     conn = connect(lake, read_only=True)
