@@ -7,7 +7,7 @@ that changed bars it follows, one ``event: bar`` per new or revised bar, in comm
 The loaders log every change in ``bar_changes`` under a commit id, in the transaction of the
 bars themselves (``market_pipeline.stages.changes``). One ``StreamHub`` per process follows the
 store's data version; when it moves, the hub reads the changes of the commits it has not seen,
-for the symbols somebody follows, joined to the bars' current values, encodes each event once
+for the symbols somebody follows, with the values each commit gave the bars, encodes each event once
 per adjustment asked for, and hands every subscriber the references to its events. Encoding and
 SQL run in a worker thread; the fan-out is a few dictionary lookups per event in the event loop.
 
@@ -109,23 +109,20 @@ ChangeRow = tuple[int, int, str, str, datetime, bool, float, float, float, float
 Key = tuple[str, str]
 """(symbol, interval): what a subscription follows."""
 
-_NUMBERED = f"""
+_CHANGES_SQL = f"""
 WITH numbered AS (
-    SELECT commit_id, symbol, interval, timestamp, revised,
+    SELECT commit_id, symbol, interval, timestamp, revised, open, high, low, close, volume,
         row_number() OVER (PARTITION BY commit_id ORDER BY symbol, interval, timestamp) - 1 AS n
     FROM {CHANGES_TABLE}
     WHERE commit_id >= $first AND commit_id <= $last
 )
-SELECT c.commit_id, c.n, c.symbol, c.interval, c.timestamp, c.revised,
-    b.open, b.high, b.low, b.close, b.volume
-FROM numbered AS c JOIN {{bars}} AS b ON b.symbol = c.symbol AND b.timestamp = c.timestamp {{on}}
-WHERE c.symbol IN (SELECT unnest($symbols)) AND c.interval IN (SELECT unnest($intervals))
-    AND (c.commit_id > $after_commit OR c.n > $after_n)
+SELECT commit_id, n, symbol, interval, timestamp, revised, open, high, low, close, volume
+FROM numbered
+WHERE symbol IN (SELECT unnest($symbols)) AND interval IN (SELECT unnest($intervals))
+    AND (commit_id > $after_commit OR n > $after_n)
 """
-_CHANGES_SQL = {
-    DAILY_INTERVAL: _NUMBERED.format(bars=TABLE, on=""),
-    "intraday": _NUMBERED.format(bars=INTRADAY_TABLE, on="AND b.interval = c.interval"),
-}
+"""The log alone: each change carries the values its commit gave the bar, so a commit's events
+never join the bar tables (after a load, in file mode, their indexes are cold)."""
 _NEWEST = """
 SELECT symbol, {interval}, max(timestamp), arg_max(open, timestamp), arg_max(high, timestamp),
     arg_max(low, timestamp), arg_max(close, timestamp), arg_max(volume, timestamp)
@@ -193,7 +190,7 @@ def changes(
     intervals: Iterable[str],
 ) -> list[ChangeRow]:
     """The changed bars after ``since`` up to commit ``last``, of ``symbols`` in ``intervals``,
-    with their current values, by (commit, n)."""
+    with the values each commit gave them, by (commit, n)."""
     wanted = set(intervals)
     first = since.commit + 1 if since.n == _SEEN_WHOLE else since.commit
     if not symbols or not wanted or last < first:
@@ -206,11 +203,7 @@ def changes(
         "symbols": list(symbols),
         "intervals": sorted(wanted),
     }
-    rows: list[ChangeRow] = []
-    if DAILY_INTERVAL in wanted:
-        rows += _fetch(cur, _CHANGES_SQL[DAILY_INTERVAL], params)
-    if wanted - {DAILY_INTERVAL}:
-        rows += _fetch(cur, _CHANGES_SQL["intraday"], params)
+    rows = _fetch(cur, _CHANGES_SQL, params)
     rows.sort(key=lambda row: (row[0], row[1]))
     return rows
 

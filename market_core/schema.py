@@ -80,17 +80,24 @@ CREATE TABLE IF NOT EXISTS {INTRADAY_TABLE} (
 CHANGES_TABLE = "bar_changes"
 COMMITS_TABLE = "bar_commits"
 
-# The change log the push stream reads: one row per bar a commit inserted or revised, in the
-# same transaction as the bars. ``commit_id`` grows by one per commit that changed bars;
-# ``bar_commits`` keeps every commit's id and time even after old changes are pruned, so a
-# client's Last-Event-ID older than the oldest kept change is known to be too old.
+# The change log the push stream reads: one row per bar a commit inserted or revised, with the
+# values the commit gave it, in the same transaction as the bars. ``commit_id`` grows by one per
+# commit that changed bars; ``bar_commits`` keeps every commit's id and time even after old
+# changes are pruned, so a client's Last-Event-ID older than the oldest kept change is known to
+# be too old. The values make the log self-contained: a stream reads a commit's events from
+# this small table alone, never joining the big bar tables a load has just rewritten.
 CREATE_CHANGES_SQL = f"""
 CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} (
     commit_id BIGINT,
     symbol VARCHAR,
     interval VARCHAR,
     timestamp TIMESTAMP,
-    revised BOOLEAN
+    revised BOOLEAN,
+    open DOUBLE,
+    high DOUBLE,
+    low DOUBLE,
+    close DOUBLE,
+    volume BIGINT
 )
 """
 CREATE_COMMITS_SQL = f"""

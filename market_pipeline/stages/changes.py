@@ -2,7 +2,8 @@
 
 ``record_changes`` runs inside a bar-writing transaction, before the upsert, while the table
 still holds the old values: it compares the registered batch with the stored bars and appends
-one row per bar that is new or whose values differ, all under one new ``commit_id``. The log
+one row per bar that is new or whose values differ, with its new values, all under one new
+``commit_id``. The log
 commits or rolls back with the bars, so a reader never sees a change whose bar is not there,
 and a reload that changes nothing adds nothing (no commit row, no id used up).
 
@@ -49,12 +50,16 @@ WHERE commit_id <= $cutoff AND commit_id < (SELECT max(commit_id) FROM {COMMITS_
 """
 
 
+_COLUMNS = f"commit_id, symbol, interval, timestamp, revised, {', '.join(_VALUES)}"
+_NEW_VALUES = ", ".join(f"i.{c}" for c in _VALUES)
+
+
 def _changed_sql(table: str, incoming: str) -> str:
     keys = " AND ".join(f"s.{k} = i.{k}" for k in _KEYS[table])
     differs = " OR ".join(f"s.{c} IS DISTINCT FROM i.{c}" for c in _VALUES)
     return f"""
-INSERT INTO {CHANGES_TABLE}
-SELECT $commit, i.symbol, {_INTERVAL[table]}, i.timestamp, s.symbol IS NOT NULL
+INSERT INTO {CHANGES_TABLE} ({_COLUMNS})
+SELECT $commit, i.symbol, {_INTERVAL[table]}, i.timestamp, s.symbol IS NOT NULL, {_NEW_VALUES}
 FROM {incoming} AS i LEFT JOIN {table} AS s ON {keys}
 WHERE s.symbol IS NULL OR {differs}
 """
@@ -62,8 +67,9 @@ WHERE s.symbol IS NULL OR {differs}
 
 def _new_sql(table: str, incoming: str) -> str:
     return f"""
-INSERT INTO {CHANGES_TABLE}
-SELECT $commit, i.symbol, {_INTERVAL[table]}, i.timestamp, false FROM {incoming} AS i
+INSERT INTO {CHANGES_TABLE} ({_COLUMNS})
+SELECT $commit, i.symbol, {_INTERVAL[table]}, i.timestamp, false, {_NEW_VALUES}
+FROM {incoming} AS i
 """
 
 

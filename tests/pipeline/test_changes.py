@@ -47,7 +47,8 @@ def store(tmp_path: Path) -> MarketDuckDB:
 def changes(store: MarketDuckDB) -> list[Change]:
     with duckdb.connect(store.database, read_only=True) as conn:
         rows = conn.execute(
-            "SELECT * FROM bar_changes ORDER BY commit_id, symbol, timestamp"
+            "SELECT commit_id, symbol, interval, timestamp, revised FROM bar_changes "
+            "ORDER BY commit_id, symbol, timestamp"
         ).fetchall()
     return [(int(c), str(s), str(i), t, bool(r)) for c, s, i, t, r in rows]
 
@@ -92,6 +93,17 @@ def test_revised_and_new_bars_are_marked_and_unchanged_ones_left_out(store: Mark
         ("CCC", 1, False),
     ]
     assert commits(store) == [1, 2]
+    with duckdb.connect(store.database, read_only=True) as conn:
+        logged = conn.execute(
+            "SELECT commit_id, close FROM bar_changes WHERE symbol = 'AAA' "
+            "AND timestamp = TIMESTAMP '2024-01-03' ORDER BY commit_id"
+        ).fetchall()
+        stored = conn.execute(
+            "SELECT close FROM ohlcv_data WHERE symbol = 'AAA' "
+            "AND timestamp = TIMESTAMP '2024-01-03'"
+        ).fetchall()
+    assert logged[-1] == (2, 11.0) and stored == [(11.0,)], "each change carries its new values"
+    assert logged[0][1] != 11.0, "the first commit's change keeps the values it gave"
 
 
 def test_a_failed_load_logs_nothing(store: MarketDuckDB) -> None:
@@ -130,7 +142,8 @@ def test_pruning_keeps_the_newest_commit_row_even_when_old(tmp_path: Path) -> No
         for commit in (1, 2):
             conn.execute("INSERT INTO bar_commits VALUES (?, now() - INTERVAL 40 DAY)", [commit])
             conn.execute(
-                "INSERT INTO bar_changes VALUES (?, 'AAA', '1d', TIMESTAMP '2024-01-01', false)",
+                "INSERT INTO bar_changes (commit_id, symbol, interval, timestamp, revised) "
+                "VALUES (?, 'AAA', '1d', TIMESTAMP '2024-01-01', false)",
                 [commit],
             )
         prune(conn, keep_days=7)
