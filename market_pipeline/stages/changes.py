@@ -8,7 +8,8 @@ commits or rolls back with the bars, so a reader never sees a change whose bar i
 and a reload that changes nothing adds nothing (no commit row, no id used up).
 
 A backfill (a batch none of whose symbols has a stored bar, which the upsert already knows)
-records every row as new straight from the batch, without the join against the table.
+records its rows as new straight from the batch, without the join against the table, and only
+those of symbols a stream can follow already (known by their bars in the other table).
 
 Old changes are pruned in the same transaction: the rows of commits older than ``KEEP_DAYS``
 go, while ``bar_commits`` keeps its newest row always, so ids keep growing and a client whose
@@ -65,12 +66,31 @@ WHERE s.symbol IS NULL OR {differs}
 """
 
 
+_KNOWN_ELSEWHERE = {TABLE: INTRADAY_TABLE, INTRADAY_TABLE: TABLE}
+"""Where a symbol new to a table may already have bars, which make it known to the streams."""
+TABLE_EXISTS_SQL = """
+SELECT count(*) FROM duckdb_tables()
+WHERE table_name = $table AND database_name = current_database()
+"""
+
+
 def _new_sql(table: str, incoming: str) -> str:
     return f"""
 INSERT INTO {CHANGES_TABLE} ({_COLUMNS})
 SELECT $commit, i.symbol, {_INTERVAL[table]}, i.timestamp, false, {_NEW_VALUES}
 FROM {incoming} AS i
+WHERE i.symbol IN (SELECT symbol FROM {_KNOWN_ELSEWHERE[table]})
 """
+
+
+def _log_new(conn: duckdb.DuckDBPyConnection, table: str, incoming: str, commit: int) -> int:
+    """A batch none of whose symbols has a bar in ``table``: a stream can follow only those of
+    its symbols that have bars in the other table (a stream of a symbol with no bars at all is
+    a 404), so only their rows are logged, and a backfill of new symbols logs none (it would
+    add every bar of the backfill to the log, a quarter more time, for nobody)."""
+    if not _scalar(conn, TABLE_EXISTS_SQL, {"table": _KNOWN_ELSEWHERE[table]}):
+        return 0
+    return _scalar(conn, _new_sql(table, incoming), {"commit": commit})
 
 
 def record_changes(
@@ -84,14 +104,20 @@ def record_changes(
     """Log the bars of the registered ``incoming`` that are new to ``table`` (``ohlcv_data``,
     interval ``1d``, or ``ohlcv_intraday``, the batch's own ``interval``) or revised; return
     how many. Call it inside the writing transaction, before the upsert. ``all_new``: the
-    caller knows no bar of the batch's symbols is stored, so every row is new (no join)."""
+    caller knows no bar of the batch's symbols is stored, so every row is new (no join), and
+    only the rows a stream could follow are logged (``_log_new``); the commit still takes its
+    id, since it changed bars."""
     if table not in _KEYS:
         raise ValueError(f"{table}: no change log for this table; expected {sorted(_KEYS)}")
     commit = _scalar(conn, NEXT_COMMIT_SQL, {})
-    sql = _new_sql(table, incoming) if all_new else _changed_sql(table, incoming)
-    changed = _scalar(conn, sql, {"commit": commit})
-    if not changed:
-        return 0
+    if all_new:
+        changed = _log_new(conn, table, incoming, commit)
+        if not changed and not _scalar(conn, f"SELECT count(*) FROM {incoming}", {}):
+            return 0
+    else:
+        changed = _scalar(conn, _changed_sql(table, incoming), {"commit": commit})
+        if not changed:
+            return 0
     conn.execute(INSERT_COMMIT_SQL, {"commit": commit})
     prune(conn, keep_days)
     return changed

@@ -59,13 +59,28 @@ def commits(store: MarketDuckDB) -> list[int]:
     return [int(row[0]) for row in rows]
 
 
-def test_a_backfill_logs_every_bar_as_new_under_one_commit(store: MarketDuckDB) -> None:
+def intraday_bar(symbol: str) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"timestamp": [dt.datetime(2024, 1, 2, 9, 30)], "symbol": [symbol],
+         "interval": ["5min"], "open": [1.0], "high": [2.0], "low": [0.5], "close": [1.5],
+         "volume": [10]}
+    ).select(INTRADAY_COLUMNS)  # fmt: skip
+
+
+def test_a_backfill_logs_as_new_only_the_bars_a_stream_can_follow(store: MarketDuckDB) -> None:
+    store.load_intraday([intraday_bar("AAA")])  # AAA is known by its intraday bars
+    store.load([bars("AAA", 3), bars("BBB", 2)])  # BBB had no bar at all: nobody follows it
+    logged = [c for c in changes(store) if c[2] == "1d"]
+    assert commits(store) == [1, 2], "the backfill's commit takes its id"
+    assert {c[0] for c in logged} == {2} and not any(c[4] for c in logged)
+    assert [(c[1], c[3].day) for c in logged] == [("AAA", 1), ("AAA", 2), ("AAA", 3)]
+
+
+def test_a_backfill_of_new_symbols_logs_no_bar(store: MarketDuckDB) -> None:
     store.load([bars("AAA", 3), bars("BBB", 2)])
-    logged = changes(store)
-    assert len(logged) == 5
-    assert {c[0] for c in logged} == {1} and commits(store) == [1]
-    assert all(c[2] == "1d" and not c[4] for c in logged)
-    assert [c[3].day for c in logged if c[1] == "AAA"] == [1, 2, 3]
+    assert changes(store) == [] and commits(store) == [1]
+    store.load([bars("AAA", 1, close=11.0, first=3)])
+    assert [(c[0], c[1], c[3].day, c[4]) for c in changes(store)] == [(2, "AAA", 3, True)]
 
 
 def test_an_identical_reload_records_nothing(store: MarketDuckDB) -> None:
@@ -102,17 +117,17 @@ def test_revised_and_new_bars_are_marked_and_unchanged_ones_left_out(store: Mark
             "SELECT close FROM ohlcv_data WHERE symbol = 'AAA' "
             "AND timestamp = TIMESTAMP '2024-01-03'"
         ).fetchall()
-    assert logged[-1] == (2, 11.0) and stored == [(11.0,)], "each change carries its new values"
-    assert logged[0][1] != 11.0, "the first commit's change keeps the values it gave"
+    assert logged == [(2, 11.0)] and stored == [(11.0,)], "each change carries its new values"
 
 
 def test_a_failed_load_logs_nothing(store: MarketDuckDB) -> None:
     store.load([bars("AAA", 2)])
+    store.load([bars("AAA", 2, close=11.0)])
     broken = bars("AAA", 2, close=12.0).with_columns(pl.col("volume").cast(pl.String))
     broken = broken.with_columns(pl.lit("not a number").alias("volume"))
     with pytest.raises(duckdb.Error):
         store.load([broken])
-    assert commits(store) == [1] and len(changes(store)) == 2
+    assert commits(store) == [1, 2] and len(changes(store)) == 2
 
 
 def _age(store: MarketDuckDB, commit_ids: list[int], days: int) -> None:
