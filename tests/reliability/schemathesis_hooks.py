@@ -3,7 +3,9 @@
 OpenAPI has no way to relate two parameters, so ``start <= end`` is stated in the parameters'
 descriptions and the 400 answer's, and the API answers 400 to a reversed range. Generated ranges
 are put in order here, so that ``positive_data_acceptance`` checks every other promise of the
-schema. Values that are not both dates (negative cases) are left alone.
+schema. ``start`` and ``end`` are strings in the schema (an ISO date or date-time, which the
+description states and ``market_api.service.parse_moment`` reads): a generated string that is
+neither becomes a fixed date here, and ``tests/api/test_intraday.py`` tests the refusals.
 
 ``as_of`` (time travel) is answered only by the shared lake, and only for times after its oldest
 kept snapshot; the API served here is the single-file mode, where the schema's description says
@@ -18,23 +20,38 @@ from typing import Any
 
 import schemathesis
 
+from market_api.errors import InvalidParameter
+from market_api.service import parse_moment
 
-def _date(value: Any) -> dt.date | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        return None
+_STAND_INS = {"start": "2024-01-02", "end": "2024-12-31"}
+"""What a generated ``start`` or ``end`` that is no ISO date or date-time becomes."""
+
+
+def _moment(name: str, value: str) -> dt.datetime:
+    """The value as the API reads it (``parse_moment``), a date as its midnight, so that dates
+    and date-times compare."""
+    found = parse_moment(name, value)
+    assert found is not None
+    return found if isinstance(found, dt.datetime) else dt.datetime.combine(found, dt.time())
 
 
 @schemathesis.hook
 def map_query(context: Any, query: dict[str, Any] | None) -> dict[str, Any] | None:
     if not query:
         return query
-    start, end = _date(query.get("start")), _date(query.get("end"))
-    if start is not None and end is not None and start > end:
-        return {**query, "start": query["end"], "end": query["start"]}
+    query = dict(query)
+    moments: dict[str, dt.datetime] = {}
+    for name, stand_in in _STAND_INS.items():
+        value = query.get(name)
+        if not isinstance(value, str) or not value:
+            continue
+        try:
+            moments[name] = _moment(name, value)
+        except InvalidParameter:
+            query[name] = stand_in  # the schema says "string"; the rule is in its description
+            moments[name] = _moment(name, stand_in)
+    if len(moments) == 2 and moments["start"] > moments["end"]:
+        query["start"], query["end"] = query["end"], query["start"]
     return query
 
 

@@ -63,9 +63,12 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
 ) -> None:
     """Every check, ``positive_data_acceptance`` included: whatever the schema allows is served
     (a valid but unknown symbol gets the documented 404, which the check expects). The one
-    constraint OpenAPI cannot state, ``start <= end``, is taught by ``schemathesis_hooks``."""
+    constraint OpenAPI cannot state, ``start <= end``, is taught by ``schemathesis_hooks``.
+    The two push streams are left out: a valid request is an answer that never ends, which
+    Schemathesis can only time out on; ``tests/api/test_stream.py`` drives their bad input."""
     done = subprocess.run(
         [str(SCHEMATHESIS), "run", f"{server.base}/schema/openapi.json", "--checks", "all",
+         "--exclude-path-regex", "/stream$",
          "--max-examples", "300", "--seed", "1", "--workers", "2", "--no-color",
          "--request-timeout", "30", "--report", "junit", "--report-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
