@@ -5,6 +5,8 @@ from __future__ import annotations
 TABLE = "ohlcv_data"
 
 COLUMNS: tuple[str, ...] = ("timestamp", "symbol", "open", "high", "low", "close", "volume")
+BAR_VALUES: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+"""A bar's values: what an upsert replaces and the change log compares, in every bar table."""
 
 # The original design's table, unchanged: users' SQL and outside checks rely on it.
 CREATE_TABLE_SQL = f"""

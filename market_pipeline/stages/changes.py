@@ -22,6 +22,7 @@ from __future__ import annotations
 import duckdb
 
 from market_core.schema import (
+    BAR_VALUES,
     CHANGES_TABLE,
     COMMITS_TABLE,
     DAILY_INTERVAL,
@@ -33,7 +34,7 @@ KEEP_DAYS = 7
 """How long changes stay resumable: a client away for longer gets ``event: reset``. A module
 constant, not a setting: the log of a week of commits is small, and nobody has needed another."""
 
-_VALUES = ("open", "high", "low", "close", "volume")
+_VALUES = BAR_VALUES
 _KEYS = {TABLE: ("symbol", "timestamp"), INTRADAY_TABLE: ("symbol", "interval", "timestamp")}
 _INTERVAL = {TABLE: f"'{DAILY_INTERVAL}'", INTRADAY_TABLE: "i.interval"}
 

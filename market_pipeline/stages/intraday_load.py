@@ -15,14 +15,14 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from market_core.schema import CREATE_INTRADAY_SQL, INTRADAY_COLUMNS, INTRADAY_TABLE
+from market_core.schema import BAR_VALUES, CREATE_INTRADAY_SQL, INTRADAY_COLUMNS, INTRADAY_TABLE
 from market_core.store import LoadStats
 from market_pipeline.stages.changes import record_changes
 
 INCOMING = "incoming"
 """The registered relation a load reads (the change log reads it under the same name)."""
 KEY = ("symbol", "interval", "timestamp")
-_VALUES = ("open", "high", "low", "close", "volume")
+_VALUES = BAR_VALUES
 _LIST = ", ".join(INTRADAY_COLUMNS)
 UPSERT_INTRADAY_SQL = f"""
 INSERT INTO {INTRADAY_TABLE} ({_LIST})

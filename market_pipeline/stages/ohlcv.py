@@ -21,12 +21,12 @@ import duckdb
 import polars as pl
 
 from market_core.home import DataHome
-from market_core.schema import COLUMNS, CREATE_CHANGES_SQL, CREATE_COMMITS_SQL, TABLE
+from market_core.schema import BAR_VALUES, COLUMNS, CREATE_CHANGES_SQL, CREATE_COMMITS_SQL, TABLE
 from market_core.store import LoadStats
 from market_pipeline.stages.changes import record_changes
 from market_pipeline.stages.files import read_each
 
-_VALUES = ("open", "high", "low", "close", "volume")
+_VALUES = BAR_VALUES
 UPSERT_SQL = f"""
 INSERT INTO {TABLE} ({", ".join(COLUMNS)})
 SELECT {", ".join(COLUMNS)} FROM incoming
