@@ -29,25 +29,25 @@ $(STAMP): requirements/bootstrap.txt requirements/base.txt requirements/dev.txt 
 
 instance: setup
 	@$(BIN)/python -m market_core.duckdb_migration
-	@$(BIN)/python -m market_pipeline.instance
+	@$(BIN)/python -m market_pipeline.cli.instance
 
 ## The main job: load the watchlist, then serve the Dagster UI (with its daemon) and the API.
-# market_pipeline/serve.py runs both and stops both, with all they started, within 10 s of SIGTERM
+# market_pipeline/cli/serve.py runs both and stops both, with all they started, within 10 s of SIGTERM
 # or Ctrl-C. MAKE_COMMAND, not MAKE, names make there: `make -n run` must not start the servers.
 run: instance
-	$(BIN)/python -m market_pipeline.ingest
+	$(BIN)/python -m market_pipeline.cli.ingest
 	@echo "Dagster UI:  http://127.0.0.1:$(DAGSTER_PORT)"
 	@echo "API:         http://127.0.0.1:$(MARKET_API_PORT)/instruments  (docs: /schema)"
-	@exec $(BIN)/python -m market_pipeline.serve --dagster "$(DAGSTER_DEV)" \
+	@exec $(BIN)/python -m market_pipeline.cli.serve --dagster "$(DAGSTER_DEV)" \
 		--api "$(MAKE_COMMAND) --no-print-directory api"
 
 ## Headless: register the watchlist and materialize all three assets; non-zero if any symbol failed.
 ingest: instance
-	$(BIN)/python -m market_pipeline.ingest
+	$(BIN)/python -m market_pipeline.cli.ingest
 
 ## Load again only the symbols whose latest attempt failed, in as few runs as their order allows.
 retry-failed: instance
-	$(BIN)/python -m market_pipeline.retry
+	$(BIN)/python -m market_pipeline.cli.retry
 
 api: setup
 	@$(BIN)/python -m market_core.duckdb_migration
@@ -60,13 +60,13 @@ dagster: instance
 ## One Celery worker on this machine: it runs the steps of runs launched anywhere with the same
 # MARKET_CELERY_BROKER_URL (dagster-celery; its config YAML goes under this machine's data home).
 worker: setup
-	@exec $(BIN)/python -m market_pipeline.cluster worker
+	@exec $(BIN)/python -m market_pipeline.cli.cluster worker
 
 ## The one-box demo: Postgres, Redis, two workers, the Dagster webserver and daemon and two API
 # replicas, each with a data home of its own under CLUSTER_HOME; Ctrl-C stops them all.
 CLUSTER_HOME ?= $(CURDIR)/storage/cluster
 cluster: setup
-	@exec $(BIN)/python -m market_pipeline.cluster demo --home "$(CLUSTER_HOME)" \
+	@exec $(BIN)/python -m market_pipeline.cli.cluster demo --home "$(CLUSTER_HOME)" \
 		--dagster-port $(DAGSTER_PORT) --api-port $(MARKET_API_PORT)
 
 ## The fast suite: everything not marked `reliability` or `cluster` (about 6½ minutes on 2 cores).

@@ -2,7 +2,7 @@
 embedded run, in the same benchmark.
 
 Both sides fetch compact answers (100 bars) from the project's Alpha Vantage stub (on
-loopback, unthrottled) and run ``python -m market_pipeline.ingest``, what ``make ingest``
+loopback, unthrottled) and run ``python -m market_pipeline.cli.ingest``, what ``make ingest``
 runs, over fresh state:
 
 * embedded: a fresh data home (SQLite instance, DuckDB file), one run in the ingest's process;
@@ -10,7 +10,7 @@ runs, over fresh state:
   Redis (the broker) started here, a fresh shared folder, and two ``make worker`` processes,
   each a "machine" with a data home of its own, started before the clock runs. The ingest, on a
   third data home, splits the backfill into as many runs as the workers run steps at once
-  (``market_pipeline.partitions.split_block``); the steps fetch, clean and write Parquet in the
+  (``market_pipeline.defs.partitions.split_block``); the steps fetch, clean and write Parquet in the
   shared folder, and their loads commit to the lake one at a time.
 
 Everything runs on this machine's cores: the workers compete with each other, PostgreSQL and
@@ -34,9 +34,7 @@ from bench.harness import BENCH_DIR, WORK_DIR, Goal, Result, ratios
 from bench.orchestration import BARS_PER_SYMBOL, TIMEOUT, _run
 from market_core.home import SHARED_HOME_VAR, DataHome
 from market_core.lake import POSTGRES_URL_VAR, LakeSettings, connect
-from market_core.services import start_postgres, start_redis
-from market_pipeline.cluster import (
-    BROKER_VARIABLE,
+from market_pipeline.cli.cluster import (
     Group,
     Machine,
     create_instances,
@@ -44,8 +42,10 @@ from market_pipeline.cluster import (
     worker_command,
     write_worker_config,
 )
-from market_pipeline.serve import Server, stop_all
+from market_pipeline.cli.serve import Server, stop_all
+from market_pipeline.defs.executor import BROKER_VARIABLE
 from tests.stubs.alpha_vantage import AlphaVantageStub
+from tools.services import start_postgres, start_redis
 
 WORKERS = ("worker-1", "worker-2")
 WORKER_READY_SECONDS = 120.0
@@ -62,7 +62,9 @@ def _key_env(stub: AlphaVantageStub) -> dict[str, str]:
 
 def _answering(shared: Mapping[str, str]) -> int:
     """How many workers answer on the broker (asked from a child with the shared variables)."""
-    code = "from market_pipeline.definitions import celery_workers; print(len(celery_workers(1.0)))"
+    code = (
+        "from market_pipeline.defs.executor import celery_workers; print(len(celery_workers(1.0)))"
+    )
     done = subprocess.run([sys.executable, "-c", code], env={**os.environ, **shared},
                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     return int(done.stdout.strip() or 0)
@@ -104,7 +106,7 @@ def _celery_ingest(root: Path, shared: Mapping[str, str], stub: AlphaVantageStub
     log = root / "ingest.log"
     started = time.perf_counter()
     with log.open("wb") as out:
-        command = [sys.executable, "-m", "market_pipeline.ingest"]
+        command = [sys.executable, "-m", "market_pipeline.cli.ingest"]
         done = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT,
                               timeout=TIMEOUT, check=False)  # fmt: skip
     elapsed = time.perf_counter() - started
@@ -132,7 +134,7 @@ def celery_backfill(count: int, reps: int) -> Result:
     try:
         with AlphaVantageStub() as stub:
             for rep in range(reps):
-                seconds, _ = _run("market_pipeline.ingest", DataHome(WORK_DIR / "orch-dagster"),
+                seconds, _ = _run("market_pipeline.cli.ingest", DataHome(WORK_DIR / "orch-dagster"),
                                   stub, symbols)  # fmt: skip
                 embedded.append(seconds)
                 machines = root / f"rep-{rep}"
@@ -166,7 +168,7 @@ def _result(count: int, embedded: list[float], celery: list[float]) -> Result:
              "Celery backfill, two workers (make ingest), wall", "<", 300.0),
     ]  # fmt: skip
     result.notes = [
-        "Wall time of `python -m market_pipeline.ingest` from start to exit on both sides, "
+        "Wall time of `python -m market_pipeline.cli.ingest` from start to exit on both sides, "
         "over fresh state; the Celery side's workers are up before the clock starts, and its "
         "time includes registering the symbols in PostgreSQL and the lake's commits.",
         "One machine plays every part: two workers (each running as many steps at once as "

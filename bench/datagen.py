@@ -12,7 +12,7 @@ symbols over the data set's last ``INTRADAY_SESSIONS`` trading days, seeded rand
 each day's daily open, added with a done-marker of its own (``INTRADAY_VERSION``) like the
 corporate actions.
 
-The raw files have the pipeline's raw schema (``market_pipeline.stages.raw.RAW_SCHEMA``: values as
+The raw files have the pipeline's raw schema (``market_pipeline.daily.fetch.RAW_SCHEMA``: values as
 strings, newest bar first, as Alpha Vantage sends them), so ``clean_symbols`` reads them exactly
 as it reads fetched ones. Prices are seeded random walks on weekdays; about one bar in two
 thousand is broken the way real answers are (an empty close, high below low) so validation has
@@ -44,7 +44,7 @@ from market_core.schema import (
     SPLIT,
     TABLE,
 )
-from market_pipeline.stages.raw import RAW_SCHEMA
+from market_pipeline.daily.fetch import RAW_SCHEMA
 
 FIRST_DAY = dt.date(2005, 1, 3)
 LAST_DAY = dt.date(2024, 12, 31)

@@ -11,9 +11,9 @@ import sys
 
 from dagster import build_resources
 
-from market_pipeline.batch import ALL_STAGES, BatchRunner, BatchSettings
+from market_pipeline.bars.rules import Rules
 from market_pipeline.definitions import resources as location_resources
-from market_pipeline.validation import Rules
+from market_pipeline.runs.batch import ALL_STAGES, BatchRunner, BatchSettings
 
 
 def main() -> int:

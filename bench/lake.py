@@ -25,7 +25,7 @@ from bench.harness import WORK_DIR, Goal, Result, ratios
 from bench.servers import Server
 from market_core import lake
 from market_core.schema import ACTIONS_TABLE, TABLE
-from market_core.services import start_postgres
+from tools.services import start_postgres
 
 FRESHNESS_COMMITS = 20
 FRESHNESS_LIMIT_SECONDS = 10.0

@@ -3,7 +3,7 @@
 Both sides are a fresh process over a fresh data home, fetching compact answers (100 bars) from
 the project's Alpha Vantage stub (``tests/stubs/alpha_vantage.py``, on loopback, unthrottled):
 
-* Dagster: ``python -m market_pipeline.ingest`` (what ``make ingest`` runs): registers the
+* Dagster: ``python -m market_pipeline.cli.ingest`` (what ``make ingest`` runs): registers the
   symbols as dynamic partitions on a new instance, then one ``ingest_job`` run over the whole
   range (``BackfillPolicy.single_run``), with every materialization, check result and log
   event stored by the instance;
@@ -77,7 +77,7 @@ def backfill(count: int, reps: int) -> Result:
     dagster, direct, step = [], [], []
     with AlphaVantageStub() as stub:
         for rep in range(reps):
-            seconds, log = _run("market_pipeline.ingest", DataHome(WORK_DIR / "orch-dagster"),
+            seconds, log = _run("market_pipeline.cli.ingest", DataHome(WORK_DIR / "orch-dagster"),
                                 stub, symbols)  # fmt: skip
             dagster.append(seconds)
             step.append(step_seconds(log))
@@ -104,7 +104,7 @@ def backfill(count: int, reps: int) -> Result:
     result.notes = [
         "Wall time from process start to exit, both sides (interpreter start and imports "
         "included), each over a fresh data home; the stub runs in the benchmark's process.",
-        "Dagster side: python -m market_pipeline.ingest with MARKET_SYMBOLS set to the "
+        "Dagster side: python -m market_pipeline.cli.ingest with MARKET_SYMBOLS set to the "
         "symbols: a new instance, partitions registered, one ingest_job run over the range.",
     ]
     return result

@@ -1,7 +1,7 @@
 """Benchmarks 4 and 5: the pipeline's transform + load, and the daily increment.
 
-Ours is the real code path: ``BatchRunner`` (``market_pipeline.batch``) with the selected stages,
-over a data home whose ``raw/`` is the generated data set, writing through ``MarketDuckDB``
+Ours is the real code path: ``BatchRunner`` (``market_pipeline.runs.batch``) with the selected
+stages, over a data home whose ``raw/`` is the generated data set, writing through ``MarketDuckDB``
 (writer marker, one transaction per batch of symbols, checkpoint, data version). Every
 repetition starts from a fresh data home and an empty (or freshly copied) DuckDB file.
 """
@@ -21,10 +21,10 @@ from bench.harness import WORK_DIR, Goal, Result, ratios
 from market_core.assets import CLEAN, OHLCV
 from market_core.home import DataHome
 from market_core.schema import COLUMNS, CREATE_TABLE_SQL, TABLE
-from market_pipeline.batch import BatchRunner, BatchSettings
-from market_pipeline.resources.storage import MarketDuckDB
-from market_pipeline.stages.ohlcv import upsert
-from market_pipeline.validation import CLEAN_SCHEMA, Rules
+from market_pipeline.bars.rules import CLEAN_SCHEMA, Rules
+from market_pipeline.runs.batch import BatchRunner, BatchSettings
+from market_pipeline.store.bars import upsert
+from market_pipeline.store.duckdb_file import MarketDuckDB
 
 ROWWISE_ROWS = 2_000
 """Rows the row-by-row baseline inserts per repetition (it manages a few hundred a second)."""

@@ -46,7 +46,7 @@ import psutil
 from bench.datagen import LAST_DAY, DataSet, ensure_duckdb
 from bench.harness import BENCH_DIR, WORK_DIR, Goal, Result
 from bench.servers import LOAD_CPU, Server, ours, pinned, running
-from market_pipeline.resources.storage import MarketDuckDB
+from market_pipeline.store.duckdb_file import MarketDuckDB
 
 CLIENT_PROCESSES = 2
 COMMIT_SPACING_SECONDS = 0.3

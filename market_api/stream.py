@@ -5,7 +5,7 @@
 that changed bars it follows, one ``event: bar`` per new or revised bar, in commit order.
 
 The loaders log every change in ``bar_changes`` under a commit id, in the transaction of the
-bars themselves (``market_pipeline.stages.changes``). One ``StreamHub`` per process follows the
+bars themselves (``market_pipeline.store.changes``). One ``StreamHub`` per process follows the
 store's data version; when it moves, the hub reads the changes of the commits it has not seen,
 for the symbols somebody follows, with the values each commit gave the bars, encodes each event once
 per adjustment asked for, and hands every subscriber the references to its events. Encoding and

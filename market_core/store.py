@@ -2,7 +2,7 @@
 
 The stages and the routes know only these two small protocols, so another store can sit
 behind them without either side changing. Today's implementation is one DuckDB file per data
-home: the pipeline's ``MarketDuckDB`` (``market_pipeline.resources.storage``) writes it under
+home: the pipeline's ``MarketDuckDB`` (``market_pipeline.store.duckdb_file``) writes it under
 a kernel lock and records a data version, and the API's ``Database`` (``market_api.db``) holds
 it read-only, lets go while a loader writes, and follows the recorded version
 (``market_core.handoff``). A shared lake for several machines (DuckLake with a Postgres
@@ -55,7 +55,7 @@ class ActionsLoadStats:
 
 class SymbolActions(Protocol):
     """One symbol's validated corporate actions, as a load takes them
-    (``market_pipeline.stages.actions.ActionsResult``)."""
+    (``market_pipeline.actions.clean.ActionsResult``)."""
 
     @property
     def symbol(self) -> str: ...

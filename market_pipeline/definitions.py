@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from dagster import (
     AssetSelection,
     ConfigurableResource,
     Definitions,
-    ExecutorDefinition,
     JobDefinition,
     define_asset_job,
 )
 
 from market_core.home import DataHome
-from market_pipeline.assets import intraday_pipeline, symbol_pipeline
-from market_pipeline.automation import INGEST_JOB, daily_update, follow_raw_data, watchlist_sensor
-from market_pipeline.cluster import BROKER_VARIABLE
-from market_pipeline.intraday_sensor import INTRADAY_JOB, intraday_sensor
-from market_pipeline.maintenance import maintenance_definitions
-from market_pipeline.partitions import WatchlistResource, symbols_partitions
-from market_pipeline.resources.alpha_vantage import AlphaVantageResource
-from market_pipeline.resources.lake_storage import store_from_env
+from market_pipeline.defs.assets import intraday_pipeline, symbol_pipeline
+from market_pipeline.defs.automation import (
+    INGEST_JOB,
+    daily_update,
+    follow_raw_data,
+    watchlist_sensor,
+)
+from market_pipeline.defs.executor import executor_from_env
+from market_pipeline.defs.intraday_sensor import INTRADAY_JOB, intraday_sensor
+from market_pipeline.defs.maintenance import maintenance_definitions
+from market_pipeline.defs.partitions import WatchlistResource, symbols_partitions
+from market_pipeline.source.client import AlphaVantageResource
+from market_pipeline.store.lake import store_from_env
 
 
 def resources_from_env(**alpha_vantage: Any) -> dict[str, ConfigurableResource]:
@@ -37,50 +40,6 @@ def resources_from_env(**alpha_vantage: Any) -> dict[str, ConfigurableResource]:
         "alpha_vantage": AlphaVantageResource.from_env(str(home.root), **alpha_vantage),
         "duckdb": store_from_env(home),
         "watchlist": WatchlistResource.from_env(),
-    }
-
-
-def executor_from_env() -> ExecutorDefinition | None:
-    """dagster-celery's executor when ``MARKET_CELERY_BROKER_URL`` is set, else Dagster's default.
-
-    Broker and result backend are both that URL, named by variable so that the run resolves it
-    in its own environment and no URL lands in run config or the UI; ``make worker`` starts its
-    workers with the same block. Every job of the location without an executor of its own gets
-    it, so the schedule's, the sensors' and the UI's runs all send their steps to the workers.
-    """
-    if not os.environ.get(BROKER_VARIABLE, "").strip():
-        return None
-    from dagster_celery import celery_executor  # Celery loads only in the mode that uses it
-
-    from_env = {"env": BROKER_VARIABLE}
-    return celery_executor.configured(
-        {"broker": from_env, "backend": from_env}, name="celery_on_market_broker"
-    )
-
-
-CELERY_PING_SECONDS = 5.0
-
-
-def celery_workers(timeout: float = CELERY_PING_SECONDS) -> dict[str, int]:
-    """The Celery workers answering on ``MARKET_CELERY_BROKER_URL`` within ``timeout``, each
-    with the number of steps it runs at once (its pool's concurrency).
-
-    A run's steps wait in the broker's queue for as long as no worker takes them, so a launcher
-    asks first rather than hang, and ``make ingest`` splits a backfill into as many runs as
-    there are places to run them. Raises kombu's ``OperationalError`` when the broker is down.
-    """
-    from celery import Celery
-
-    url = os.environ[BROKER_VARIABLE].strip()
-    app = Celery(broker=url, backend=url)
-    app.conf.broker_transport_options = {"max_retries": 1, "interval_start": 0}
-    try:
-        replies = app.control.inspect(timeout=timeout).stats() or {}
-    finally:
-        app.close()
-    return {
-        name: max(1, int(stats.get("pool", {}).get("max-concurrency", 1)))
-        for name, stats in sorted(replies.items())
     }
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from market_core.home import DataHome
 from market_core.schema import COLUMNS
-from market_pipeline.resources.storage import MarketDuckDB
+from market_pipeline.store.duckdb_file import MarketDuckDB
 from tests.served_api import Served, serve
 
 READ_SECONDS = 20.0

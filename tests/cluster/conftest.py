@@ -12,8 +12,8 @@ from typing import TypeVar
 
 import pytest
 
-from market_core.services import ServiceError
 from tests.cluster.services import PostgresService, RedisService, postgres_service, redis_service
+from tools.services import ServiceError
 
 HERE = Path(__file__).parent
 Service = TypeVar("Service")

@@ -1,4 +1,4 @@
-"""The test side of ``market_core.services``: throwaway servers in temporary folders.
+"""The test side of ``tools.services``: throwaway servers in temporary folders.
 
 The folders come from ``tempfile`` (``/tmp``), not from pytest's ``tmp_path``: pytest's base
 folder is private to its user, and PostgreSQL, which refuses root, may run as another one.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from market_core.services import PostgresServer, RedisServer, start_postgres, start_redis
+from tools.services import PostgresServer, RedisServer, start_postgres, start_redis
 
 LOOPBACK_HEX = "0100007F"  # 127.0.0.1 as /proc/net/tcp writes it
 TCP_LISTEN = "0A"

@@ -23,10 +23,10 @@ from dagster import DagsterRunStatus, EventLogEntry
 
 from market_core.home import DataHome
 from market_core.lake import LakeSettings, connect
-from market_pipeline.definitions import celery_workers
-from market_pipeline.instance import open_instance
-from market_pipeline.partitions import RUN_MIN_SYMBOLS, split_block
-from market_pipeline.resources.rate_limit import bucket_table
+from market_pipeline.cli.instance import open_instance
+from market_pipeline.defs.executor import celery_workers
+from market_pipeline.defs.partitions import RUN_MIN_SYMBOLS, split_block
+from market_pipeline.source.rate_limit import bucket_table
 from tests.cluster.machines import REPO, machine_env
 from tests.cluster.services import PostgresService, RedisService
 from tests.conftest import TEST_KEY
@@ -56,7 +56,7 @@ def worker_b(tmp_path: Path, shared_env: dict[str, str], stub: AlphaVantageStub)
     home = tmp_path / "machine-b"
     env = machine_env(home, shared_env, **key_env(stub))
     log = (tmp_path / "worker-b.log").open("w")
-    command = [sys.executable, "-m", "market_pipeline.cluster", "worker", "--name", WORKER_NAME]
+    command = [sys.executable, "-m", "market_pipeline.cli.cluster", "worker", "--name", WORKER_NAME]
     worker = subprocess.Popen(
         command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -129,7 +129,7 @@ def test_a_run_launched_on_machine_a_executes_on_the_worker_of_machine_b(
     home_a = tmp_path / "machine-a"
     env_a = machine_env(home_a, shared_env, MARKET_SYMBOLS=",".join(SYMBOLS), **key_env(stub))
     done = subprocess.run(
-        [sys.executable, "-m", "market_pipeline.ingest"],
+        [sys.executable, "-m", "market_pipeline.cli.ingest"],
         cwd=REPO, env=env_a, capture_output=True, text=True, timeout=RUN_SECONDS,
     )  # fmt: skip
     worker_log = (tmp_path / "worker-b.log").read_text()
@@ -174,7 +174,7 @@ def test_ingest_with_a_broker_but_no_worker_says_so_instead_of_waiting(
 ) -> None:
     env = machine_env(tmp_path / "machine-a", shared_env, MARKET_SYMBOLS="AAA", **key_env(stub))
     done = subprocess.run(
-        [sys.executable, "-m", "market_pipeline.ingest"],
+        [sys.executable, "-m", "market_pipeline.cli.ingest"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr
@@ -198,7 +198,7 @@ def test_a_backfill_splits_into_concurrent_runs_one_per_place_the_workers_offer(
     places = sum(celery_workers().values())
     assert places >= 2, "a worker runs as many steps at once as the machine has cores (2 in CI)"
     done = subprocess.run(
-        [sys.executable, "-m", "market_pipeline.ingest"],
+        [sys.executable, "-m", "market_pipeline.cli.ingest"],
         cwd=REPO, env=env_a, capture_output=True, text=True, timeout=RUN_SECONDS,
     )  # fmt: skip
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"

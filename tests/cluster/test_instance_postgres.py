@@ -10,8 +10,7 @@ from dagster import DagsterInstance
 from psycopg import sql
 
 from market_core.home import DataHome
-from market_pipeline.assets import ALPHA_VANTAGE_POOL
-from market_pipeline.instance import (
+from market_pipeline.cli.instance import (
     ADVISORY_LOCK_KEY,
     DAGSTER_YAML,
     InstanceBusyError,
@@ -21,12 +20,13 @@ from market_pipeline.instance import (
     ensure_instance,
     open_instance,
 )
+from market_pipeline.defs.assets import ALPHA_VANTAGE_POOL
 from tests.cluster.machines import Barrier, children, finished, machine_env, python
 from tests.cluster.services import PostgresService
 
 PASSWORD = "s3cret-Pw"
 OPEN_AND_REPORT = """
-from market_pipeline.instance import open_instance
+from market_pipeline.cli.instance import open_instance
 with open_instance() as instance:
     ref = instance.get_ref()
     print(ref.run_storage_data.module_name, ref.event_storage_data.module_name)
@@ -164,7 +164,7 @@ def test_a_machine_holding_the_instance_lock_is_named_not_waited_for_forever(
 def test_an_unreachable_database_is_named_without_its_password(
     cluster_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from market_core.services import free_port
+    from tools.services import free_port
 
     monkeypatch.setenv(
         "MARKET_POSTGRES_URL", f"postgresql://u:{PASSWORD}@127.0.0.1:{free_port()}/x"

@@ -14,10 +14,10 @@ from dagster import DagsterInstance, materialize
 from market_core.home import DataHome
 from market_core.lake import connect
 from market_core.store import LoadStats
-from market_pipeline.assets import intraday_pipeline
 from market_pipeline.definitions import resources_from_env
-from market_pipeline.resources.lake_storage import MarketLake
-from market_pipeline.resources.storage import MarketDuckDB
+from market_pipeline.defs.assets import intraday_pipeline
+from market_pipeline.store.duckdb_file import MarketDuckDB
+from market_pipeline.store.lake import MarketLake
 from tests.cluster.services import PostgresService
 from tests.cluster.test_lake_storage import file_rows, lake_rows, lake_snapshot
 from tests.pipeline.helpers import failure_text

@@ -19,9 +19,9 @@ from market_core.env import SettingsError
 from market_core.home import DataHome
 from market_core.lake import connect, snapshot_id, write_lock
 from market_core.store import LoadStats
-from market_pipeline.resources.lake_storage import MarketLake, store_from_env
-from market_pipeline.resources.storage import MarketDuckDB
-from market_pipeline.stages.ohlcv import INSERT_SQL
+from market_pipeline.store.bars import INSERT_SQL
+from market_pipeline.store.duckdb_file import MarketDuckDB
+from market_pipeline.store.lake import MarketLake, store_from_env
 from tests.cluster.services import PostgresService
 from tests.pipeline.test_actions_store import AAPL_DIVIDENDS, AAPL_SPLITS, fetched, results
 
@@ -177,7 +177,7 @@ def test_the_duckdb_resource_is_the_lake_only_when_postgres_is_set(
 
 LOAD_NEW = """
 import sys
-from market_pipeline.resources.lake_storage import MarketLake
+from market_pipeline.store.lake import MarketLake
 from tests.cluster.test_lake_storage import bars
 lake = MarketLake(postgres_url=sys.argv[1], shared_home=sys.argv[2], data_home=sys.argv[3])
 print(lake.load([bars("NEW", 50)]), flush=True)

@@ -15,13 +15,13 @@ from dagster import DagsterInstance
 
 from market_core.env import SettingsError
 from market_core.lake import connect
-from market_pipeline.maintenance import (
+from market_pipeline.defs.maintenance import (
     lake_maintenance,
     lake_maintenance_schedule,
     maintain,
     maintenance_definitions,
 )
-from market_pipeline.resources.lake_storage import MarketLake
+from market_pipeline.store.lake import MarketLake
 from tests.cluster.services import PostgresService
 from tests.cluster.test_lake_storage import bars, lake_rows, lake_snapshot
 
@@ -120,7 +120,7 @@ def test_rows_of_tiny_commits_kept_in_the_catalog_are_written_to_a_file(lake: Ma
 
 KILLED_LOAD = """
 import os, sys
-from market_pipeline.resources.lake_storage import MarketLake, merge_bars
+from market_pipeline.store.lake import MarketLake, merge_bars
 from market_core.lake import connect
 import pyarrow as pa
 from tests.cluster.test_lake_storage import bars

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from market_core.services import free_port, port_free
 from tests.cluster.services import RedisService, listeners
+from tools.services import free_port, port_free
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = ("MARKET_POSTGRES_URL", "MARKET_SHARED_HOME", "MARKET_CELERY_BROKER_URL")

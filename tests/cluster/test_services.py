@@ -13,7 +13,8 @@ import psycopg
 import pytest
 from redis import Redis
 
-from market_core.services import (
+from tests.cluster.services import LOOPBACK_HEX, PostgresService, RedisService, listeners
+from tools.services import (
     ServiceNotInstalled,
     ServiceStartError,
     find_postgres_bindir,
@@ -22,7 +23,6 @@ from market_core.services import (
     start_postgres,
     start_redis,
 )
-from tests.cluster.services import LOOPBACK_HEX, PostgresService, RedisService, listeners
 
 
 def test_postgres_answers_at_its_url(postgres: PostgresService) -> None:
@@ -91,7 +91,7 @@ def test_binaries_are_found() -> None:
 
 def test_missing_binaries_name_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr("market_core.services.POSTGRES_SEARCH", ("/nonexistent/*/bin",))
+    monkeypatch.setattr("tools.services.POSTGRES_SEARCH", ("/nonexistent/*/bin",))
     with pytest.raises(ServiceNotInstalled, match="apt-get install postgresql redis-server"):
         find_postgres_bindir()
     monkeypatch.setattr("shutil.which", lambda *_args, **_kw: None)

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from market_pipeline.resources.rate_limit import (
+from market_pipeline.source.rate_limit import (
     BURST_BUCKET,
     DAY_BUCKET,
     bucket_table,
@@ -27,8 +27,8 @@ PER_SECOND, PER_DAY, CALLS_EACH = 2, 9, 6
 FETCH = """
 from dagster import build_resources
 from market_core.home import DataHome
-from market_pipeline.resources.alpha_vantage import AlphaVantageResource
-from market_pipeline.resources.av_errors import DailyQuotaError
+from market_pipeline.source.client import AlphaVantageResource
+from market_pipeline.source.errors import DailyQuotaError
 
 resource = AlphaVantageResource.from_env(str(DataHome.from_env().root))
 with build_resources({{"alpha_vantage": resource}}) as resolved:
@@ -95,8 +95,8 @@ def test_two_machines_share_the_keys_per_second_and_daily_limits(
 def test_an_unreachable_database_stops_the_limiter_with_a_message_without_the_password(
     tmp_path: Path,
 ) -> None:
-    from market_core.services import free_port
-    from market_pipeline.resources.rate_limit import LimiterStoreError, SharedRateLimiter
+    from market_pipeline.source.rate_limit import LimiterStoreError, SharedRateLimiter
+    from tools.services import free_port
 
     url = f"postgresql://u:hunter2-secret@127.0.0.1:{free_port()}/x?connect_timeout=1"
     limiter = SharedRateLimiter(

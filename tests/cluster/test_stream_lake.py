@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 
 from market_core.lake import connect
-from market_pipeline.resources.lake_storage import MarketLake
+from market_pipeline.store.lake import MarketLake
 from tests.api.test_stream import bars, day, stream
 from tests.cluster.services import PostgresService
 from tests.cluster.test_lake_api import Lake, new_lake

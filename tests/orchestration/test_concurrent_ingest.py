@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from market_core.home import DataHome
-from market_pipeline.instance import open_instance
-from market_pipeline.partitions import PARTITIONS
+from market_pipeline.cli.instance import open_instance
+from market_pipeline.defs.partitions import PARTITIONS
 from tests.conftest import ENV_VARS, TEST_KEY
 from tests.pipeline.helpers import recent_bars, table_rows
 from tests.stubs.alpha_vantage import AlphaVantageStub
@@ -28,10 +28,11 @@ from tests.stubs.alpha_vantage import AlphaVantageStub
 REPO = Path(__file__).resolve().parents[2]
 ATTEMPTS = 3
 PER_SECOND = 2
-# `python -m market_pipeline.ingest`, with a barrier between the imports (seconds) and main().
+# `python -m market_pipeline.cli.ingest`, with a barrier between the imports (seconds) and main().
 LAUNCH = """\
 import pathlib, sys, time
-from market_pipeline import definitions, ingest
+from market_pipeline import definitions
+from market_pipeline.cli import ingest
 pathlib.Path(sys.argv[1]).touch()
 while not pathlib.Path(sys.argv[2]).exists():
     time.sleep(0.001)
@@ -40,8 +41,8 @@ raise SystemExit(ingest.main())
 # Two ingests adding the same new symbols to an existing instance, released at one barrier.
 REGISTER = """\
 import pathlib, sys, time
-from market_pipeline.ingest import register
-from market_pipeline.instance import open_instance
+from market_pipeline.cli.ingest import register
+from market_pipeline.cli.instance import open_instance
 with open_instance() as instance:
     pathlib.Path(sys.argv[1]).touch()
     while not pathlib.Path(sys.argv[2]).exists():
@@ -138,7 +139,9 @@ def test_two_ingests_adding_the_same_new_symbols_both_proceed(
     for attempt in range(ATTEMPTS):
         home = DataHome(tmp_path / f"home-{attempt}")
         env = base_env() | {"MARKET_DATA_HOME": str(home.root)}
-        with subprocess.Popen([sys.executable, "-m", "market_pipeline.instance"], env=env) as made:
+        with subprocess.Popen(
+            [sys.executable, "-m", "market_pipeline.cli.instance"], env=env
+        ) as made:
             assert made.wait(timeout=120) == 0
         results = together(REGISTER, env, tmp_path / f"barrier-{attempt}", started)
         for code, output in results:

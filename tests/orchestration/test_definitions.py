@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dagster import AssetKey, DefaultScheduleStatus, DefaultSensorStatus
 
-from market_pipeline.automation import DAILY_UPDATE_CRON
 from market_pipeline.definitions import defs
+from market_pipeline.defs.automation import DAILY_UPDATE_CRON
 
 
 def test_schedule_and_sensors_run_by_default_and_target_the_pipeline() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from market_core.home import DataHome
-from market_pipeline.instance import open_instance
+from market_pipeline.cli.instance import open_instance
 from tests.orchestration.dagster_server import DagsterServer
 from tests.pipeline.helpers import table_rows
 

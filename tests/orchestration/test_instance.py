@@ -9,8 +9,8 @@ from dagster import QueuedRunCoordinator
 from filelock import FileLock
 
 from market_core.home import DataHome
-from market_pipeline.assets import ALPHA_VANTAGE_POOL, symbol_pipeline
-from market_pipeline.instance import LOCK_NAME, InstanceBusyError, open_instance
+from market_pipeline.cli.instance import LOCK_NAME, InstanceBusyError, open_instance
+from market_pipeline.defs.assets import ALPHA_VANTAGE_POOL, symbol_pipeline
 
 
 def test_the_instance_lives_in_the_data_home_and_queues_runs_one_pool_slot_at_a_time(

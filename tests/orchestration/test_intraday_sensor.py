@@ -18,10 +18,15 @@ from dagster import (
 )
 
 from market_core.exchange import EXCHANGE_TZ
-from market_pipeline.assets import intraday_pipeline
-from market_pipeline.automation import TRIGGER_TAG
 from market_pipeline.definitions import defs, resources_from_env
-from market_pipeline.intraday_sensor import INTRADAY_JOB, SLOT_TAG, intraday_sensor, intraday_tick
+from market_pipeline.defs.assets import intraday_pipeline
+from market_pipeline.defs.automation import TRIGGER_TAG
+from market_pipeline.defs.intraday_sensor import (
+    INTRADAY_JOB,
+    SLOT_TAG,
+    intraday_sensor,
+    intraday_tick,
+)
 from tests.conftest import TEST_KEY
 from tests.orchestration.helpers import SensorTick, ranges
 from tests.pipeline.helpers import failure_text

@@ -11,8 +11,8 @@ from pathlib import Path
 from dagster import DagsterEventType, DagsterInstance, ExecuteInProcessResult
 
 from market_core.home import DataHome
-from market_pipeline.instance import open_instance
-from market_pipeline.retry import failed_symbols
+from market_pipeline.cli.instance import open_instance
+from market_pipeline.cli.retry import failed_symbols
 from tests.conftest import ENV_VARS, Run
 from tests.pipeline.helpers import failure_text, materialized, table_rows
 from tests.stubs.alpha_vantage import AlphaVantageStub
@@ -76,11 +76,11 @@ def test_retry_fetches_only_the_failed_symbols(stub: AlphaVantageStub, home: Dat
     }  # fmt: skip
     stub.script("B", "error_message")
     stub.script("E", "error_message")
-    assert command("market_pipeline.ingest", env).returncode == 1
+    assert command("market_pipeline.cli.ingest", env).returncode == 1
     assert {row[1] for row in table_rows(home)} == {"A", "C", "D", "F"}
 
     del env["MARKET_SYMBOLS"]  # the watchlist (now the bundled file) is not what a retry loads
-    done = command("market_pipeline.retry", env)
+    done = command("market_pipeline.cli.retry", env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "retry: 2 failed symbols: B, E" in done.stdout
     assert {row[1] for row in table_rows(home)} == {"A", "B", "C", "D", "E", "F"}

@@ -11,7 +11,7 @@ from dagster import ExecuteInProcessResult
 from pyrate_limiter import RateItem
 
 from market_core.home import DataHome
-from market_pipeline.resources.rate_limit import DAY_BUCKET, day_rate, open_bucket
+from market_pipeline.source.rate_limit import DAY_BUCKET, day_rate, open_bucket
 from tests.conftest import TEST_KEY
 
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from market_core.home import DataHome
-from market_pipeline.resources.alpha_vantage import AlphaVantageClient
-from market_pipeline.resources.av_errors import DailyQuotaError
+from market_pipeline.source.client import AlphaVantageClient
+from market_pipeline.source.errors import DailyQuotaError
 
 
 def main(

@@ -17,8 +17,9 @@ import polars as pl
 import pytest
 
 from market_core.home import DataHome
-from market_pipeline.resources.alpha_vantage import AlphaVantageClient
-from market_pipeline.resources.av_errors import (
+from market_pipeline.actions.fetch import fetch_raw_actions, last_actions_fetch
+from market_pipeline.source.client import AlphaVantageClient
+from market_pipeline.source.errors import (
     AlphaVantageError,
     DailyQuotaError,
     InvalidApiKeyError,
@@ -27,8 +28,7 @@ from market_pipeline.resources.av_errors import (
     TransientHTTPError,
     classify_actions,
 )
-from market_pipeline.sample_source import daily_bars, split_date
-from market_pipeline.stages.raw_actions import fetch_raw_actions, last_actions_fetch
+from market_pipeline.source.sample import daily_bars, split_date
 from tests.conftest import TEST_KEY
 from tests.pipeline.helpers import snapshot
 from tests.reliability.leaks import places_with_secret, texts_with_secret
@@ -62,7 +62,7 @@ STOPPING = {
 }
 
 STOP_ERRORS = (InvalidApiKeyError, DailyQuotaError)
-"""The errors the batch stops a run on (``market_pipeline.batch.STOP_ERRORS``)."""
+"""The errors the batch stops a run on (``market_pipeline.runs.batch.STOP_ERRORS``)."""
 
 MakeClient = Callable[..., AlphaVantageClient]
 

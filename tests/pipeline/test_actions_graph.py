@@ -21,12 +21,12 @@ from dagster import (
 
 from market_core.assets import ACTIONS, OHLCV, RAW_ACTIONS
 from market_core.home import DataHome
+from market_pipeline.actions.fetch import last_actions_fetch
+from market_pipeline.actions.known import known_ex_dates, move_days
+from market_pipeline.cli.retry import failed_symbols
 from market_pipeline.definitions import defs
-from market_pipeline.partitions import parse_symbols, symbols_partitions
-from market_pipeline.retry import failed_symbols
-from market_pipeline.sample_source import split_date
-from market_pipeline.stages.known_actions import known_ex_dates, move_days
-from market_pipeline.stages.raw_actions import last_actions_fetch
+from market_pipeline.defs.partitions import parse_symbols, symbols_partitions
+from market_pipeline.source.sample import split_date
 from tests.conftest import Run
 from tests.pipeline.helpers import failure_text, materialized, recent_bars, table_rows
 from tests.pipeline.test_ingest_cli import ingest

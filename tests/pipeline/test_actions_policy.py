@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from market_pipeline.actions_policy import (
+from market_pipeline.actions.policy import (
     REFRESH_AFTER,
     Why,
     actions_due,

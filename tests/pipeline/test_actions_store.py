@@ -14,9 +14,9 @@ from market_core.handoff import VersionWatch
 from market_core.home import DataHome
 from market_core.schema import CREATE_ACTIONS_SQL, DIVIDEND, SPLIT
 from market_core.store import ActionsLoadStats
-from market_pipeline.actions_validation import REJECT_COLUMNS
-from market_pipeline.resources.storage import MarketDuckDB, write_parquet_atomic
-from market_pipeline.stages.actions import ActionsError, ActionsResult, clean_actions
+from market_pipeline.actions.clean import ActionsError, ActionsResult, clean_actions
+from market_pipeline.actions.rules import REJECT_COLUMNS
+from market_pipeline.store.duckdb_file import MarketDuckDB, write_parquet_atomic
 from tests.pipeline.test_actions_validation import dividend, dividends, splits
 
 Dividend = tuple[str | None, ...]

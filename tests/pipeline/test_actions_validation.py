@@ -7,7 +7,7 @@ import datetime as dt
 import polars as pl
 
 from market_core.schema import DIVIDEND, SPLIT
-from market_pipeline.actions_validation import (
+from market_pipeline.actions.rules import (
     EVENT_SCHEMA,
     REJECT_COLUMNS,
     REJECT_RULES,

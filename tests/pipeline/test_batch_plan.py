@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from market_pipeline.plan import BatchSettings, CleanBatch, LoadBatch, Planner
-from market_pipeline.validation import Rules
+from market_pipeline.bars.rules import Rules
+from market_pipeline.runs.plan import BatchSettings, CleanBatch, LoadBatch, Planner
 
 
 def settings(**sizes: float) -> BatchSettings:

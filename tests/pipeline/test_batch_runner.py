@@ -11,10 +11,10 @@ from dagster import AssetKey
 
 from market_core.assets import ACTIONS, CLEAN, OHLCV, RAW, RAW_ACTIONS
 from market_core.home import DataHome
-from market_pipeline.batch import BatchRunner, BatchSettings
-from market_pipeline.outcome import Loaded, StageFailed
-from market_pipeline.resources.storage import MarketDuckDB, write_parquet_atomic
-from market_pipeline.validation import CLEAN_SCHEMA, Rules
+from market_pipeline.bars.rules import CLEAN_SCHEMA, Rules
+from market_pipeline.runs.batch import BatchRunner, BatchSettings
+from market_pipeline.runs.outcome import Loaded, StageFailed
+from market_pipeline.store.duckdb_file import MarketDuckDB, write_parquet_atomic
 from tests.conftest import Run
 from tests.pipeline.helpers import recent_bars, table_rows
 from tests.stubs.alpha_vantage import AlphaVantageStub

@@ -18,8 +18,8 @@ from market_core.schema import (
     INTRADAY_COLUMNS,
     INTRADAY_TABLE,
 )
-from market_pipeline.resources.storage import MarketDuckDB
-from market_pipeline.stages.changes import prune, record_changes
+from market_pipeline.store.changes import prune, record_changes
+from market_pipeline.store.duckdb_file import MarketDuckDB
 
 Change = tuple[int, str, str, dt.datetime, bool]
 

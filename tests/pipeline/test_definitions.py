@@ -10,7 +10,7 @@ from dagster import AssetKey, EnvVar, build_resources
 
 from market_core.home import DataHome
 from market_pipeline.definitions import defs, resources_from_env
-from market_pipeline.settings import configuration_problems
+from market_pipeline.defs.settings import configuration_problems
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 def ingest(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
     return subprocess.run(
-        [sys.executable, "-m", "market_pipeline.ingest"],
+        [sys.executable, "-m", "market_pipeline.cli.ingest"],
         cwd=REPO, env={**base, **env}, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
 

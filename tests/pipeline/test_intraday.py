@@ -13,13 +13,13 @@ from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, build_res
 
 from market_core.home import DataHome
 from market_core.sessions import session
-from market_pipeline.assets import intraday_pipeline
 from market_pipeline.definitions import defs, resources_from_env
-from market_pipeline.resources.alpha_vantage import AlphaVantageClient, key_facts
-from market_pipeline.resources.av_errors import PremiumOnlyError
-from market_pipeline.resources.storage import MarketDuckDB
-from market_pipeline.settings import configuration_problems
-from market_pipeline.stages.intraday import raw_intraday_frame, validate_intraday
+from market_pipeline.defs.assets import intraday_pipeline
+from market_pipeline.defs.settings import configuration_problems
+from market_pipeline.intraday.stages import raw_intraday_frame, validate_intraday
+from market_pipeline.source.client import AlphaVantageClient, key_facts
+from market_pipeline.source.errors import PremiumOnlyError
+from market_pipeline.store.duckdb_file import MarketDuckDB
 from tests.conftest import TEST_KEY, Run
 from tests.pipeline.helpers import failure_text, materialized, table_rows
 from tests.stubs.alpha_vantage import AlphaVantageStub

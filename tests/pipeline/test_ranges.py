@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from market_pipeline.partitions import RUN_MIN_SYMBOLS, contiguous_blocks, split_block
+from market_pipeline.defs.partitions import RUN_MIN_SYMBOLS, contiguous_blocks, split_block
 
 
 def test_wanted_symbols_form_the_fewest_contiguous_ranges_of_the_registered_order() -> None:

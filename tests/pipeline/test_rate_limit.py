@@ -12,9 +12,9 @@ import pytest
 from pyrate_limiter import Duration, InMemoryBucket, Rate, RateItem, SQLiteBucket
 
 from market_core.home import DataHome
-from market_pipeline.resources.alpha_vantage import AlphaVantageClient
-from market_pipeline.resources.av_errors import DailyQuotaError
-from market_pipeline.resources.rate_limit import (
+from market_pipeline.source.client import AlphaVantageClient
+from market_pipeline.source.errors import DailyQuotaError
+from market_pipeline.source.rate_limit import (
     DAY_BUCKET,
     DAY_MAX_WAIT_SECONDS,
     day_rate,

@@ -15,7 +15,7 @@ from market_core.sessions import (
     previous_session,
     session,
 )
-from market_pipeline import automation
+from market_pipeline.defs import automation
 
 
 def at(day: str, clock: str) -> dt.datetime:

@@ -7,7 +7,7 @@ import datetime as dt
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from market_pipeline.validation import Rules, validate, validate_many
+from market_pipeline.bars.rules import Rules, validate, validate_many
 
 TODAY = dt.date(2024, 6, 28)
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import polars as pl
 
 from market_core.home import DataHome
-from market_pipeline.resources.storage import MarketDuckDB
+from market_pipeline.store.duckdb_file import MarketDuckDB
 
 SYMBOLS = ("AAPL", "AAP", "IBM", "I", "BRK.B", "BRK-B", "BRKB", "SPY", "SSPY", "SS", "S", "FF")
 DAYS = 300

@@ -113,7 +113,7 @@ def test_no_key_under_the_data_home_after_a_failing_ingest(
     for fault in others:
         stub.script(fault.symbol, fault.behaviour)
     stub.script(stopping.symbol, stopping.behaviour)
-    done = run_module("market_pipeline.ingest", env={
+    done = run_module("market_pipeline.cli.ingest", env={
         "ALPHAVANTAGE_API_KEY": TEST_KEY, "ALPHAVANTAGE_BASE_URL": stub.url,
         "MARKET_DATA_HOME": str(home.root), "ALPHAVANTAGE_REQUESTS_PER_SECOND": "0",
         "ALPHAVANTAGE_REQUESTS_PER_MINUTE": "0", "ALPHAVANTAGE_REQUESTS_PER_DAY": "1000",

@@ -19,8 +19,8 @@ import pytest
 from dagster import ExecuteInProcessResult
 
 from market_core.home import DataHome
-from market_pipeline.resources.alpha_vantage import AlphaVantageClient, Fetched
-from market_pipeline.resources.av_errors import TransientHTTPError
+from market_pipeline.source.client import AlphaVantageClient, Fetched
+from market_pipeline.source.errors import TransientHTTPError
 from tests.conftest import TEST_KEY, Run
 from tests.pipeline.helpers import failure_text, materialized, recent_bars
 from tests.reliability.conftest import Traces

@@ -68,9 +68,9 @@ def load(home_dir: str, generation: int, prefix: str = "S") -> bool:
     """One load of a generation through the pipeline's load stage; True if every symbol loaded."""
     from market_core.assets import OHLCV
     from market_core.home import DataHome
-    from market_pipeline import batch
-    from market_pipeline.resources.storage import MarketDuckDB, write_parquet_atomic
-    from market_pipeline.validation import Rules
+    from market_pipeline.bars.rules import Rules
+    from market_pipeline.runs import batch
+    from market_pipeline.store.duckdb_file import MarketDuckDB, write_parquet_atomic
 
     home = DataHome(Path(home_dir))
     frame = bars(generation, prefix)
@@ -124,7 +124,7 @@ def loop(home_dir: str, seconds: int, pause: str = "1.0") -> int:
 
 
 def parquet(path: str, generation: int) -> int:
-    from market_pipeline.resources.storage import write_parquet_atomic
+    from market_pipeline.store.duckdb_file import write_parquet_atomic
 
     frame = big_frame(generation)
     say("begin")

@@ -43,7 +43,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from market_pipeline.sample_source import (
+from market_pipeline.source.sample import (
     daily_payload,
     dividends_payload,
     intraday_payload,

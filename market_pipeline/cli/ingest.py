@@ -1,0 +1,184 @@
+"""``make ingest``: register the watchlist and materialize the graph, headless.
+
+Runs through Dagster (the ``ingest_job`` of the code location, on the data home's instance), so
+the runs, materializations and checks show in the UI afterwards. Dynamic partitions can only be
+run as contiguous ranges, so the wanted symbols are grouped into as few ranges as the registered
+order allows (normally one); with Celery workers (``MARKET_CELERY_BROKER_URL``) each range is
+split into as many runs as the workers run steps at once, and those runs go at the same time
+(each launched by a child process).
+Exits 1 if any symbol failed, 2 on a configuration error.
+``main(symbols)`` loads the given registered or new symbols instead of the watchlist
+(``market_pipeline.cli.retry`` loads the failed ones that way).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from dagster import (
+    DagsterInstance,
+    ExecuteInProcessResult,
+    JobDefinition,
+    JobExecutionResult,
+    build_reconstructable_job,
+    build_resources,
+    execute_job,
+)
+
+from market_core.symbols import InvalidSymbolError
+from market_pipeline.cli.instance import instance_lock, open_instance
+from market_pipeline.definitions import defs, resources
+from market_pipeline.defs.executor import celery_workers, executor_from_env
+from market_pipeline.defs.partitions import (
+    PARTITIONS,
+    WatchlistResource,
+    contiguous_blocks,
+    range_tags,
+    split_block,
+)
+from market_pipeline.defs.settings import configuration_problems
+from market_pipeline.source.client import AlphaVantageResource
+from market_pipeline.store.duckdb_file import MarketDuckDB
+
+RANGE_FLAG = "--range"
+
+
+class ConfigurationError(Exception):
+    """The environment (or a watchlist) holds something the pipeline cannot use."""
+
+
+@contextmanager
+def _resolved() -> Iterator[tuple[AlphaVantageResource, MarketDuckDB, WatchlistResource]]:
+    """The code location's own resources, resolved here so a bad value stops us before a run."""
+    try:
+        with build_resources(resources) as resolved:
+            yield resolved.alpha_vantage, resolved.duckdb, resolved.watchlist
+    except Exception as exc:
+        problems = configuration_problems(exc)
+        if problems is None:
+            raise
+        raise ConfigurationError("; ".join(problems)) from None
+
+
+def register(instance: DagsterInstance, symbols: Sequence[str]) -> list[str]:
+    """Under the instance's lock: Dagster reads the registered keys, then inserts the others, so
+    two ingests adding the same new symbol at once would both insert it and one would fail."""
+    with instance_lock(Path(instance.root_directory)):
+        known = set(instance.get_dynamic_partitions(PARTITIONS))
+        new = [s for s in symbols if s not in known]
+        if new:
+            instance.add_dynamic_partitions(PARTITIONS, new)
+    return new
+
+
+def _worker_places() -> int | str:
+    """How many steps the Celery workers run at once, or why the steps would wait forever in
+    the broker's queue."""
+    from kombu.exceptions import OperationalError as KombuError  # Celery's mode only
+
+    try:
+        workers = celery_workers()
+    except KombuError as exc:
+        return f"the Celery broker (MARKET_CELERY_BROKER_URL) cannot be reached: {exc}"
+    if workers:
+        return sum(workers.values())
+    return (
+        "no Celery worker answers on MARKET_CELERY_BROKER_URL, so the run's steps would wait "
+        "in its queue; start one with `make worker` (on any machine sharing the three variables)"
+    )
+
+
+@contextmanager
+def _executed(
+    job: JobDefinition, instance: DagsterInstance, tags: dict[str, str]
+) -> Iterator[ExecuteInProcessResult | JobExecutionResult]:
+    """One run of ``job``: in this process, or with a Celery broker set through the job's own
+    executor, so that its steps run on the workers (they rebuild the job from its module)."""
+    if executor_from_env() is None:
+        yield job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+        return
+    rebuilt = build_reconstructable_job("market_pipeline.definitions", "resolved_ingest_job")
+    with execute_job(rebuilt, instance=instance, tags=tags, raise_on_error=False) as result:
+        yield result
+
+
+def main(symbols: Sequence[str] | None = None) -> int:
+    try:
+        with _resolved() as (alpha_vantage, duckdb, watchlist):
+            wanted = list(symbols) if symbols is not None else watchlist.wanted()
+            source = "the bundled offline sample" if alpha_vantage.uses_sample else "Alpha Vantage"
+            target = duckdb.database
+    except (ConfigurationError, InvalidSymbolError, OSError) as exc:
+        print(f"ingest: {exc}", file=sys.stderr)
+        return 2
+    if not wanted:
+        print("ingest: the watchlist is empty", file=sys.stderr)
+        return 2
+    places = 1
+    if executor_from_env() is not None:
+        found = _worker_places()
+        if isinstance(found, str):
+            print(f"ingest: {found}", file=sys.stderr)
+            return 2
+        places = found
+    print(f"ingest: {len(wanted)} symbols from {source} into {target}", flush=True)
+    with open_instance() as instance:
+        register(instance, wanted)
+        blocks = contiguous_blocks(instance.get_dynamic_partitions(PARTITIONS), set(wanted))
+        ranges = [part for block in blocks for part in split_block(block, places)]
+        if places == 1:
+            return 0 if all([_run_range(instance, block) for block in ranges]) else 1
+    return _run_in_children(ranges)
+
+
+def _run_range(instance: DagsterInstance, block: Sequence[str]) -> bool:
+    """One run over ``block``, reported as it ends."""
+    job = defs.resolve_job_def("ingest_job")
+    with _executed(job, instance, range_tags(block)) as result:
+        ok = result.success
+        print(
+            f"ingest: run {result.run_id} for {block[0]}..{block[-1]} "
+            f"({len(block)} symbols): {'ok' if ok else 'FAILED'}",
+            flush=True,
+        )
+        for event in result.all_events:
+            error = event.step_failure_data.error if event.is_step_failure else None
+            if error is not None:
+                print(f"ingest: {error.message.strip()}", flush=True)
+    return ok
+
+
+def _run_in_children(ranges: Sequence[Sequence[str]]) -> int:
+    """Each range's run at the same time, each launched by a child process of its own
+    (``--range FIRST LAST``): Dagster's run start reconfigures logging, which deadlocks two
+    runs started from threads of one process. A child's output goes straight to ours."""
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "market_pipeline.cli.ingest", RANGE_FLAG, r[0], r[-1]]
+        )
+        for r in ranges
+    ]
+    codes = [child.wait() for child in children]
+    return 1 if any(codes) else 0
+
+
+def run_registered_range(first: str, last: str) -> int:
+    """``--range FIRST LAST``: one run over that range of registered symbols, as a child of a
+    split ingest (which checked the configuration and the workers, and registered them)."""
+    with open_instance() as instance:
+        registered = instance.get_dynamic_partitions(PARTITIONS)
+        if first not in registered or last not in registered:
+            print(f"ingest: {first}..{last} is not a registered range", file=sys.stderr)
+            return 2
+        block = registered[registered.index(first) : registered.index(last) + 1]
+        return 0 if _run_range(instance, block) else 1
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == [RANGE_FLAG] and len(sys.argv) == 4:
+        raise SystemExit(run_registered_range(sys.argv[2], sys.argv[3]))
+    raise SystemExit(main())
