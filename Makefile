@@ -69,9 +69,12 @@ cluster: setup
 	@exec $(BIN)/python -m market_pipeline.cli.cluster demo --home "$(CLUSTER_HOME)" \
 		--dagster-port $(DAGSTER_PORT) --api-port $(MARKET_API_PORT)
 
-## The fast suite: everything not marked `reliability` or `cluster` (about 6½ minutes on 2 cores).
+## The fast suite: everything not marked `reliability` or `cluster`, spread over TEST_WORKERS processes
+# (pytest-xdist; --dist loadfile keeps a module's costly servers in one process).
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q -m "not reliability and not cluster"; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not reliability and not cluster"; \
+		rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
 ## The whole reliability and security suite (tests/reliability), the long kill -9 and load tests included.
 test-reliability: setup
@@ -85,6 +88,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff check --fix .

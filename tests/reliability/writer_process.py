@@ -90,7 +90,7 @@ def load(home_dir: str, generation: int, prefix: str = "S") -> bool:
 
 def upsert(home_dir: str, generation: int, prefix: str = "S") -> int:
     """``load``, announcing the upsert itself (``begin``/``end``) for the killer."""
-    from market_pipeline.resources import storage
+    from market_pipeline.store import duckdb_file as storage
 
     real_upsert = storage.upsert
 
