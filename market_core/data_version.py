@@ -1,26 +1,6 @@
-"""The data version: which committed state of the DuckDB file readers are looking at.
-
-Loaders keep a tiny record, ``market_data.version``, written under the write lock
-(``market_core.handoff``) and replaced atomically (``market_core.atomic``): line 1 is the
-version, a new one after every load that changed rows; line 2 the fingerprint of the DuckDB file
-and its WAL as the loader left them. Readers ``stat`` the record and the file (a few
-microseconds), so the API can look every few milliseconds and drop its cache as soon as a load
-has committed.
-
-Why the fingerprint: a loader killed after its commit but before it wrote the record leaves a
-file that the record does not describe. Every reader can see that by comparing, with no shared
-state, no clean-up and no write of its own, and then derives a version from the file itself
-(``current``): new for every further change, and the same in every reader process, whether it
-was running during the crash or started after it. The next loader finds the same mismatch and
-publishes a real version before it writes (``adopt``).
-
-Why size and mtime, not a checksum: reading a multi-GB file is out of the question, and these
-two catch every commit. A commit appends to the WAL, which a clean close checkpoints and
-removes, so a commit not followed by a clean close shows as a WAL; a clean close rewrites the
-file, which gets a nanosecond mtime. A load that changes nothing writes nothing (DuckDB leaves
-both files alone). Inode numbers are left out so that a copy that keeps mtimes (``cp -p``,
-``shutil.copy2``) is the same version; a copy that does not reads as a new version once, which
-costs one emptied cache.
+"""The data version: which committed state of the DuckDB file readers are looking at, cheap
+enough to check every few milliseconds and right even after a loader's ``kill -9``
+(docs/design/core-internals.md).
 """
 
 from __future__ import annotations

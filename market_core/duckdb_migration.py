@@ -1,22 +1,5 @@
-"""Moving a data home's DuckDB file from DuckDB 2.0's storage format to the one we run.
-
-The project runs DuckDB 1.5.5 (the DuckLake and postgres extensions of the multi-machine mode
-exist offline only for it), and 1.5.5 cannot open a file that 2.0 wrote ("created with a newer
-version of DuckDB"). Every data home from before that pin holds such a file, and it cannot be
-rebuilt from the Parquet beside it: ``clean/`` keeps each symbol's latest answer, the table the
-whole history of every load. So the file is converted, once, losing nothing:
-
-1. DuckDB 2.0.0 copies each table to Parquet. It runs in its own small venv, ``.venv-duckdb2``
-   beside the project's ``.venv``, which ``make setup`` installs from ``requirements/migrate.txt``
-   (hashed); if it is missing, one is made for the occasion under the data home;
-2. the running DuckDB loads them into a new file with our schema (``market_core.schema``: the
-   unique keys come back) and the row counts are compared;
-3. under the write lock, the old file (and its WAL) is renamed to ``*.duckdb-2.0.bak`` beside
-   it, never deleted, the new one takes its place, and a new data version tells the API.
-
-``make instance`` (run before ``make run``, ``make ingest`` and ``make retry-failed``) calls
-``main``: a file that needs nothing is left alone in milliseconds, and a failure leaves the old
-file exactly as it was.
+"""Converting a data home's DuckDB file written by DuckDB 2.0 to the pinned 1.5.5 format, once,
+losing nothing (docs/design/core-internals.md).
 """
 
 from __future__ import annotations

@@ -1,32 +1,5 @@
-"""How loaders and the API share one DuckDB file: a kernel lock, and checks without side effects.
-
-DuckDB lets one process open a file read-write, or many open it read-only, never both. The API
-wants a long-lived read-only connection (a fresh connect costs ~50 ms, a query on an open one
-~3 ms); a loader needs the file to itself for a few hundred milliseconds per batch. The
-protocol:
-
-* A loader takes an exclusive ``flock`` on ``DataHome.writers_dir / "lock"`` and holds it for
-  its whole read-write session (``exclusive_write``): connect (retrying lock errors with a
-  short backoff until readers have let go), commit, close, record the data version
-  (``market_core.data_version``), release. Loaders queue on the lock, so one writes at a time;
-  between two of them a reader may reopen the file, and the next loader's connect retries until
-  the reader's poll sees the lock and lets go again.
-* A reader asks ``write_locked`` before it opens the file and, from a background poll and
-  before every query, closes its connection as soon as the lock is held. It does not reopen
-  while the lock is held; it serves from its cache and retries misses for a bounded time. The
-  question is a non-blocking shared lock, released at once: it creates, removes and writes
-  nothing, so it works on a read-only data home and two readers never race to clean up.
-* The kernel releases the lock when its holder dies, ``kill -9`` included, and a pid reused by
-  another process holds nothing. A loader killed after its commit but before it recorded the
-  data version is caught by the fingerprint in the record (``data_version.current``), which
-  every reader compares on its own (``VersionWatch``).
-
-Why ``flock`` and not ``fcntl`` (POSIX) record locks: ``flock`` belongs to an open file
-description, so two writers, or a writer and a reader's test, exclude each other inside one
-process too (the tests, an in-process benchmark), whereas POSIX locks are per process and
-dropped by closing any descriptor of the file. The lock file is never removed: unlinking it
-while another loader waits would let two loaders lock two different files. Python opens it
-non-inheritable, so a child process started by a loader does not keep the lock after it dies.
+"""How loaders and the API share one DuckDB file: a kernel ``flock`` that writers hold and
+readers only test, so a ``kill -9`` never leaves a stale lock (docs/design/core-internals.md).
 """
 
 from __future__ import annotations

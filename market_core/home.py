@@ -1,14 +1,5 @@
-"""Paths inside one data home.
-
-Every piece of state of one data home lives below one folder (``MARKET_DATA_HOME``, default
-``./storage``) so that two homes never interfere: Parquet, rejects, the DuckDB file, its data
-version, the rate limiter's bucket and, unless ``DAGSTER_HOME`` is set, the Dagster instance.
-
-The exception is the Parquet a stage hands to the next (``raw/``, ``clean/``, ``rejects/``,
-``raw_actions/``, ``rejects_actions/``, ``raw_intraday/``, ``clean_intraday/``): with
-``MARKET_SHARED_HOME`` set it lives in that folder, which every machine sees, so that a step may
-run on any machine (a Celery worker) and the next step on another. State, logs, the DuckDB file
-and the Dagster home stay with the machine.
+"""Paths inside one data home: every piece of a home's state lives below one folder, so two
+homes never interfere; stage hand-off Parquet moves to ``MARKET_SHARED_HOME`` when it is set.
 """
 
 from __future__ import annotations

@@ -1,21 +1,6 @@
-"""The shared lake: ``ohlcv_data`` and ``corporate_actions`` in a DuckLake whose catalog lives in
-PostgreSQL (``MARKET_POSTGRES_URL``) and whose Parquet files live under ``MARKET_SHARED_HOME``.
-
-This is the one module that knows how to open it, so the pipeline's writer and the API's reader
-cannot disagree on the alias, the data path or the tables. The DuckLake and postgres extensions
-come only from the PyPI wheels built for this DuckDB (``duckdb-extension-ducklake``,
-``duckdb-extension-postgres``): they do not register themselves, so each process installs them
-once, by path, into a per-machine extension directory (``<MARKET_DATA_HOME>/duckdb_extensions``)
-under a file lock, after which ``ATTACH 'ducklake:postgres:...'`` autoloads them from there.
-(``LOAD`` by path would work for ducklake only: the postgres file's entry point is named
-``postgres_scanner``.)
-
-Every commit makes one snapshot, and an identical reload commits nothing, so the current
-snapshot id is the lake's data version. DuckLake has no unique constraints and turns concurrent
-commits that touch one table's rows into a conflict, even on disjoint keys: writers retry the
-whole transaction (``with_conflict_retry``).
-
-The URL may carry a password; it never appears in an exception raised here (``redact``).
+"""The one place that opens the shared lake (DuckLake, PostgreSQL catalog, Parquet under
+``MARKET_SHARED_HOME``), so the pipeline's writer and the API's reader cannot disagree on it
+(docs/design/core-internals.md).
 """
 
 from __future__ import annotations

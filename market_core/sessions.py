@@ -1,13 +1,5 @@
-"""The NYSE session calendar: which days trade, and from when to when (exchange-local time).
-
-One place for it, shared by the daily schedule (no update on a holiday), the intraday sensor
-(fetch only while the market is open) and intraday validation (a bar outside its day's session
-is rejected). Holidays come from the ``holidays`` package's NYSE calendar, which also knows the
-one-off closings (national days of mourning). The early closes are NYSE's standing rule: 13:00
-on the day after Thanksgiving, on July 3 and on December 24 when those are trading weekdays
-(when July 4 or December 25 falls on a Saturday, the Friday before is the holiday itself).
-Times are naive and exchange-local, like the bars' timestamps; daylight saving time changes
-nothing here, because the session is defined on the New York wall clock.
+"""The NYSE session calendar (exchange-local wall-clock times), shared by the schedule, the
+intraday sensor and intraday validation so they cannot disagree.
 """
 
 from __future__ import annotations

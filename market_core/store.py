@@ -1,13 +1,5 @@
-"""The storage seam: what the pipeline writes through and what the API reads through.
-
-The stages and the routes know only these two small protocols, so another store can sit
-behind them without either side changing. Today's implementation is one DuckDB file per data
-home: the pipeline's ``MarketDuckDB`` (``market_pipeline.store.duckdb_file``) writes it under
-a kernel lock and records a data version, and the API's ``Database`` (``market_api.db``) holds
-it read-only, lets go while a loader writes, and follows the recorded version
-(``market_core.handoff``). A shared lake for several machines (DuckLake with a Postgres
-catalog) would commit a snapshot per load and hand the snapshot id out as the data version,
-with no lock, no version file and no hand-off at all.
+"""The storage seam the pipeline writes through and the API reads through: two small protocols,
+with the embedded DuckDB file and the shared lake behind them.
 """
 
 from __future__ import annotations
