@@ -12,12 +12,12 @@ import sys
 from dagster import build_resources
 
 from market_pipeline.bars.rules import Rules
-from market_pipeline.definitions import resources as location_resources
+from market_pipeline.definitions import resources_from_env
 from market_pipeline.runs.batch import ALL_STAGES, BatchRunner, BatchSettings
 
 
 def main() -> int:
-    with build_resources(location_resources) as resources:
+    with build_resources(resources_from_env()) as resources:
         source, duckdb = resources.alpha_vantage, resources.duckdb
         runner = BatchRunner(
             home=duckdb.home,

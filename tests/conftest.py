@@ -11,7 +11,7 @@ from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
 from market_core.home import DataHome
 from market_pipeline.definitions import resources_from_env
-from market_pipeline.defs.assets import symbol_pipeline
+from market_pipeline.defs.daily import symbol_pipeline
 from market_pipeline.defs.partitions import symbols_partitions
 from tests.stubs.alpha_vantage import AlphaVantageStub
 

@@ -1,14 +1,9 @@
 """``make ingest``: register the watchlist and materialize the graph, headless.
 
-Runs through Dagster (the ``ingest_job`` of the code location, on the data home's instance), so
-the runs, materializations and checks show in the UI afterwards. Dynamic partitions can only be
-run as contiguous ranges, so the wanted symbols are grouped into as few ranges as the registered
-order allows (normally one); with Celery workers (``MARKET_CELERY_BROKER_URL``) each range is
-split into as many runs as the workers run steps at once, and those runs go at the same time
-(each launched by a child process).
-Exits 1 if any symbol failed, 2 on a configuration error.
-``main(symbols)`` loads the given registered or new symbols instead of the watchlist
-(``market_pipeline.cli.retry`` loads the failed ones that way).
+Runs the location's ``ingest_job`` on the data home's instance, so runs and checks show in the
+UI afterwards. Dynamic partitions run as contiguous ranges, so the wanted symbols become as few
+ranges as the registered order allows; with Celery workers each range is split across them, a
+child process per run. Exits 1 if any symbol failed, 2 on a configuration error.
 """
 
 from __future__ import annotations
@@ -21,6 +16,7 @@ from pathlib import Path
 
 from dagster import (
     DagsterInstance,
+    Definitions,
     ExecuteInProcessResult,
     JobDefinition,
     JobExecutionResult,
@@ -31,7 +27,8 @@ from dagster import (
 
 from market_core.symbols import InvalidSymbolError
 from market_pipeline.cli.instance import instance_lock, open_instance
-from market_pipeline.definitions import defs, resources
+from market_pipeline.definitions import defs
+from market_pipeline.defs.automation import INGEST_JOB
 from market_pipeline.defs.executor import celery_workers, executor_from_env
 from market_pipeline.defs.partitions import (
     PARTITIONS,
@@ -51,17 +48,30 @@ class ConfigurationError(Exception):
     """The environment (or a watchlist) holds something the pipeline cannot use."""
 
 
-@contextmanager
-def _resolved() -> Iterator[tuple[AlphaVantageResource, MarketDuckDB, WatchlistResource]]:
-    """The code location's own resources, resolved here so a bad value stops us before a run."""
+def _location() -> Definitions:
+    """The code location as Dagster loads it; a bad value stops us here, before a run."""
     try:
-        with build_resources(resources) as resolved:
+        return defs()
+    except Exception as exc:
+        raise _configuration_error(exc) from None
+
+
+@contextmanager
+def _resolved(
+    location: Definitions,
+) -> Iterator[tuple[AlphaVantageResource, MarketDuckDB, WatchlistResource]]:
+    """The location's own resources, resolved here so a bad value stops us before a run."""
+    try:
+        with build_resources(location.resources or {}) as resolved:
             yield resolved.alpha_vantage, resolved.duckdb, resolved.watchlist
     except Exception as exc:
-        problems = configuration_problems(exc)
-        if problems is None:
-            raise
-        raise ConfigurationError("; ".join(problems)) from None
+        raise _configuration_error(exc) from None
+
+
+def _configuration_error(exc: Exception) -> Exception:
+    """``exc`` as the variables it names, or itself if it is not about the configuration."""
+    problems = configuration_problems(exc)
+    return exc if problems is None else ConfigurationError("; ".join(problems))
 
 
 def register(instance: DagsterInstance, symbols: Sequence[str]) -> list[str]:
@@ -107,8 +117,11 @@ def _executed(
 
 
 def main(symbols: Sequence[str] | None = None) -> int:
+    """Load ``symbols`` (registered or new; ``cli.retry`` passes the failed ones), or else the
+    watchlist."""
     try:
-        with _resolved() as (alpha_vantage, duckdb, watchlist):
+        location = _location()
+        with _resolved(location) as (alpha_vantage, duckdb, watchlist):
             wanted = list(symbols) if symbols is not None else watchlist.wanted()
             source = "the bundled offline sample" if alpha_vantage.uses_sample else "Alpha Vantage"
             target = duckdb.database
@@ -131,13 +144,13 @@ def main(symbols: Sequence[str] | None = None) -> int:
         blocks = contiguous_blocks(instance.get_dynamic_partitions(PARTITIONS), set(wanted))
         ranges = [part for block in blocks for part in split_block(block, places)]
         if places == 1:
-            return 0 if all([_run_range(instance, block) for block in ranges]) else 1
+            return 0 if all([_run_range(location, instance, b) for b in ranges]) else 1
     return _run_in_children(ranges)
 
 
-def _run_range(instance: DagsterInstance, block: Sequence[str]) -> bool:
+def _run_range(location: Definitions, instance: DagsterInstance, block: Sequence[str]) -> bool:
     """One run over ``block``, reported as it ends."""
-    job = defs.resolve_job_def("ingest_job")
+    job = location.resolve_job_def(INGEST_JOB)
     with _executed(job, instance, range_tags(block)) as result:
         ok = result.success
         print(
@@ -175,7 +188,7 @@ def run_registered_range(first: str, last: str) -> int:
             print(f"ingest: {first}..{last} is not a registered range", file=sys.stderr)
             return 2
         block = registered[registered.index(first) : registered.index(last) + 1]
-        return 0 if _run_range(instance, block) else 1
+        return 0 if _run_range(_location(), instance, block) else 1
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ from market_core.atomic import write_text_atomic
 from market_core.env import SettingsError
 from market_core.home import DataHome, shared_from_env
 from market_core.lake import POSTGRES_URL_VAR
-from market_pipeline.defs.assets import ALPHA_VANTAGE_POOL
+from market_pipeline.defs.outcomes import ALPHA_VANTAGE_POOL
 from market_pipeline.source.rate_limit import postgres_url_from_env
 
 SETTINGS_YAML = """\

@@ -22,7 +22,7 @@ from market_pipeline.actions.fetch import last_actions_fetch
 from market_pipeline.actions.policy import actions_due
 from market_pipeline.cli import ingest
 from market_pipeline.cli.instance import open_instance
-from market_pipeline.defs.assets import symbol_pipeline
+from market_pipeline.defs.daily import symbol_pipeline
 from market_pipeline.defs.partitions import PARTITIONS, symbols_partitions
 
 

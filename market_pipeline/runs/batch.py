@@ -1,23 +1,10 @@
-"""Running many symbols through the stages in one Dagster step: the executor.
+"""The daily and corporate-actions runner: many symbols through their stages in one Dagster step.
 
-A backfill of 1000 symbols is one run (``BackfillPolicy.single_run``), not 3000 processes. Each
-symbol is fetched on its own (``raw_data``); fetched symbols are then cleaned a batch at a time
-(``clean_data``: one validation query for the batch, files read and written on a thread pool),
-and their clean bars upserted in batches of rows (``ohlcv_data``: one transaction each, on a
-writer thread, so that batch N is loaded while batch N+1 is cleaned). ``market_pipeline.runs.plan``
-decides the batches; this module runs them. A symbol is still the unit of failure: one symbol's
-bad answer, bad data or failed write never stops the others. The run returns a typed result per
-symbol and stage, or the symbol's failure (``market_pipeline.runs.outcome``); the asset reports them
-to Dagster and fails at the end, naming every failed symbol, if any did.
-
-Corporate actions come after the bars of every symbol of the run (the bars go first within the
-daily quota): the symbols whose actions are due (``market_pipeline.actions.policy``: first load,
-weekly, or a large move no known action explains) get their ``SPLITS`` and ``DIVIDENDS`` answers
-(``raw_actions``), as many as the calls left allow, then are validated and loaded in one
-transaction per batch (``corporate_actions``). A symbol whose actions are not due gets no
-materialization of either. A bad key or a spent daily quota met there leaves the loaded bars
-materialized; the symbols whose actions were not reached are failures of the actions alone, so
-the step fails and names them, and their actions stay due for the next run.
+A backfill of 1000 symbols is one run, not 3000 processes: symbols are fetched one by one,
+cleaned a batch at a time and upserted a batch of rows per transaction on a writer thread
+(``runs.plan`` decides the batches). A symbol is the unit of failure. Corporate actions come
+after every symbol's bars, for the symbols whose actions are due. docs/design/runs-and-assets.md
+tells the whole story.
 """
 
 from __future__ import annotations
@@ -44,6 +31,7 @@ from market_pipeline.runs.outcome import (
     ActionsLoaded,
     BatchOutcome,
     Cleaned,
+    ErrorKind,
     Loaded,
     NotAttempted,
     StageFailed,
@@ -124,7 +112,7 @@ class _Run:
         every = max(1, len(symbols) // 20)
         for taken, symbol in enumerate(symbols, start=1):
             if self.stop_reason is not None:
-                self.failures[symbol] = NotAttempted(symbol, self.stop_reason)
+                self.failures[symbol] = NotAttempted(symbol, RAW, self.stop_reason)
                 continue
             if self._fetch(symbol):
                 self.planner.fetched(symbol, time.monotonic())
@@ -151,17 +139,17 @@ class _Run:
             raw = fetch_raw(self.client, self.home, symbol, self.settings.outputsize)
         except STOP_ERRORS as exc:  # every later symbol would fail the same way
             self.stop_reason = str(exc).removeprefix(f"{symbol}: ")
-            self._failed(symbol, RAW, str(exc), f"{symbol}: failed, stopping this run: {exc}")
+            self._failed(symbol, RAW, exc, f"{symbol}: failed, stopping this run: {exc}")
             return False
         except SYMBOL_ERRORS as exc:
-            self._failed(symbol, RAW, str(exc))
+            self._failed(symbol, RAW, exc)
             return False
         self.results[RAW][symbol] = raw
         return True
 
-    def _failed(self, symbol: str, stage: str, message: str, log: str | None = None) -> None:
-        self.failures[symbol] = StageFailed(symbol, stage, message)
-        self.log(log or f"{symbol}: failed: {message}")
+    def _failed(self, symbol: str, stage: str, exc: Exception, log: str | None = None) -> None:
+        self.failures[symbol] = StageFailed.of(symbol, stage, exc)
+        self.log(log or f"{symbol}: failed: {exc}")
 
     def _clean(self, batch: CleanBatch) -> None:
         """Clean a batch (or read its clean files) and hand the load batches due to the writer."""
@@ -185,13 +173,13 @@ class _Run:
                     self.results[CLEAN][symbol] = Cleaned.of(result)
                     frames[symbol] = result.validated.clean
                 else:
-                    self._failed(symbol, CLEAN, str(result))
+                    self._failed(symbol, CLEAN, result)
         elif OHLCV in self.stages:
             for symbol, read in read_cleans(self.home, symbols).items():
                 if isinstance(read, pl.DataFrame):
                     frames[symbol] = read
                 else:
-                    self._failed(symbol, OHLCV, str(read))
+                    self._failed(symbol, OHLCV, read)
         return frames
 
     def _start_load(self, load: LoadBatch) -> None:
@@ -212,7 +200,7 @@ class _Run:
         except Exception as exc:  # the batch rolled back: every symbol in it failed to load
             for symbol in frames:
                 self.failures[symbol] = StageFailed(
-                    symbol, OHLCV, f"{symbol}: DuckDB upsert failed: {exc}"
+                    symbol, OHLCV, ErrorKind.LOAD, f"{symbol}: DuckDB upsert failed: {exc}"
                 )
             self.log(f"DuckDB upsert of {len(frames)} symbols failed and was rolled back: {exc}")
             return
@@ -256,9 +244,7 @@ class _Run:
         fetched: list[str] = []
         for due in take:
             if self.stop_reason is not None:
-                self.failures[due.symbol] = NotAttempted(
-                    due.symbol, self.stop_reason, actions_only=True
-                )
+                self.failures[due.symbol] = NotAttempted(due.symbol, RAW_ACTIONS, self.stop_reason)
             elif self._fetch_one(due):
                 fetched.append(due.symbol)
         return fetched
@@ -283,11 +269,11 @@ class _Run:
             raw = fetch_raw_actions(self.client, self.home, symbol)
         except STOP_ERRORS as exc:
             self.stop_reason = str(exc).removeprefix(f"{symbol}: ")
-            self._failed(symbol, RAW_ACTIONS, str(exc),
+            self._failed(symbol, RAW_ACTIONS, exc,
                          f"{symbol}: corporate actions failed, stopping them: {exc}")  # fmt: skip
             return False
         except SYMBOL_ERRORS as exc:
-            self._failed(symbol, RAW_ACTIONS, str(exc))
+            self._failed(symbol, RAW_ACTIONS, exc)
             return False
         self.results[RAW_ACTIONS][symbol] = ActionsFetched.of(raw, due.detail)
         return True
@@ -299,7 +285,7 @@ class _Run:
             if isinstance(result, ActionsResult):
                 good.append(result)
             else:
-                self._failed(symbol, ACTIONS, str(result))
+                self._failed(symbol, ACTIONS, result)
         size = max(1, self.settings.load_batch_symbols)
         for start in range(0, len(good), size):
             self._load_actions_batch(good[start : start + size])
@@ -311,7 +297,10 @@ class _Run:
         except Exception as exc:  # the transaction rolled back: every symbol in it failed
             for result in batch:
                 self.failures[result.symbol] = StageFailed(
-                    result.symbol, ACTIONS, f"{result.symbol}: corporate actions load failed: {exc}"
+                    result.symbol,
+                    ACTIONS,
+                    ErrorKind.LOAD,
+                    f"{result.symbol}: corporate actions load failed: {exc}",
                 )
             self.log(f"corporate actions load of {len(batch)} symbols rolled back: {exc}")
             return

@@ -1,11 +1,8 @@
-"""One intraday run over many symbols: fetch, validate, then one load for all of them.
+"""The intraday runner: fetch and validate each symbol, then one load for all of them.
 
-A symbol is the unit of failure, as in the daily batch: a bad answer, a file that cannot be
-read or an answer without a valid bar fails that symbol, and the others still load. Some
-answers are about the key, not the symbol, and stop the fetches that would only repeat them: a
-refused endpoint (a free key: intraday is premium), a wrong key, a used-up daily quota. The
-load is one transaction (``StoreWriter.load_intraday``): if it fails, none of the batch is
-stored and every symbol in it fails with the reason.
+Same shape as the daily runner (``runs.batch``): a typed result per symbol and stage or the
+symbol's failure, in a ``BatchOutcome``. An answer about the key (intraday refused to a free
+key, a wrong key, a spent quota) stops the fetches that would only repeat it.
 """
 
 from __future__ import annotations
@@ -17,15 +14,19 @@ import polars as pl
 
 from market_core.assets import CLEAN_INTRADAY, INTRADAY, RAW_INTRADAY
 from market_core.home import DataHome
-from market_core.schema import INTRADAY_COLUMNS
-from market_core.store import LoadStats, StoreWriter
+from market_core.schema import INTRADAY_COLUMNS, INTRADAY_TABLE
+from market_core.store import StoreWriter
 from market_pipeline.bars.rules import Rules
-from market_pipeline.intraday.stages import (
-    CleanIntraday,
-    IntradayError,
-    RawIntraday,
-    clean_intraday,
-    fetch_raw_intraday,
+from market_pipeline.intraday.stages import IntradayError, clean_intraday, fetch_raw_intraday
+from market_pipeline.runs.outcome import (
+    BatchOutcome,
+    ErrorKind,
+    IntradayCleaned,
+    IntradayLoaded,
+    NotAttempted,
+    StageFailed,
+    StageResult,
+    SymbolFailure,
 )
 from market_pipeline.source.client import AlphaVantageClient
 from market_pipeline.source.errors import (
@@ -37,6 +38,7 @@ from market_pipeline.source.errors import (
 
 KEY_WIDE = (PremiumOnlyError, InvalidApiKeyError, DailyQuotaError)
 """Answers about the key: every later symbol would get the same."""
+INTRADAY_STAGES = (RAW_INTRADAY, CLEAN_INTRADAY, INTRADAY)
 
 
 @dataclass(frozen=True)
@@ -44,20 +46,6 @@ class IntradaySettings:
     interval: str
     extended: bool
     rules: Rules = field(default_factory=Rules)
-
-
-@dataclass
-class IntradayOutcome:
-    symbols: list[str]
-    raw: dict[str, RawIntraday] = field(default_factory=dict)
-    clean: dict[str, CleanIntraday] = field(default_factory=dict)
-    loaded: dict[str, int] = field(default_factory=dict)
-    """Bars offered to the table per symbol."""
-    stats: LoadStats | None = None
-    failures: dict[str, str] = field(default_factory=dict)
-    stopped_by: str | None = None
-    """The key-wide answer that stopped the fetches (the premium refusal), if any."""
-    refused: bool = False
 
 
 def read_clean_intraday(home: DataHome, symbol: str, interval: str) -> pl.DataFrame:
@@ -70,91 +58,130 @@ def read_clean_intraday(home: DataHome, symbol: str, interval: str) -> pl.DataFr
         raise IntradayError(f"{symbol}: cannot read {path}: {exc}") from exc
 
 
-class IntradayRun:
+class IntradayRunner:
+    """The intraday stages selected for a run and what they read and write."""
+
     def __init__(
         self,
         *,
         home: DataHome,
         client: AlphaVantageClient | None,
         store: StoreWriter | None,
-        stages: set[str],
+        stages: Sequence[str],
         settings: IntradaySettings,
         log: Callable[[str], None] = lambda _: None,
     ) -> None:
-        self._home, self._client, self._store = home, client, store
-        self._stages, self._settings, self._log = stages, settings, log
+        self.home, self.client, self.store = home, client, store
+        self.stages = [s for s in INTRADAY_STAGES if s in stages]
+        self.settings, self.log = settings, log
 
-    def over(self, symbols: Sequence[str]) -> IntradayOutcome:
-        outcome = IntradayOutcome(list(symbols))
+    def run(self, symbols: Sequence[str]) -> BatchOutcome:
+        return _Run(self).over(symbols)
+
+
+class _Run:
+    """One run's state: the results so far, and the clean bars waiting for the load."""
+
+    def __init__(self, runner: IntradayRunner) -> None:
+        self.runner, self.settings, self.log = runner, runner.settings, runner.log
+        self.results: dict[str, dict[str, StageResult]] = {s: {} for s in runner.stages}
+        self.failures: dict[str, SymbolFailure] = {}
+        self.bars: dict[str, pl.DataFrame] = {}
+        self.stop_reason: str | None = None
+
+    def over(self, symbols: Sequence[str]) -> BatchOutcome:
         for symbol in symbols:
-            if RAW_INTRADAY in self._stages and not self._fetch(outcome, symbol):
+            if RAW_INTRADAY in self.results and not self._fetch(symbol):
                 continue
-            if CLEAN_INTRADAY in self._stages:
-                self._clean(outcome, symbol)
-        if INTRADAY in self._stages:
-            self._load(outcome)
-        return outcome
+            if CLEAN_INTRADAY in self.results:
+                self._clean(symbol)
+        if INTRADAY in self.results:
+            self._load(symbols)
+        return BatchOutcome(tuple(symbols), self.results, self.failures)
 
-    def _fetch(self, outcome: IntradayOutcome, symbol: str) -> bool:
-        if outcome.stopped_by is not None:
-            outcome.failures[symbol] = f"{symbol}: not fetched: {outcome.stopped_by}"
+    def _failed(self, symbol: str, stage: str, exc: Exception) -> None:
+        self.failures[symbol] = StageFailed.of(symbol, stage, exc)
+        self.log(f"{symbol}: failed: {exc}")
+
+    def _fetch(self, symbol: str) -> bool:
+        """``raw_intraday`` for one symbol; False if the symbol failed or was not tried."""
+        if self.stop_reason is not None:
+            self.failures[symbol] = NotAttempted(symbol, RAW_INTRADAY, self.stop_reason)
             return False
-        if self._client is None:
-            raise ValueError("raw_intraday selected without an Alpha Vantage client")
-        settings = self._settings
+        assert self.runner.client is not None
+        interval = self.settings.interval
         try:
-            outcome.raw[symbol] = fetch_raw_intraday(
-                self._client, self._home, symbol, settings.interval, extended=settings.extended
+            raw = fetch_raw_intraday(
+                self.runner.client,
+                self.runner.home,
+                symbol,
+                interval,
+                extended=self.settings.extended,
             )
         except KEY_WIDE as exc:
-            outcome.failures[symbol] = str(exc)
-            outcome.stopped_by = str(exc)
-            outcome.refused = isinstance(exc, PremiumOnlyError)
+            self.stop_reason = str(exc)
+            self._failed(symbol, RAW_INTRADAY, exc)
             return False
         except (AlphaVantageError, OSError) as exc:
-            outcome.failures[symbol] = str(exc)
+            self._failed(symbol, RAW_INTRADAY, exc)
             return False
-        self._log(f"{symbol}: {outcome.raw[symbol].rows} {settings.interval} bars fetched")
+        self.results[RAW_INTRADAY][symbol] = raw
+        self.log(f"{symbol}: {raw.rows} {interval} bars fetched")
         return True
 
-    def _clean(self, outcome: IntradayOutcome, symbol: str) -> None:
-        settings = self._settings
+    def _clean(self, symbol: str) -> None:
+        settings = self.settings
         try:
-            outcome.clean[symbol] = clean_intraday(
-                self._home,
+            cleaned = clean_intraday(
+                self.runner.home,
                 symbol,
                 settings.interval,
                 extended=settings.extended,
                 rules=settings.rules,
             )
         except (IntradayError, OSError) as exc:
-            outcome.failures[symbol] = str(exc)
+            self._failed(symbol, CLEAN_INTRADAY, exc)
+            return
+        self.results[CLEAN_INTRADAY][symbol] = IntradayCleaned.of(cleaned)
+        if INTRADAY in self.results:
+            self.bars[symbol] = cleaned.bars
 
-    def _load(self, outcome: IntradayOutcome) -> None:
-        if self._store is None:
-            raise ValueError("intraday_data selected without a store")
+    def _load(self, symbols: Sequence[str]) -> None:
+        """``intraday_data``: every symbol that has not failed, in one transaction."""
+        store = self.runner.store
+        assert store is not None
         frames: dict[str, pl.DataFrame] = {}
-        for symbol in outcome.symbols:
-            if symbol in outcome.failures:
+        for symbol in symbols:
+            if symbol in self.failures:
                 continue
-            cleaned = outcome.clean.get(symbol)
+            cleaned = self.bars.pop(symbol, None)
             try:
                 frames[symbol] = (
-                    cleaned.bars
+                    cleaned
                     if cleaned is not None
-                    else read_clean_intraday(self._home, symbol, self._settings.interval)
+                    else read_clean_intraday(self.runner.home, symbol, self.settings.interval)
                 )
             except IntradayError as exc:
-                outcome.failures[symbol] = str(exc)
+                self._failed(symbol, INTRADAY, exc)
         if not frames:
             return
         try:
-            outcome.stats = self._store.load_intraday(list(frames.values()))
-        except Exception as exc:
+            stats = store.load_intraday(list(frames.values()))
+        except Exception as exc:  # the transaction rolled back: every symbol in it failed
             for symbol in frames:
-                outcome.failures[symbol] = (
-                    f"{symbol}: the intraday load into {self._store.database} failed, nothing "
-                    f"of the batch was stored: {type(exc).__name__}: {exc}"
+                self.failures[symbol] = StageFailed(
+                    symbol,
+                    INTRADAY,
+                    ErrorKind.LOAD,
+                    f"{symbol}: the intraday load into {store.database} failed, nothing "
+                    f"of the batch was stored: {type(exc).__name__}: {exc}",
                 )
             return
-        outcome.loaded = {symbol: frame.height for symbol, frame in frames.items()}
+        self.log(
+            f"Upserted {stats.rows} {self.settings.interval} bars: {stats.inserted} new, "
+            f"{stats.updated} revised, {stats.unchanged} unchanged"
+        )
+        for symbol, frame in frames.items():
+            self.results[INTRADAY][symbol] = IntradayLoaded(
+                symbol, frame.height, INTRADAY_TABLE, stats.inserted, stats.updated
+            )

@@ -1,9 +1,8 @@
-"""What a batch run returns: a typed result per symbol and stage, or the symbol's failure.
+"""What a run of any path returns: a typed result per symbol and stage, or the symbol's failure.
 
-The results are values, not metadata dicts: ``market_pipeline.defs.assets`` turns each type into
-Dagster metadata in one place, and tests read fields that mypy knows. They hold no bars (a
-backfill's clean frames would otherwise stay in memory until the run ends), only what a
-materialization reports about them.
+Values, not metadata dicts, so that one function in ``defs`` maps every result to Dagster
+metadata and tests read fields mypy knows. They hold no bars: a backfill's frames would
+otherwise stay in memory until the run ends.
 """
 
 from __future__ import annotations
@@ -11,16 +10,25 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TypeVar
 
 import polars as pl
 
+from market_core.assets import ACTIONS, RAW_ACTIONS, RAW_INTRADAY
 from market_core.schema import DIVIDEND, SPLIT
 from market_pipeline.actions.clean import ActionsResult
 from market_pipeline.actions.fetch import RawActionsResult
 from market_pipeline.actions.known import move_days
 from market_pipeline.daily.clean import CleanResult
 from market_pipeline.daily.fetch import RawResult
+from market_pipeline.intraday.stages import CleanIntraday, RawIntraday
+from market_pipeline.source.errors import (
+    AlphaVantageError,
+    DailyQuotaError,
+    InvalidApiKeyError,
+    PremiumOnlyError,
+)
 
 PREVIEW_ROWS = 5
 
@@ -156,8 +164,90 @@ class ActionsLoaded:
         )
 
 
-StageResult = RawResult | Cleaned | Loaded | ActionsFetched | ActionsLoaded
-"""One symbol's result of one stage; ``assets._metadata`` maps each type to Dagster metadata."""
+@dataclass(frozen=True)
+class IntradayCleaned:
+    """``clean_intraday`` of one symbol and interval, without the bars."""
+
+    symbol: str
+    interval: str
+    rows: int
+    first: str
+    last: str
+    rejected: int
+    reject_counts: Mapping[str, int]
+    flagged: int
+    path: str
+    rejects_path: str
+
+    @classmethod
+    def of(cls, result: CleanIntraday) -> IntradayCleaned:
+        v = result.validated
+        ts = v.clean.get_column("timestamp")
+        return cls(
+            symbol=result.symbol,
+            interval=result.interval,
+            rows=v.clean.height,
+            first=str(ts.min()),
+            last=str(ts.max()),
+            rejected=v.rejects.height,
+            reject_counts=dict(v.reject_counts),
+            flagged=int(v.clean.get_column("flags").is_not_null().sum()),
+            path=result.path,
+            rejects_path=result.rejects_path,
+        )
+
+
+@dataclass(frozen=True)
+class IntradayLoaded:
+    """``intraday_data`` of one symbol: the bars it offered; ``batch_*`` count the transaction."""
+
+    symbol: str
+    rows: int
+    table: str
+    batch_inserted: int
+    batch_revised: int
+
+
+StageResult = (
+    RawResult
+    | Cleaned
+    | Loaded
+    | ActionsFetched
+    | ActionsLoaded
+    | RawIntraday
+    | IntradayCleaned
+    | IntradayLoaded
+)
+"""One symbol's result of one stage, of any path; ``defs.outcomes.metadata`` maps each type."""
+
+
+class ErrorKind(StrEnum):
+    """Why a symbol failed, as far as what to do next differs."""
+
+    SOURCE = "source"
+    """Alpha Vantage's answer for this symbol (unknown symbol, malformed, retries spent)."""
+    KEY = "key"
+    """An answer about the key (wrong key, daily quota used up): later symbols would get it too."""
+    REFUSED = "refused"
+    """The endpoint is not in the key's plan (intraday on a free key)."""
+    DATA = "data"
+    """The symbol's own files or bars: missing, unreadable, or nothing valid in them."""
+    LOAD = "load"
+    """The transaction holding the symbol rolled back: nothing of its batch was stored."""
+
+
+def kind_of(exc: Exception) -> ErrorKind:
+    if isinstance(exc, PremiumOnlyError):
+        return ErrorKind.REFUSED
+    if isinstance(exc, InvalidApiKeyError | DailyQuotaError):
+        return ErrorKind.KEY
+    if isinstance(exc, AlphaVantageError):
+        return ErrorKind.SOURCE
+    return ErrorKind.DATA
+
+
+ACTIONS_STAGES = (RAW_ACTIONS, ACTIONS)
+"""A failure here leaves the symbol's bars loaded: only its corporate actions stay due."""
 
 
 @dataclass(frozen=True)
@@ -166,18 +256,31 @@ class StageFailed:
 
     symbol: str
     stage: str
+    kind: ErrorKind
     message: str
+
+    @classmethod
+    def of(cls, symbol: str, stage: str, exc: Exception) -> StageFailed:
+        return cls(symbol, stage, kind_of(exc), str(exc))
+
+    @property
+    def actions_only(self) -> bool:
+        return self.stage in ACTIONS_STAGES
 
 
 @dataclass(frozen=True)
 class NotAttempted:
-    """An earlier symbol hit an error every later one would hit too (a bad key, a spent daily
-    quota), so this one was not tried. ``actions_only``: the error came during the corporate
-    actions, after this symbol's bars were loaded; only its actions wait (they stay due)."""
+    """An earlier symbol met an answer every later one would get too (a bad key, a spent daily
+    quota), so this one was not tried at ``stage``. At a corporate-actions stage its bars are
+    loaded; only its actions wait (they stay due)."""
 
     symbol: str
+    stage: str
     reason: str
-    actions_only: bool = False
+
+    @property
+    def actions_only(self) -> bool:
+        return self.stage in ACTIONS_STAGES
 
     @property
     def message(self) -> str:
@@ -186,6 +289,8 @@ class NotAttempted:
                 f"{self.symbol}: corporate actions not attempted (they stay due for the next "
                 f"run; its bars are not affected): {self.reason}"
             )
+        if self.stage == RAW_INTRADAY:
+            return f"{self.symbol}: not fetched: {self.reason}"
         return f"{self.symbol}: not attempted: {self.reason}"
 
 
@@ -198,15 +303,14 @@ class BatchOutcome:
     """Every symbol of the run ends materialized up to its last selected stage, or failed.
 
     ``materialized`` maps each selected stage, in the order the data flows, to its symbols'
-    results, in the order they were produced. A symbol fails at most once: its actions are
-    attempted only when its bars did not fail."""
+    results, in the order they were produced. A symbol fails at most once."""
 
     symbols: tuple[str, ...]
     materialized: Mapping[str, Mapping[str, StageResult]]
     failures: Mapping[str, SymbolFailure]
     unexplained_moves: Mapping[str, tuple[dt.date, ...]] = field(default_factory=dict)
     """Per cleaned symbol with large moves, the days no known action explains (after this
-    run's actions were loaded): the ``unexplained_large_move`` check."""
+    run's actions were loaded): the ``unexplained_large_move`` check. Daily path only."""
 
     def results(self, kind: type[R]) -> dict[str, R]:
         """Each symbol's result of one type, e.g. ``results(Cleaned)`` for the asset checks."""

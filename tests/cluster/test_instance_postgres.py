@@ -20,7 +20,7 @@ from market_pipeline.cli.instance import (
     ensure_instance,
     open_instance,
 )
-from market_pipeline.defs.assets import ALPHA_VANTAGE_POOL
+from market_pipeline.defs.outcomes import ALPHA_VANTAGE_POOL
 from tests.cluster.machines import Barrier, children, finished, machine_env, python
 from tests.cluster.services import PostgresService
 

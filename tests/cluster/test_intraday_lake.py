@@ -15,7 +15,7 @@ from market_core.home import DataHome
 from market_core.lake import connect
 from market_core.store import LoadStats
 from market_pipeline.definitions import resources_from_env
-from market_pipeline.defs.assets import intraday_pipeline
+from market_pipeline.defs.intraday import intraday_pipeline
 from market_pipeline.store.duckdb_file import MarketDuckDB
 from market_pipeline.store.lake import MarketLake
 from tests.cluster.services import PostgresService

@@ -171,8 +171,9 @@ def test_the_code_location_has_the_job_and_its_schedule_in_lake_mode(
 ) -> None:
     probe = (
         "from market_pipeline.definitions import defs\n"
-        "print(sorted(j.name for j in defs.resolve_all_job_defs()))\n"
-        "print(sorted(s.name for s in defs.schedules or []))\n"
+        "location = defs()\n"
+        "print(sorted(j.name for j in location.resolve_all_job_defs()))\n"
+        "print(sorted(s.name for s in location.schedules or []))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MARKET_", "DAGSTER_"))}
     env["MARKET_DATA_HOME"] = str(tmp_path / "home")

@@ -9,7 +9,8 @@ from market_pipeline.defs.automation import DAILY_UPDATE_CRON
 
 
 def test_schedule_and_sensors_run_by_default_and_target_the_pipeline() -> None:
-    repo = defs.get_repository_def()
+    location = defs()
+    repo = location.get_repository_def()
     schedule = repo.get_schedule_def("daily_update")
     assert (schedule.cron_schedule, schedule.execution_timezone) == (
         DAILY_UPDATE_CRON, "America/New_York"
@@ -21,7 +22,7 @@ def test_schedule_and_sensors_run_by_default_and_target_the_pipeline() -> None:
     assert all(s.default_status == DefaultSensorStatus.RUNNING for s in sensors.values())
     assert sensors["watchlist"].job_name == "ingest_job"
     assert sensors["intraday"].job_name == "intraday_job"
-    graph = defs.resolve_asset_graph()
+    graph = location.resolve_asset_graph()
     followed = sensors["follow_raw_data"].asset_selection.resolve(graph)  # type: ignore[union-attr]
     assert followed == {
         AssetKey("clean_data"),

@@ -10,7 +10,8 @@ from filelock import FileLock
 
 from market_core.home import DataHome
 from market_pipeline.cli.instance import LOCK_NAME, InstanceBusyError, open_instance
-from market_pipeline.defs.assets import ALPHA_VANTAGE_POOL, symbol_pipeline
+from market_pipeline.defs.daily import symbol_pipeline
+from market_pipeline.defs.outcomes import ALPHA_VANTAGE_POOL
 
 
 def test_the_instance_lives_in_the_data_home_and_queues_runs_one_pool_slot_at_a_time(

@@ -19,8 +19,8 @@ from dagster import (
 
 from market_core.exchange import EXCHANGE_TZ
 from market_pipeline.definitions import defs, resources_from_env
-from market_pipeline.defs.assets import intraday_pipeline
 from market_pipeline.defs.automation import TRIGGER_TAG
+from market_pipeline.defs.intraday import intraday_pipeline
 from market_pipeline.defs.intraday_sensor import (
     INTRADAY_JOB,
     SLOT_TAG,
@@ -68,8 +68,8 @@ def skipped(result: SkipReason | SensorResult) -> str:
 
 
 def test_the_sensor_is_wired_to_the_intraday_job() -> None:
-    assert defs.resolve_sensor_def("intraday").job_name == INTRADAY_JOB
-    job = defs.resolve_job_def(INTRADAY_JOB)
+    assert defs().resolve_sensor_def("intraday").job_name == INTRADAY_JOB
+    job = defs().resolve_job_def(INTRADAY_JOB)
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {
         "raw_intraday", "clean_intraday", "intraday_data"
     }  # fmt: skip
@@ -219,7 +219,7 @@ def test_the_sensor_waits_for_an_unfinished_intraday_run(
 ) -> None:
     monkeypatch.setenv("ALPHAVANTAGE_INTRADAY_INTERVAL", "5min")
     instance.add_dynamic_partitions("symbols", SYMBOLS)
-    job = defs.resolve_job_def(INTRADAY_JOB)
+    job = defs().resolve_job_def(INTRADAY_JOB)
     going = instance.create_run_for_job(job, status=DagsterRunStatus.STARTED)
     waiting = skipped(tick_at(instance, new_york("2024-11-08 10:02")))
     assert f"the intraday run {going.run_id} has not finished yet" in waiting

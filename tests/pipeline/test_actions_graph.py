@@ -260,8 +260,9 @@ def test_the_offline_sample_loads_the_watchlists_actions_and_its_split_explains_
 def test_raw_actions_asked_for_alone_are_fetched_and_corporate_actions_follow(
     aaa: AlphaVantageStub, run: Run, instance: DagsterInstance, home: DataHome
 ) -> None:
+    location = defs()
     assert run(["AAA"]).success
-    tick = evaluate_automation_conditions(defs=defs, instance=instance)
+    tick = evaluate_automation_conditions(defs=location, instance=instance)
     assert tick.total_requested == 0
 
     aaa.set_actions("AAA", "DIVIDENDS", [])
@@ -269,7 +270,7 @@ def test_raw_actions_asked_for_alone_are_fetched_and_corporate_actions_follow(
     assert asked.success, failure_text(asked)
     assert calls(aaa, "AAA") == (1, 2, 2)
     assert metadata(asked, RAW_ACTIONS, "AAA")["reason"].startswith("asked for")
-    tick = evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+    tick = evaluate_automation_conditions(defs=location, instance=instance, cursor=tick.cursor)
     assert tick.get_requested_partitions(AssetKey(ACTIONS)) == {"AAA"}
 
     followed = run(["AAA"], selection=[ACTIONS])

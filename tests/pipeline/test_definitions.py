@@ -26,7 +26,7 @@ def test_dagster_definitions_validate_passes() -> None:
 
 
 def test_three_partitioned_assets_in_a_chain() -> None:
-    graph = defs.resolve_asset_graph()
+    graph = defs().resolve_asset_graph()
     raw, clean, ohlcv = (AssetKey(k) for k in ("raw_data", "clean_data", "ohlcv_data"))
     assert graph.get(clean).parent_keys == {raw}
     assert graph.get(ohlcv).parent_keys == {clean}

@@ -14,7 +14,7 @@ from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, build_res
 from market_core.home import DataHome
 from market_core.sessions import session
 from market_pipeline.definitions import defs, resources_from_env
-from market_pipeline.defs.assets import intraday_pipeline
+from market_pipeline.defs.intraday import intraday_pipeline
 from market_pipeline.defs.settings import configuration_problems
 from market_pipeline.intraday.stages import raw_intraday_frame, validate_intraday
 from market_pipeline.source.client import AlphaVantageClient, key_facts
@@ -274,7 +274,7 @@ def test_with_the_interval_off_nothing_intraday_is_fetched_and_the_daily_graph_i
     by_hand = run_intraday(instance, ["AAPL"])
     assert not by_hand.success and "ALPHAVANTAGE_INTRADAY_INTERVAL is off" in failure_text(by_hand)
     assert keyed.count(function=INTRADAY) == 0 and not intraday_rows(home)
-    ingest = defs.resolve_job_def("ingest_job")
+    ingest = defs().resolve_job_def("ingest_job")
     assert {k.to_user_string() for k in ingest.asset_layer.executable_asset_keys} == {
         "raw_data", "clean_data", "ohlcv_data", "raw_actions", "corporate_actions"
     }  # fmt: skip
