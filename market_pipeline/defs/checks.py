@@ -1,15 +1,8 @@
-"""One Dagster asset check per validation rule, so the UI shows data quality per rule and symbol.
+"""One asset check per validation rule, so the UI shows data quality per rule and symbol.
 
-The checks are evaluated inside the step that cleans the data (the counts are a by-product of
-validation, not a second pass over the files). A reject rule that fired means the vendor sent
-impossible rows: they were quarantined, so the check warns rather than blocks. A flag rule that
-fired means suspicious but possible bars (a split) were kept and marked.
-
-The corporate-actions rules are checks on ``corporate_actions`` (``reject_bad_date`` ...), from
-the validation of the symbols loaded in the run. ``unexplained_large_move`` (on ``clean_data``,
-beside ``flag_large_move``) narrows that flag to the moves no known action explains (no split or
-dividend with that ex-date, stored or in the raw files, after the run's actions were loaded):
-in unadjusted prices, a split we do not know of, or a data problem worth a look.
+Evaluated in the step that validates (the counts are a by-product, not a second pass); they
+warn rather than block, since rejected rows are already quarantined.
+docs/design/runs-and-assets.md says what each kind of rule means.
 """
 
 from __future__ import annotations
