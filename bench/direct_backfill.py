@@ -12,7 +12,7 @@ import sys
 from dagster import build_resources
 
 from market_pipeline.bars.rules import Rules
-from market_pipeline.definitions import resources_from_env
+from market_pipeline.defs.resources import resources_from_env
 from market_pipeline.runs.batch import ALL_STAGES, BatchRunner, BatchSettings
 
 

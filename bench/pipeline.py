@@ -1,7 +1,7 @@
 """Benchmarks 4 and 5: the pipeline's transform + load, and the daily increment.
 
 Ours is the real code path: ``BatchRunner`` (``market_pipeline.runs.batch``) with the selected
-stages, over a data home whose ``raw/`` is the generated data set, writing through ``MarketDuckDB``
+stages, over a data home whose ``raw/`` is the generated data set, writing through the file store
 (writer marker, one transaction per batch of symbols, checkpoint, data version). Every
 repetition starts from a fresh data home and an empty (or freshly copied) DuckDB file.
 """
@@ -24,7 +24,7 @@ from market_core.schema import COLUMNS, CREATE_TABLE_SQL, TABLE
 from market_pipeline.bars.rules import CLEAN_SCHEMA, Rules
 from market_pipeline.runs.batch import BatchRunner, BatchSettings
 from market_pipeline.store.bars import upsert
-from market_pipeline.store.duckdb_file import MarketDuckDB
+from market_pipeline.store.duckdb_file import DuckDBFileStore
 
 ROWWISE_ROWS = 2_000
 """Rows the row-by-row baseline inserts per repetition (it manages a few hundred a second)."""
@@ -43,7 +43,7 @@ def run_ours(home: DataHome, symbols: Sequence[str], stages: Sequence[str]) -> f
     runner = BatchRunner(
         home=home,
         client=None,
-        duckdb=MarketDuckDB(database=str(home.duckdb_path)) if OHLCV in stages else None,
+        duckdb=DuckDBFileStore(database=str(home.duckdb_path)) if OHLCV in stages else None,
         stages=stages,
         settings=BatchSettings(outputsize="compact", rules=Rules()),
         log=lambda _: None,
@@ -216,7 +216,7 @@ def daily_increment(data: DataSet, reps: int) -> Result:
         _expect_rows(home.duckdb_path, table_before + new_rows)
 
         home = _home_with_table(data, "increment-direct")
-        db = MarketDuckDB(database=str(home.duckdb_path))
+        db = DuckDBFileStore(database=str(home.duckdb_path))
         start = time.perf_counter()
         with db.write_connection() as conn:
             upsert(conn, [new_bars])

@@ -5,7 +5,7 @@ The server is ``make api``'s command over a copy of the full generated table, pi
 share of the clients: raw sockets on loopback, one ``GET /instruments/<symbol>/stream`` each
 (symbols spread over the data set), read with ``selectors``, recording when each socket first
 sees an event of each commit. This process commits daily increments through the pipeline's own
-store (``MarketDuckDB.load``: one new bar for every symbol, so every client gets an event per
+store (``DuckDBFileStore.load``: one new bar for every symbol, so every client gets an event per
 commit) and notes when each load returned, i.e. when its commit and data version were published
 (in file mode a reader cannot see a commit before the loader lets go of the file). It runs
 on the clients' CPU meanwhile, so that the server's core serves the streams alone.
@@ -46,7 +46,7 @@ import psutil
 from bench.datagen import LAST_DAY, DataSet, ensure_duckdb
 from bench.harness import BENCH_DIR, WORK_DIR, Goal, Result
 from bench.servers import LOAD_CPU, Server, ours, pinned, running
-from market_pipeline.store.duckdb_file import MarketDuckDB
+from market_pipeline.store.duckdb_file import DuckDBFileStore
 
 CLIENT_PROCESSES = 2
 COMMIT_SPACING_SECONDS = 0.3
@@ -198,7 +198,7 @@ def one_repetition(server: Server, home: Path, names: list[str], sizes: Sizes) -
         clients.start(server, client_paths(names, sizes))
         time.sleep(IDLE_SETTLE_SECONDS)
         connected_rss = server_rss(server)
-        store = MarketDuckDB(database=str(home / "market_data.duckdb"))
+        store = DuckDBFileStore(database=str(home / "market_data.duckdb"))
         base = newest_commit(home / "market_data.duckdb")
         committed: dict[int, float] = {}
         load_seconds: list[float] = []
@@ -320,7 +320,7 @@ def push_stream(symbols: int, reps: int, quick: bool) -> Result:
         "when positive: the streams themselves cost tens of KiB each at most."
     )
     result.notes.append(
-        "Latency is measured from the return of MarketDuckDB.load (the commit checkpointed "
+        "Latency is measured from the return of DuckDBFileStore.load (the commit checkpointed "
         "and its data version published) to the client's read of the event."
     )
     return result

@@ -6,11 +6,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dagster import Definitions, JobDefinition, definitions
 
-from dagster import ConfigurableResource, Definitions, JobDefinition, definitions
-
-from market_core.home import DataHome
 from market_pipeline.defs.automation import (
     INGEST_JOB,
     daily_update,
@@ -22,24 +19,7 @@ from market_pipeline.defs.executor import executor_from_env
 from market_pipeline.defs.intraday import intraday_job, intraday_pipeline
 from market_pipeline.defs.intraday_sensor import intraday_sensor
 from market_pipeline.defs.maintenance import maintenance_definitions
-from market_pipeline.defs.partitions import WatchlistResource
-from market_pipeline.source.client import AlphaVantageResource
-from market_pipeline.store.lake import store_from_env
-
-
-def resources_from_env(**alpha_vantage: Any) -> dict[str, ConfigurableResource]:
-    """The resources every op, schedule and sensor of the location gets, from the environment.
-
-    The data home is read once and handed to both resources that need it as an absolute path:
-    the DuckDB file's path is built from it, so it cannot stay an ``EnvVar``. ``alpha_vantage``
-    sets other fields of that resource (tests shorten its backoff and timeouts).
-    """
-    home = DataHome.from_env()
-    return {
-        "alpha_vantage": AlphaVantageResource.from_env(str(home.root), **alpha_vantage),
-        "duckdb": store_from_env(home),
-        "watchlist": WatchlistResource.from_env(),
-    }
+from market_pipeline.defs.resources import resources_from_env
 
 
 @definitions

@@ -10,9 +10,9 @@ import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
 from market_core.home import DataHome
-from market_pipeline.definitions import resources_from_env
 from market_pipeline.defs.daily import symbol_pipeline
 from market_pipeline.defs.partitions import symbols_partitions
+from market_pipeline.defs.resources import resources_from_env
 from tests.stubs.alpha_vantage import AlphaVantageStub
 
 TEST_KEY = "TESTKEY1234567890SECRET"

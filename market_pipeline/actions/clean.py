@@ -1,10 +1,10 @@
 """The validate step of ``corporate_actions``: the raw_actions answers, checked, per symbol.
 
 Reads each symbol's SPLITS and DIVIDENDS files, validates all symbols in one query
-(``actions_validation``) and writes each symbol's rejects atomically, also when there are none,
+(``actions.rules``) and writes each symbol's rejects atomically, also when there are none,
 so the rejects file always describes the latest answer. A symbol is the unit of failure: missing
 or unreadable files, or a failed write, fail that symbol alone. Loading the events is
-``MarketDuckDB.load_actions``.
+``StoreWriter.load_actions``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from market_pipeline.actions.rules import (
     ValidatedActions,
     validate_actions_many,
 )
-from market_pipeline.store.duckdb_file import write_parquet_atomic
+from market_pipeline.store.files import write_parquet_atomic
 
 FUNCTIONS = ("splits", "dividends")
 """The raw_actions folders, one per Alpha Vantage function."""
@@ -34,7 +34,7 @@ class ActionsError(Exception):
 
 @dataclass(frozen=True)
 class ActionsResult:
-    """One symbol's validated answer: what ``MarketDuckDB.load_actions`` takes
+    """One symbol's validated answer: what ``StoreWriter.load_actions`` takes
     (``market_core.store.SymbolActions``) and what the run's metadata reports."""
 
     symbol: str

@@ -13,23 +13,22 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Protocol
 
-import duckdb
 import polars as pl
 
 from market_core.home import DataHome
-from market_core.schema import ACTIONS_TABLE, DIVIDEND, SPLIT
+from market_core.schema import DIVIDEND, SPLIT
 from market_pipeline.actions.policy import unexplained
 from market_pipeline.actions.rules import WIRE_NAMES
+from market_pipeline.store.actions import stored_ex_dates_in_file
 
 FOLDERS = {SPLIT: "splits", DIVIDEND: "dividends"}
 LARGE_MOVE = "large_move"
 
 
 def move_days(clean: pl.DataFrame) -> tuple[dt.date, ...]:
-    """The days ``validation`` flagged ``large_move`` in clean bars, ascending."""
+    """The days ``bars.rules`` flagged ``large_move`` in clean bars, ascending."""
     if clean.is_empty():
         return ()
     days = clean.filter(pl.col("flags").str.contains(LARGE_MOVE).fill_null(False))
@@ -54,30 +53,6 @@ class ExDateStore(Protocol):
     """Where the stored actions are (``market_core.store.StoreWriter``)."""
 
     def stored_ex_dates(self, symbols: Sequence[str]) -> dict[str, set[dt.date]]: ...
-
-
-_STORED_EX_DATES_SQL = f"SELECT symbol, ex_date FROM {ACTIONS_TABLE} WHERE list_contains(?, symbol)"
-
-
-def stored_ex_dates(
-    conn: duckdb.DuckDBPyConnection, symbols: Sequence[str]
-) -> dict[str, set[dt.date]]:
-    """Each symbol's ex-dates in ``corporate_actions`` on ``conn`` (the file's or the lake's)."""
-    stored: dict[str, set[dt.date]] = {}
-    for symbol, ex_date in conn.execute(_STORED_EX_DATES_SQL, [list(symbols)]).fetchall():
-        stored.setdefault(symbol, set()).add(ex_date)
-    return stored
-
-
-def stored_ex_dates_in_file(path: Path, symbols: Sequence[str]) -> dict[str, set[dt.date]]:
-    """The DuckDB file's ex-dates, through a read-only connection."""
-    if not symbols or not path.exists():
-        return {}
-    try:
-        with duckdb.connect(str(path), read_only=True) as conn:
-            return stored_ex_dates(conn, symbols)
-    except duckdb.Error:  # no table yet, or another process writes the file right now
-        return {}
 
 
 def known_ex_dates(

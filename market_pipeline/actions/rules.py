@@ -1,6 +1,6 @@
 """Corporate-action rows in, (events, rejects, counts, complete kinds) out: pure polars.
 
-The discipline of ``validation`` for bars: a row that breaks a rule goes to the rejects with the
+The discipline of ``bars.rules``: a row that breaks a rule goes to the rejects with the
 first rule it breaks, never dropped silently, and never reaches the table. A rejected row must
 not delete a stored event either, so the answer also tells the store which kinds it may treat as
 complete (``complete_kinds``) and which events it mentioned at all (``answered``).
@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from market_core.schema import ACTIONS_COLUMNS, DIVIDEND, SPLIT
+from market_core.schema import DIVIDEND, SPLIT
+from market_pipeline.store.actions import EVENT_SCHEMA, iso_date
 
 REJECT_RULES: dict[str, str] = {
     "bad_date": "the ex-date is not YYYY-MM-DD, or another date is neither that nor None/empty",
@@ -46,20 +47,7 @@ OTHER_DATES = ("declaration_date", "record_date", "payment_date")
 UNKNOWN_DATES = ("None", "")
 """How Alpha Vantage writes a date nobody recorded: null in the table, not an error."""
 
-EVENT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "symbol": pl.String,
-    "ex_date": pl.Date,
-    "kind": pl.String,
-    "split_factor": pl.Float64,
-    "amount": pl.Float64,
-    "declaration_date": pl.Date,
-    "record_date": pl.Date,
-    "payment_date": pl.Date,
-}
-assert tuple(EVENT_SCHEMA) == ACTIONS_COLUMNS
 REJECT_COLUMNS = ("symbol", "kind", *FIELDS, "reason", "fetched_at")
-KEY_COLUMNS = ("symbol", "ex_date", "kind")
-KEY_SCHEMA = {c: EVENT_SCHEMA[c] for c in KEY_COLUMNS}
 FETCHED_AT = pl.Datetime("us", "UTC")
 
 
@@ -81,13 +69,6 @@ class ValidatedActions:
     complete_kinds: frozenset[str] = frozenset(KINDS)
     """Kinds every row of which had a readable ex-date: an event of such a kind that the answer
     does not mention has vanished from the vendor's history."""
-
-
-def _date(column: str) -> pl.Expr:
-    """The ISO date, or null; the pattern first, since the parser takes "87-06-16" as year 87."""
-    text = pl.col(column).str.strip_chars()
-    iso = text.str.contains(r"^\d{4}-\d{2}-\d{2}$")
-    return pl.when(iso).then(text.str.to_date("%Y-%m-%d", strict=False))
 
 
 def _received(raw: pl.DataFrame, kind: str) -> list[pl.Expr]:
@@ -135,12 +116,12 @@ def parse(rows: pl.LazyFrame) -> pl.LazyFrame:
         pl.col(c).is_null() | pl.col(c).str.strip_chars().is_in(UNKNOWN_DATES) for c in OTHER_DATES
     ]
     return rows.with_columns(
-        _date("ex_date").alias("_ex_date"),
+        iso_date("ex_date").alias("_ex_date"),
         pl.col("split_factor").str.strip_chars().cast(pl.Float64, strict=False).alias("_split"),
         pl.col("amount").str.strip_chars().cast(pl.Float64, strict=False).alias("_amount"),
-        *(_date(c).alias(f"_{c}") for c in OTHER_DATES),
+        *(iso_date(c).alias(f"_{c}") for c in OTHER_DATES),
         pl.any_horizontal(
-            [~known & _date(c).is_null() for c, known in zip(OTHER_DATES, unknown, strict=True)]
+            [~known & iso_date(c).is_null() for c, known in zip(OTHER_DATES, unknown, strict=True)]
         ).alias("_bad_other_date"),
     )
 
@@ -261,15 +242,3 @@ def validate_actions(
 ) -> ValidatedActions:
     """Split one symbol's SPLITS and DIVIDENDS answers into events, rejects and counts."""
     return validate_actions_many({symbol: RawActions(splits, dividends)})[symbol]
-
-
-def answered(events: pl.DataFrame, rejects: pl.DataFrame) -> pl.DataFrame:
-    """Every (symbol, ex_date, kind) an answer mentions with a readable ex-date, accepted or
-    rejected: the stored events a load must keep (a bad row never deletes one)."""
-    mentioned = rejects.select("symbol", _date("ex_date").alias("ex_date"), "kind").drop_nulls(
-        "ex_date"
-    )
-    return pl.concat(
-        [events.select(KEY_COLUMNS).cast(KEY_SCHEMA), mentioned.cast(KEY_SCHEMA)],  # type: ignore[arg-type]
-        how="vertical",
-    ).unique()

@@ -37,9 +37,8 @@ from market_pipeline.defs.partitions import (
     range_tags,
     split_block,
 )
+from market_pipeline.defs.resources import AlphaVantageResource, MarketDuckDB
 from market_pipeline.defs.settings import configuration_problems
-from market_pipeline.source.client import AlphaVantageResource
-from market_pipeline.store.duckdb_file import MarketDuckDB
 
 RANGE_FLAG = "--range"
 

@@ -1,6 +1,6 @@
 """Stage 2, ``clean_data``: typed, normalized, validated bars per symbol.
 
-Reads the symbols' raw Parquet, applies ``validation.validate_many`` to all of them at once and
+Reads the symbols' raw Parquet, applies ``bars.rules.validate_many`` to all of them at once and
 writes each symbol's clean bars and rejects (each with the rule that rejected it) atomically. A
 symbol is the unit of failure: a missing or unreadable raw file, a response with no valid bar
 at all (the previous clean file stays in place) or a failed write fails that symbol alone.
@@ -29,8 +29,7 @@ from market_pipeline.bars.rules import (
     Validated,
     validate_many,
 )
-from market_pipeline.store.duckdb_file import write_parquet_atomic
-from market_pipeline.store.files import read_each
+from market_pipeline.store.files import read_each, write_parquet_atomic
 
 RAW_COLUMNS = [*INPUT_COLUMNS, "last_refreshed"]
 T = TypeVar("T")

@@ -16,9 +16,9 @@ from typing import Any
 import polars as pl
 
 from market_core.home import DataHome
-from market_pipeline.defs.settings import OutputSize
 from market_pipeline.source.client import AlphaVantageClient, Fetched, PairsDict
-from market_pipeline.store.duckdb_file import write_parquet_atomic
+from market_pipeline.source.wire import OutputSize
+from market_pipeline.store.files import write_parquet_atomic
 
 FIELDS = {"open": "1. open", "high": "2. high", "low": "3. low", "close": "4. close",
           "volume": "5. volume"}  # fmt: skip

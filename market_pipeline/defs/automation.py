@@ -66,7 +66,7 @@ from market_pipeline.defs.partitions import (
     range_tags,
     symbols_partitions,
 )
-from market_pipeline.source.client import AlphaVantageResource
+from market_pipeline.defs.resources import AlphaVantageResource
 
 INGEST_JOB = "ingest_job"
 DAILY_UPDATE_CRON = "30 18 * * 1-5"

@@ -33,10 +33,9 @@ from market_pipeline.defs.outcomes import (
     rules_of,
 )
 from market_pipeline.defs.partitions import WatchlistResource, symbols_partitions
+from market_pipeline.defs.resources import AlphaVantageResource, MarketDuckDB
 from market_pipeline.runs.batch import BatchRunner, BatchSettings
 from market_pipeline.runs.outcome import ActionsLoaded, Cleaned
-from market_pipeline.source.client import AlphaVantageResource
-from market_pipeline.store.duckdb_file import MarketDuckDB
 
 GROUP = "market"
 
@@ -105,7 +104,7 @@ def symbol_pipeline(
     runner = BatchRunner(
         home=duckdb.home,
         client=alpha_vantage.client() if stages & {RAW, RAW_ACTIONS} else None,
-        duckdb=duckdb if stages & {OHLCV, ACTIONS} else None,
+        duckdb=duckdb.store() if stages & {OHLCV, ACTIONS} else None,
         stages=sorted(stages),
         settings=BatchSettings(
             outputsize=alpha_vantage.outputsize,  # type: ignore[arg-type]

@@ -22,9 +22,8 @@ from market_pipeline.defs.outcomes import (
     rules_of,
 )
 from market_pipeline.defs.partitions import WatchlistResource, symbols_partitions
+from market_pipeline.defs.resources import AlphaVantageResource, MarketDuckDB
 from market_pipeline.runs.intraday import IntradayRunner, IntradaySettings
-from market_pipeline.source.client import AlphaVantageResource
-from market_pipeline.store.duckdb_file import MarketDuckDB
 
 INTRADAY_GROUP = "intraday"
 INTRADAY_SPECS = [
@@ -85,7 +84,7 @@ def intraday_pipeline(
     runner = IntradayRunner(
         home=duckdb.home,
         client=alpha_vantage.client() if RAW_INTRADAY in stages else None,
-        store=duckdb if INTRADAY in stages else None,
+        store=duckdb.store() if INTRADAY in stages else None,
         stages=sorted(stages),
         settings=IntradaySettings(
             alpha_vantage.intraday_interval,

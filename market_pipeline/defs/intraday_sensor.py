@@ -45,7 +45,7 @@ from market_core.exchange import EXCHANGE_TZ
 from market_core.sessions import Session, exchange_holiday, exchange_time, next_session, session
 from market_pipeline.defs.automation import TRIGGER_TAG, block_requests
 from market_pipeline.defs.partitions import PARTITIONS
-from market_pipeline.source.client import AlphaVantageResource
+from market_pipeline.defs.resources import AlphaVantageResource
 
 INTRADAY_JOB = "intraday_job"
 SLOT_TAG = "market/intraday_slot"

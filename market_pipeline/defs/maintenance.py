@@ -42,7 +42,7 @@ from market_core.lake import (
     with_conflict_retry,
     write_lock,
 )
-from market_pipeline.store.lake import MarketLake
+from market_pipeline.defs.resources import MarketLake
 
 KEEP_DAYS_VAR = "MARKET_LAKE_KEEP_DAYS"
 DEFAULT_KEEP_DAYS = 30
@@ -124,8 +124,9 @@ def maintain_lake(
     context: OpExecutionContext, config: LakeMaintenanceConfig, duckdb: MarketLake
 ) -> Output[None]:
     keep_days = keep_days_from_env() if config.keep_days is None else config.keep_days
-    with write_lock(duckdb.settings):  # loads wait, rather than retry against each step
-        conn = connect(duckdb.settings)
+    settings = duckdb.store().settings
+    with write_lock(settings):  # loads wait, rather than retry against each step
+        conn = connect(settings)
         try:
             stats = maintain(conn, keep_days)
         finally:

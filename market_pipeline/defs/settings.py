@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from dagster import DagsterInvalidConfigError, EnvVar
 from pydantic import BaseModel, ValidationError
-
-OutputSize = Literal["compact", "full", "auto"]
-OUTPUTSIZES: tuple[OutputSize, ...] = ("compact", "full", "auto")
 
 
 def env_fields(

@@ -1,7 +1,7 @@
 """The intraday stages, ``raw_intraday -> clean_intraday``: one TIME_SERIES_INTRADAY answer per
 symbol and interval, kept as received, then validated.
 
-Validation is the daily bars' (``validation.value_conditions``, ``flag``): missing or NaN
+Validation is the daily bars' (``bars.rules.value_conditions``, ``flag``): missing or NaN
 values, non-positive prices, a negative volume, inconsistent high/low; large moves and volume
 outliers are flagged. On top, the timestamp's rules: it parses, it is not after the answer was
 fetched, its day is an NYSE trading day and the bar starts inside that day's session
@@ -35,13 +35,13 @@ from market_pipeline.bars.rules import (
     value_conditions,
     volume_median,
 )
-from market_pipeline.daily.fetch import FIELDS
 from market_pipeline.source.client import (
     AlphaVantageClient,
     FetchedIntraday,
     PairsDict,
 )
-from market_pipeline.store.duckdb_file import write_parquet_atomic
+from market_pipeline.source.wire import FIELDS
+from market_pipeline.store.files import write_parquet_atomic
 from market_pipeline.store.intraday import BAR_SCHEMA
 
 RAW_INTRADAY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {

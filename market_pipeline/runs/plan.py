@@ -1,14 +1,7 @@
-"""Which symbols go in which batch: the pure half of ``market_pipeline.runs.batch``.
+"""Which symbols go in which batch: the pure half of ``runs.batch``.
 
-A fetched symbol waits for its clean batch: up to ``clean_batch_symbols`` symbols validated in
-one query, or fewer once the first of them has waited ``load_batch_seconds`` (a rate-limited key
-fetches a symbol every few seconds, and its bars must not wait minutes for company). A cleaned
-symbol then waits for its load batch, one DuckDB transaction. The transaction holds the write
-lock the API waits for, so it is bounded by rows and by symbols, and by the same seconds.
-
-The planner decides and does nothing else: it reads no file and no clock (the executor passes
-the time in), so its decisions are tested with plain numbers, and a stage added to the executor
-batches the way the others do without a line here.
+It reads no file and no clock (the runner passes the time in), so its decisions are tested with
+plain numbers; docs/design/runs-and-assets.md says how the batches are bounded and why.
 """
 
 from __future__ import annotations
@@ -17,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from market_pipeline.bars.rules import Rules
-from market_pipeline.defs.settings import OutputSize
+from market_pipeline.source.wire import OutputSize
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The Alpha Vantage client and its Dagster resource.
+"""The Alpha Vantage client: plain Python, wrapped for Dagster by ``defs.resources``.
 
 One pooled ``requests`` session with explicit timeouts (per socket wait, and a deadline for the
 whole call, so a server trickling bytes cannot hold it); every request first takes a permit from
@@ -21,12 +21,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 import requests
-from dagster import ConfigurableResource, InitResourceContext
-from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 from requests.adapters import HTTPAdapter
 from tenacity import (
     Retrying,
@@ -38,7 +36,6 @@ from tenacity import (
 from market_core.atomic import write_text_atomic
 from market_core.home import DataHome
 from market_core.schema import INTRADAY_INTERVALS
-from market_pipeline.defs.settings import OUTPUTSIZES, env_fields, is_unresolved, stripped_or
 from market_pipeline.source.errors import (
     ACTIONS_FUNCTIONS,
     MalformedResponseError,
@@ -53,11 +50,10 @@ from market_pipeline.source.errors import (
 )
 from market_pipeline.source.rate_limit import (
     SharedRateLimiter,
-    calls_available,
     key_id,
-    postgres_url_from_env,
 )
 from market_pipeline.source.sample import SAMPLE_BASE_URL, SampleAdapter
+from market_pipeline.source.wire import FIELDS
 
 DEFAULT_BASE_URL = "https://www.alphavantage.co/query"
 INTRADAY_OFF = "off"
@@ -93,8 +89,6 @@ class FetchedIntraday:
 
 ActionsFunction = Literal["SPLITS", "DIVIDENDS"]
 Datatype = Literal["json", "csv"]
-CSV_FIELDS = {"open": "1. open", "high": "2. high", "low": "3. low", "close": "4. close",
-              "volume": "5. volume"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -352,15 +346,15 @@ class AlphaVantageClient:
             text = response.content.decode("utf-8", errors="replace")
             rows = list(csv.reader(io.StringIO(text)))
             header = [h.strip().lower() for h in rows[0]] if rows else []
-            if header[:1] != ["timestamp"] or not set(CSV_FIELDS) <= set(header):
+            if header[:1] != ["timestamp"] or not set(FIELDS) <= set(header):
                 head = redact(text[:80], self._key).replace("\n", " ")
                 raise MalformedResponseError(
                     f"{who}: Alpha Vantage answered CSV without the intraday columns "
                     f"(starts {head!r})"
                 )
-            column = {name: header.index(name) for name in ("timestamp", *CSV_FIELDS)}
+            column = {name: header.index(name) for name in ("timestamp", *FIELDS)}
             pairs = [
-                (row[0], {key: _cell(row, column[name]) for name, key in CSV_FIELDS.items()})
+                (row[0], {key: _cell(row, column[name]) for name, key in FIELDS.items()})
                 for row in rows[1:]
                 if row
             ]
@@ -481,194 +475,3 @@ class AlphaVantageClient:
 
 def _cell(row: list[str], index: int) -> str | None:
     return row[index] if index < len(row) else None
-
-
-class AlphaVantageResource(ConfigurableResource):
-    """The source's knobs, each declared here once, for the fetch, the schedule and the sensor.
-
-    ``from_env`` sets a field from its variable only when that variable is set (``ENV``); the
-    key stays an ``EnvVar``, so the UI shows its variable's name, never the key.
-    """
-
-    ENV: ClassVar[dict[str, str]] = {
-        "api_key": "ALPHAVANTAGE_API_KEY",
-        "base_url": "ALPHAVANTAGE_BASE_URL",
-        "requests_per_second": "ALPHAVANTAGE_REQUESTS_PER_SECOND",
-        "requests_per_minute": "ALPHAVANTAGE_REQUESTS_PER_MINUTE",
-        "requests_per_day": "ALPHAVANTAGE_REQUESTS_PER_DAY",
-        "outputsize": "ALPHAVANTAGE_OUTPUTSIZE",
-        "intraday_interval": "ALPHAVANTAGE_INTRADAY_INTERVAL",
-        "intraday_extended": "ALPHAVANTAGE_INTRADAY_EXTENDED",
-    }
-
-    data_home: str = Field(description="MARKET_DATA_HOME: the rate limiter's state lives here.")
-    api_key: str | None = Field(
-        default=None, description="ALPHAVANTAGE_API_KEY; unset = the bundled offline sample."
-    )
-    base_url: str = Field(default=DEFAULT_BASE_URL, description="ALPHAVANTAGE_BASE_URL")
-    requests_per_second: int = Field(
-        default=1, description="ALPHAVANTAGE_REQUESTS_PER_SECOND; 0 = no limit at that scale."
-    )
-    requests_per_minute: int = Field(
-        default=5, description="ALPHAVANTAGE_REQUESTS_PER_MINUTE; 0 = no limit at that scale."
-    )
-    requests_per_day: int = Field(
-        default=25,
-        description="ALPHAVANTAGE_REQUESTS_PER_DAY; 0 = no daily quota (premium keys). The "
-        "daily update plans its symbols with this value, the fetch obeys it.",
-    )
-    outputsize: str = Field(
-        default="auto",
-        description="ALPHAVANTAGE_OUTPUTSIZE: compact (latest 100 bars), full, or auto.",
-    )
-    intraday_interval: str = Field(
-        default=INTRADAY_OFF,
-        description="ALPHAVANTAGE_INTRADAY_INTERVAL: off, 1min, 5min, 15min, 30min or 60min. "
-        "Not off: the intraday sensor fetches TIME_SERIES_INTRADAY (a premium endpoint) for "
-        "every watchlist symbol once per interval during the NYSE session.",
-    )
-    intraday_extended: str = Field(
-        default="false",
-        description="ALPHAVANTAGE_INTRADAY_EXTENDED: true = bars of the extended hours too "
-        "(04:00-20:00 New York), false = the regular session (09:30-16:00).",
-    )
-    timeout_seconds: float = 30.0
-    """The longest wait for the connection or for any bytes of an answer."""
-    deadline_seconds: float = 120.0
-    """The longest one call may take, connect to last byte (a retry starts a new call)."""
-    max_attempts: int = 6
-    backoff_seconds: float = 1.0
-
-    _client: AlphaVantageClient | None = PrivateAttr(default=None)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-
-    @classmethod
-    def from_env(cls, data_home: str, **overrides: Any) -> AlphaVantageResource:
-        return cls(**{"data_home": data_home, **env_fields(cls, cls.ENV), **overrides})
-
-    @field_validator("api_key", mode="before")
-    @classmethod
-    def _api_key(cls, value: object) -> object:
-        return stripped_or(value, None)
-
-    @field_validator("base_url", mode="before")
-    @classmethod
-    def _base_url(cls, value: object) -> object:
-        return stripped_or(value, DEFAULT_BASE_URL)
-
-    @field_validator("outputsize", mode="before")
-    @classmethod
-    def _outputsize(cls, value: object) -> object:
-        if not isinstance(value, str) or is_unresolved(value):
-            return value
-        size = value.strip().lower() or "auto"
-        if size not in OUTPUTSIZES:
-            raise ValueError(
-                f"ALPHAVANTAGE_OUTPUTSIZE (outputsize) must be compact, full or auto, got {value!r}"
-            )
-        return size
-
-    @field_validator("intraday_interval", mode="before")
-    @classmethod
-    def _intraday_interval(cls, value: object) -> object:
-        if not isinstance(value, str) or is_unresolved(value):
-            return value
-        interval = value.strip().lower() or INTRADAY_OFF
-        if interval not in (INTRADAY_OFF, *INTRADAY_INTERVALS):
-            raise ValueError(
-                "ALPHAVANTAGE_INTRADAY_INTERVAL (intraday_interval) must be off, "
-                f"{', '.join(INTRADAY_INTERVALS)}, got {value!r}"
-            )
-        return interval
-
-    @field_validator("intraday_extended", mode="before")
-    @classmethod
-    def _intraday_extended(cls, value: object) -> object:
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if not isinstance(value, str) or is_unresolved(value):
-            return value
-        text = value.strip().lower() or "false"
-        if text not in ("true", "false"):
-            raise ValueError(
-                f"ALPHAVANTAGE_INTRADAY_EXTENDED (intraday_extended) must be true or false, "
-                f"got {value!r}"
-            )
-        return text
-
-    @field_validator("requests_per_second", "requests_per_minute", "requests_per_day")
-    @classmethod
-    def _limit(cls, value: int, info: ValidationInfo) -> int:
-        if value < 0:
-            name = info.field_name or ""
-            raise ValueError(
-                f"{cls.ENV.get(name, name)} ({name}) must be 0 (no limit) or more, got {value}"
-            )
-        return value
-
-    @property
-    def home(self) -> DataHome:
-        return DataHome.from_env(Path(self.data_home))
-
-    @property
-    def uses_sample(self) -> bool:
-        return not self.api_key
-
-    @property
-    def intraday_on(self) -> bool:
-        return self.intraday_interval != INTRADAY_OFF
-
-    @property
-    def extended_hours(self) -> bool:
-        return self.intraday_extended == "true"
-
-    def key_facts(self) -> KeyFacts | None:
-        """The key's remembered facts (``None`` for the offline sample), read without opening
-        a client: the sensor asks every minute and must not open the limiter's store."""
-        return key_facts(self.home, self.api_key) if self.api_key else None
-
-    def intraday_refusal(self) -> IntradayRefusal | None:
-        facts = self.key_facts()
-        return facts.intraday_refused() if facts is not None else None
-
-    def calls_left_today(self) -> int | None:
-        """The calls a run started now can make, or ``None`` when there is no daily quota.
-
-        Reads the same limits the fetch obeys, so the schedule's quota plan and the run agree.
-        """
-        if not self.api_key:
-            return None
-        return calls_available(
-            self.home.state_dir,
-            self.api_key,
-            per_second=self.requests_per_second,
-            per_minute=self.requests_per_minute,
-            per_day=self.requests_per_day,
-            postgres_url=postgres_url_from_env(),
-        )
-
-    def teardown_after_execution(self, context: InitResourceContext) -> None:
-        """Close the client a step made: a Celery worker runs many steps in one process, and
-        each client's limiter holds PostgreSQL connections in the multi-machine mode."""
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
-
-    def client(self) -> AlphaVantageClient:
-        with self._lock:
-            if self._client is None:
-                self._client = AlphaVantageClient(
-                    home=self.home,
-                    api_key=self.api_key or None,
-                    base_url=self.base_url,
-                    requests_per_second=self.requests_per_second,
-                    requests_per_minute=self.requests_per_minute,
-                    requests_per_day=self.requests_per_day,
-                    timeout_seconds=self.timeout_seconds,
-                    deadline_seconds=self.deadline_seconds,
-                    max_attempts=self.max_attempts,
-                    backoff_seconds=self.backoff_seconds,
-                    limiter_postgres_url=postgres_url_from_env(),
-                )
-            return self._client

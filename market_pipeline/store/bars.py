@@ -1,4 +1,4 @@
-"""Stage 3, ``ohlcv_data``: clean bars upserted into the DuckDB table.
+"""``ohlcv_data``: clean bars upserted (the file) or merged (the lake) into the table.
 
 A batch of symbols goes in as one Arrow table, one statement, one transaction: the table is
 either before or after the batch, never half. ``ON CONFLICT ... DO UPDATE`` makes a revised bar
@@ -8,7 +8,7 @@ A batch none of whose symbols has a stored bar has nothing to conflict with: it 
 plain ``INSERT``, which skips the upsert's per-row conflict handling (a third of its CPU in a
 backfill) and gives the counts for free.
 
-Every write first logs its new and revised bars in the change log (``stages/changes.py``), in
+Every write first logs its new and revised bars in the change log (``changes.py``), in
 the same transaction: the plain ``INSERT`` logs its rows as new without comparing them.
 """
 
@@ -33,6 +33,15 @@ SELECT {", ".join(COLUMNS)} FROM incoming
 ON CONFLICT (symbol, timestamp) DO UPDATE SET
     {", ".join(f"{c} = excluded.{c}" for c in _VALUES)}
 WHERE {" OR ".join(f"{TABLE}.{c} IS DISTINCT FROM excluded.{c}" for c in _VALUES)}
+"""
+# The lake has no unique constraints: the same upsert as a MERGE keyed on the same columns.
+MERGE_SQL = f"""
+MERGE INTO {TABLE} AS stored USING incoming
+ON stored.symbol = incoming.symbol AND stored.timestamp = incoming.timestamp
+WHEN MATCHED AND ({" OR ".join(f"stored.{c} IS DISTINCT FROM incoming.{c}" for c in _VALUES)})
+    THEN UPDATE SET {", ".join(f"{c} = incoming.{c}" for c in _VALUES)}
+WHEN NOT MATCHED THEN INSERT ({", ".join(COLUMNS)})
+    VALUES ({", ".join(f"incoming.{c}" for c in COLUMNS)})
 """
 INSERT_SQL = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM incoming"
 COUNT_SQL = f"SELECT count(*) FROM {TABLE}"
@@ -79,6 +88,11 @@ def insert_or_upsert(conn: duckdb.DuckDBPyConnection, upsert_sql: str) -> tuple[
         record_changes(conn, TABLE, all_new=True)
         affected = inserted = _execute(conn, INSERT_SQL)
     return inserted, affected - inserted
+
+
+def merge_bars(conn: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """(inserted, updated) for the registered ``incoming``, merged into the lake's table."""
+    return insert_or_upsert(conn, MERGE_SQL)
 
 
 def _execute(conn: duckdb.DuckDBPyConnection, sql: str) -> int:

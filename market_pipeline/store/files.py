@@ -1,4 +1,4 @@
-"""Reading many small Parquet files at once.
+"""The Parquet files between stages: written atomically, read many at once.
 
 A read per file costs a fixed ~0.5 ms of CPU on top of its bytes: for a daily update's files of
 100 bars that is nearly all of it. One scan over all of them costs a third as much and uses
@@ -14,7 +14,20 @@ from typing import TypeVar
 
 import polars as pl
 
+from market_core.atomic import write_atomic
+
 R = TypeVar("R")
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
+    """Replace ``path`` whole: a crash mid-write leaves the previous file readable."""
+    # zstd level 1: files a fifth bigger than the default level 3, a quarter less CPU.
+    write_atomic(
+        path,
+        lambda tmp: frame.write_parquet(
+            tmp, compression="zstd", compression_level=1, statistics=True
+        ),
+    )
 
 
 def read_many(paths: Mapping[str, Path], columns: Sequence[str]) -> dict[str, pl.DataFrame] | None:

@@ -1,10 +1,10 @@
-"""Stage 3 of the intraday path, ``intraday_data``: clean bars upserted into ``ohlcv_intraday``.
+"""``ohlcv_intraday``: clean intraday bars upserted (the file) or merged (the lake).
 
 The daily load's rules on another key, ``(symbol, interval, timestamp)``: a batch is one
 transaction, a revised bar replaces the stored one, an identical bar changes nothing (the
 ``WHERE``/``AND`` on the update), and a failed batch stores nothing. The file takes it as
-``ON CONFLICT`` (``MarketDuckDB``), the lake, which has no unique constraints, as ``MERGE``
-(``MarketLake``); both count the same way through ``write_intraday``.
+``ON CONFLICT`` (``DuckDBFileStore``), the lake, which has no unique constraints, as ``MERGE``
+(``LakeStore``); both count the same way through ``write_intraday``.
 """
 
 from __future__ import annotations

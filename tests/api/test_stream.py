@@ -1,5 +1,5 @@
 """The push stream served as users run it (``make api``'s granian on loopback), read by a real
-HTTP client, while the pipeline's own file store (``MarketDuckDB``) commits loads."""
+HTTP client, while the pipeline's own file store (``DuckDBFileStore``) commits loads."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import pytest
 
 from market_core.home import DataHome
 from market_core.schema import COLUMNS
-from market_pipeline.store.duckdb_file import MarketDuckDB
+from market_pipeline.store.duckdb_file import DuckDBFileStore
 from tests.served_api import Served, serve
 
 READ_SECONDS = 20.0
@@ -47,8 +47,8 @@ def day(n: int) -> str:
     return (FIRST_DAY + timedelta(days=n)).date().isoformat()
 
 
-def store(home: DataHome) -> MarketDuckDB:
-    return MarketDuckDB(database=str(home.duckdb_path))
+def store(home: DataHome) -> DuckDBFileStore:
+    return DuckDBFileStore(database=str(home.duckdb_path))
 
 
 @dataclass

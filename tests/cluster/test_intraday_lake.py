@@ -14,18 +14,18 @@ from dagster import DagsterInstance, materialize
 from market_core.home import DataHome
 from market_core.lake import connect
 from market_core.store import LoadStats
-from market_pipeline.definitions import resources_from_env
 from market_pipeline.defs.intraday import intraday_pipeline
-from market_pipeline.store.duckdb_file import MarketDuckDB
-from market_pipeline.store.lake import MarketLake
+from market_pipeline.defs.resources import MarketLake, resources_from_env
+from market_pipeline.store.duckdb_file import DuckDBFileStore
+from market_pipeline.store.lake import LakeStore
 from tests.cluster.services import PostgresService
 from tests.cluster.test_lake_storage import file_rows, lake_rows, lake_snapshot
 from tests.pipeline.helpers import failure_text
 
 
 @pytest.fixture
-def lake(postgres: PostgresService, tmp_path: Path) -> MarketLake:
-    return MarketLake(
+def lake(postgres: PostgresService, tmp_path: Path) -> LakeStore:
+    return LakeStore(
         postgres_url=postgres.fresh_database(),
         shared_home=str(tmp_path / "shared"),
         data_home=str(tmp_path / "machine-a"),
@@ -44,9 +44,9 @@ def bars(symbol: str, count: int, close: float = 10.0, start: int = 0) -> pl.Dat
 
 
 def test_insert_revise_and_identical_reload_count_as_in_the_file(
-    lake: MarketLake, home: DataHome
+    lake: LakeStore, home: DataHome
 ) -> None:
-    db = MarketDuckDB(database=str(home.duckdb_path))
+    db = DuckDBFileStore(database=str(home.duckdb_path))
     home.root.mkdir(parents=True, exist_ok=True)
     revised = bars("AAPL", 3, close=11.0, start=2)  # two stored bars revised, one new
     other_interval = bars("AAPL", 2).with_columns(pl.lit("1min").alias("interval"))
@@ -66,7 +66,7 @@ def test_insert_revise_and_identical_reload_count_as_in_the_file(
     assert lake_rows(lake, "ohlcv_data") == [], "the daily table is untouched"
 
 
-def test_a_failed_intraday_load_stores_nothing(lake: MarketLake) -> None:
+def test_a_failed_intraday_load_stores_nothing(lake: LakeStore) -> None:
     lake.load_intraday([bars("AAPL", 2)])
     before = lake_rows(lake, "ohlcv_intraday")
     with pytest.raises(ValueError, match="given twice"):
@@ -74,7 +74,7 @@ def test_a_failed_intraday_load_stores_nothing(lake: MarketLake) -> None:
     assert lake_rows(lake, "ohlcv_intraday") == before
 
 
-def test_a_reader_finds_the_intraday_table_before_any_intraday_load(lake: MarketLake) -> None:
+def test_a_reader_finds_the_intraday_table_before_any_intraday_load(lake: LakeStore) -> None:
     conn = connect(lake.settings, read_only=True)
     try:
         assert conn.execute("SELECT count(*) FROM ohlcv_intraday").fetchall() == [(0,)]
@@ -105,7 +105,7 @@ def test_the_intraday_graph_runs_in_lake_mode(
     home = DataHome.from_env()
     assert home.raw_intraday_file("AAPL", "30min").is_relative_to(shared.resolve())
     assert home.clean_intraday_file("AAPL", "30min").exists()
-    lake = MarketLake(postgres_url=os.environ["MARKET_POSTGRES_URL"], shared_home=str(shared),
+    lake = LakeStore(postgres_url=os.environ["MARKET_POSTGRES_URL"], shared_home=str(shared),
                       data_home=str(tmp_path / "machine-a"))  # fmt: skip
     stored = lake_rows(lake, "ohlcv_intraday")
     assert stored and {row[1:3] for row in stored} == {("AAPL", "30min")}

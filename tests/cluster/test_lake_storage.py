@@ -1,4 +1,4 @@
-"""MarketLake, the lake's StoreWriter, held to MarketDuckDB's counts on the same frames."""
+"""LakeStore, the lake's StoreWriter, held to DuckDBFileStore's counts on the same frames."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from market_core.env import SettingsError
 from market_core.home import DataHome
 from market_core.lake import connect, snapshot_id, write_lock
 from market_core.store import LoadStats
+from market_pipeline.defs.resources import MarketDuckDB, MarketLake, store_from_env
 from market_pipeline.store.bars import INSERT_SQL
-from market_pipeline.store.duckdb_file import MarketDuckDB
-from market_pipeline.store.lake import MarketLake, store_from_env
+from market_pipeline.store.duckdb_file import DuckDBFileStore
+from market_pipeline.store.lake import LakeStore
 from tests.cluster.services import PostgresService
 from tests.pipeline.test_actions_store import AAPL_DIVIDENDS, AAPL_SPLITS, fetched, results
 
@@ -30,8 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def lake(postgres: PostgresService, tmp_path: Path) -> MarketLake:
-    return MarketLake(
+def lake(postgres: PostgresService, tmp_path: Path) -> LakeStore:
+    return LakeStore(
         postgres_url=postgres.fresh_database(),
         shared_home=str(tmp_path / "shared"),
         data_home=str(tmp_path / "machine-a"),
@@ -55,7 +56,7 @@ def bars(symbol: str, days: int, close: float = 10.0, start: int = 0) -> pl.Data
     )
 
 
-def lake_rows(lake: MarketLake, table: str = "ohlcv_data") -> list[tuple[object, ...]]:
+def lake_rows(lake: LakeStore, table: str = "ohlcv_data") -> list[tuple[object, ...]]:
     conn = connect(lake.settings, read_only=True)
     try:
         return conn.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
@@ -63,12 +64,12 @@ def lake_rows(lake: MarketLake, table: str = "ohlcv_data") -> list[tuple[object,
         conn.close()
 
 
-def file_rows(db: MarketDuckDB, table: str = "ohlcv_data") -> list[tuple[object, ...]]:
+def file_rows(db: DuckDBFileStore, table: str = "ohlcv_data") -> list[tuple[object, ...]]:
     with duckdb.connect(db.database, read_only=True) as conn:
         return conn.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
 
 
-def lake_snapshot(lake: MarketLake) -> int:
+def lake_snapshot(lake: LakeStore) -> int:
     conn = connect(lake.settings, read_only=True)
     try:
         return snapshot_id(conn)
@@ -77,9 +78,9 @@ def lake_snapshot(lake: MarketLake) -> int:
 
 
 def test_insert_revise_and_identical_reload_count_as_in_the_file(
-    lake: MarketLake, home: DataHome
+    lake: LakeStore, home: DataHome
 ) -> None:
-    db = MarketDuckDB(database=str(home.duckdb_path))
+    db = DuckDBFileStore(database=str(home.duckdb_path))
     home.root.mkdir(parents=True, exist_ok=True)
     revised = bars("AAPL", 3, close=11.0, start=2)  # two stored days revised, one new
     steps = [
@@ -99,9 +100,9 @@ def test_insert_revise_and_identical_reload_count_as_in_the_file(
 
 
 def test_corporate_actions_upsert_and_vanish_as_in_the_file(
-    lake: MarketLake, home: DataHome
+    lake: LakeStore, home: DataHome
 ) -> None:
-    db = MarketDuckDB(database=str(home.duckdb_path))
+    db = DuckDBFileStore(database=str(home.duckdb_path))
     fetched(home, "AAPL", AAPL_SPLITS, AAPL_DIVIDENDS)
     first = results(home, ["AAPL"])
     assert lake.load_actions(first) == db.load_actions(first)
@@ -120,7 +121,7 @@ def test_corporate_actions_upsert_and_vanish_as_in_the_file(
     assert dt.date(2020, 8, 31) in lake.stored_ex_dates(["AAPL"])["AAPL"]
 
 
-def test_a_failed_batch_leaves_nothing(lake: MarketLake) -> None:
+def test_a_failed_batch_leaves_nothing(lake: LakeStore) -> None:
     lake.load([bars("AAPL", 2)])
     stored, before = lake_rows(lake), lake_snapshot(lake)
     good = bars("AAPL", 3, close=12.0).with_columns(pl.col("volume").cast(pl.String))
@@ -133,12 +134,12 @@ def test_a_failed_batch_leaves_nothing(lake: MarketLake) -> None:
 
 def revise_many(fields: dict[str, str], symbol: str, rounds: int) -> list[LoadStats]:
     """Every round revises every stored bar of the symbol: each commit rewrites the table."""
-    lake = MarketLake(**fields)
+    lake = LakeStore(**fields)
     return [lake.load([bars(symbol, 20, close=100.0 + i)]) for i in range(1, rounds + 1)]
 
 
 def test_two_processes_loading_disjoint_symbols_at_once_both_succeed(
-    lake: MarketLake, tmp_path: Path
+    lake: LakeStore, tmp_path: Path
 ) -> None:
     lake.load([bars("AAPL", 20), bars("MSFT", 20)])
     machine_a = {"postgres_url": lake.postgres_url, "shared_home": lake.shared_home}
@@ -177,9 +178,9 @@ def test_the_duckdb_resource_is_the_lake_only_when_postgres_is_set(
 
 LOAD_NEW = """
 import sys
-from market_pipeline.store.lake import MarketLake
+from market_pipeline.store.lake import LakeStore
 from tests.cluster.test_lake_storage import bars
-lake = MarketLake(postgres_url=sys.argv[1], shared_home=sys.argv[2], data_home=sys.argv[3])
+lake = LakeStore(postgres_url=sys.argv[1], shared_home=sys.argv[2], data_home=sys.argv[3])
 print(lake.load([bars("NEW", 50)]), flush=True)
 """
 
@@ -193,7 +194,7 @@ def lock_waiters(url: str) -> int:
 
 
 def test_a_load_waits_for_the_writer_before_it_and_sees_its_rows(
-    lake: MarketLake, tmp_path: Path
+    lake: LakeStore, tmp_path: Path
 ) -> None:
     """Inserts never conflict in DuckLake: had the load not waited, it would have found the
     symbol new and stored its bars a second time."""

@@ -3,6 +3,7 @@ files deleted, the data unchanged, and the figures in the run's metadata."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import subprocess
@@ -21,7 +22,8 @@ from market_pipeline.defs.maintenance import (
     maintain,
     maintenance_definitions,
 )
-from market_pipeline.store.lake import MarketLake
+from market_pipeline.defs.resources import MarketLake
+from market_pipeline.store.lake import LakeStore
 from tests.cluster.services import PostgresService
 from tests.cluster.test_lake_storage import bars, lake_rows, lake_snapshot
 
@@ -29,27 +31,27 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def lake(postgres: PostgresService, tmp_path: Path) -> MarketLake:
-    return MarketLake(
+def lake(postgres: PostgresService, tmp_path: Path) -> LakeStore:
+    return LakeStore(
         postgres_url=postgres.fresh_database(),
         shared_home=str(tmp_path / "shared"),
         data_home=str(tmp_path / "machine"),
     )
 
 
-def parquet_files(lake: MarketLake) -> set[Path]:
+def parquet_files(lake: LakeStore) -> set[Path]:
     return set((Path(lake.shared_home) / "lake").rglob("*.parquet"))
 
 
-def bar_files(lake: MarketLake) -> set[Path]:
+def bar_files(lake: LakeStore) -> set[Path]:
     """ohlcv_data's files (the change log has files of its own: a revision's changes)."""
     return {p for p in parquet_files(lake) if "ohlcv_data" in p.parts}
 
 
-def run(lake: MarketLake, keep_days: int) -> dict[str, int]:
+def run(lake: LakeStore, keep_days: int) -> dict[str, int]:
     result = lake_maintenance.execute_in_process(
         run_config={"ops": {"maintain_lake": {"config": {"keep_days": keep_days}}}},
-        resources={"duckdb": lake},
+        resources={"duckdb": MarketLake(**dataclasses.asdict(lake))},
         instance=DagsterInstance.ephemeral(),
     )
     assert result.success
@@ -59,7 +61,7 @@ def run(lake: MarketLake, keep_days: int) -> dict[str, int]:
     return {key: int(value.value) for key, value in entries.items()}  # type: ignore[arg-type]
 
 
-def load_small_commits(lake: MarketLake) -> None:
+def load_small_commits(lake: LakeStore) -> None:
     for symbol in ("AAPL", "MSFT", "NVDA"):  # three commits, three small files (not inlined)
         lake.load([bars(symbol, 30)])
     lake.load([bars("MSFT", 30, close=11.0)])  # the old rows live on for time travel
@@ -71,7 +73,7 @@ def closes_at(conn: duckdb.DuckDBPyConnection, version: int) -> list[tuple[str, 
     ).fetchall()
 
 
-def test_the_job_merges_small_files_keeps_recent_snapshots_and_says_so(lake: MarketLake) -> None:
+def test_the_job_merges_small_files_keeps_recent_snapshots_and_says_so(lake: LakeStore) -> None:
     load_small_commits(lake)
     rows, files, before = lake_rows(lake), parquet_files(lake), lake_snapshot(lake)
 
@@ -89,7 +91,7 @@ def test_the_job_merges_small_files_keeps_recent_snapshots_and_says_so(lake: Mar
         conn.close()
 
 
-def test_expired_snapshots_and_merged_files_are_deleted_a_day_later(lake: MarketLake) -> None:
+def test_expired_snapshots_and_merged_files_are_deleted_a_day_later(lake: LakeStore) -> None:
     load_small_commits(lake)
     rows, files = lake_rows(lake), bar_files(lake)
     conn = connect(lake.settings)
@@ -107,7 +109,7 @@ def test_expired_snapshots_and_merged_files_are_deleted_a_day_later(lake: Market
         conn.close()
 
 
-def test_rows_of_tiny_commits_kept_in_the_catalog_are_written_to_a_file(lake: MarketLake) -> None:
+def test_rows_of_tiny_commits_kept_in_the_catalog_are_written_to_a_file(lake: LakeStore) -> None:
     lake.load([bars("AAPL", 3)])
     lake.load([bars("MSFT", 2)])
     rows = lake_rows(lake)
@@ -120,12 +122,13 @@ def test_rows_of_tiny_commits_kept_in_the_catalog_are_written_to_a_file(lake: Ma
 
 KILLED_LOAD = """
 import os, sys
-from market_pipeline.store.lake import MarketLake, merge_bars
+from market_pipeline.store.bars import merge_bars
+from market_pipeline.store.lake import LakeStore
 from market_core.lake import connect
 import pyarrow as pa
 from tests.cluster.test_lake_storage import bars
 
-lake = MarketLake(postgres_url=sys.argv[1], shared_home=sys.argv[2], data_home=sys.argv[3])
+lake = LakeStore(postgres_url=sys.argv[1], shared_home=sys.argv[2], data_home=sys.argv[3])
 conn = connect(lake.settings)
 conn.begin()
 conn.register("incoming", bars("NVDA", 500).to_arrow())
@@ -135,7 +138,7 @@ os.kill(os.getpid(), 9)  # after the files were written, before the commit
 
 
 def test_the_files_of_a_load_killed_before_its_commit_are_deleted_a_day_later(
-    lake: MarketLake,
+    lake: LakeStore,
 ) -> None:
     lake.load([bars("AAPL", 30)])
     rows, files = lake_rows(lake), parquet_files(lake)

@@ -27,7 +27,7 @@ PER_SECOND, PER_DAY, CALLS_EACH = 2, 9, 6
 FETCH = """
 from dagster import build_resources
 from market_core.home import DataHome
-from market_pipeline.source.client import AlphaVantageResource
+from market_pipeline.defs.resources import AlphaVantageResource
 from market_pipeline.source.errors import DailyQuotaError
 
 resource = AlphaVantageResource.from_env(str(DataHome.from_env().root))

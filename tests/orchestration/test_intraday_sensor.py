@@ -18,7 +18,7 @@ from dagster import (
 )
 
 from market_core.exchange import EXCHANGE_TZ
-from market_pipeline.definitions import defs, resources_from_env
+from market_pipeline.definitions import defs
 from market_pipeline.defs.automation import TRIGGER_TAG
 from market_pipeline.defs.intraday import intraday_pipeline
 from market_pipeline.defs.intraday_sensor import (
@@ -27,6 +27,7 @@ from market_pipeline.defs.intraday_sensor import (
     intraday_sensor,
     intraday_tick,
 )
+from market_pipeline.defs.resources import resources_from_env
 from tests.conftest import TEST_KEY
 from tests.orchestration.helpers import SensorTick, ranges
 from tests.pipeline.helpers import failure_text

@@ -9,9 +9,9 @@ import pytest
 from dagster import DagsterInstance, build_schedule_context, materialize
 
 from market_core.home import DataHome
-from market_pipeline.definitions import resources_from_env
 from market_pipeline.defs.automation import DEFERRED_TAG, TRIGGER_TAG, daily_update, plan_update
 from market_pipeline.defs.daily import symbol_pipeline
+from market_pipeline.defs.resources import resources_from_env
 from market_pipeline.source.rate_limit import (
     DAY_MARGIN_MS,
     DAY_MAX_WAIT_SECONDS,

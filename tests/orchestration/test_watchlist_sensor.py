@@ -8,9 +8,9 @@ import pytest
 from dagster import DagsterInstance, build_sensor_context, materialize
 
 from market_core.home import DataHome
-from market_pipeline.definitions import resources_from_env
 from market_pipeline.defs.automation import TRIGGER_TAG, watchlist_sensor
 from market_pipeline.defs.daily import symbol_pipeline
+from market_pipeline.defs.resources import resources_from_env
 from tests.orchestration.helpers import SensorTick, apply_partition_requests, ranges
 from tests.pipeline.helpers import table_rows
 from tests.stubs.alpha_vantage import AlphaVantageStub

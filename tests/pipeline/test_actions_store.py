@@ -1,4 +1,4 @@
-"""clean_actions and MarketDuckDB.load_actions on real files and a real DuckDB file."""
+"""clean_actions and DuckDBFileStore.load_actions on real files and a real DuckDB file."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from market_core.schema import CREATE_ACTIONS_SQL, DIVIDEND, SPLIT
 from market_core.store import ActionsLoadStats
 from market_pipeline.actions.clean import ActionsError, ActionsResult, clean_actions
 from market_pipeline.actions.rules import REJECT_COLUMNS
-from market_pipeline.store.duckdb_file import MarketDuckDB, write_parquet_atomic
+from market_pipeline.store.duckdb_file import DuckDBFileStore
+from market_pipeline.store.files import write_parquet_atomic
 from tests.pipeline.test_actions_validation import dividend, dividends, splits
 
 Dividend = tuple[str | None, ...]
@@ -40,7 +41,7 @@ def results(home: DataHome, symbols: Sequence[str]) -> list[ActionsResult]:
 
 
 def load(home: DataHome, *symbols: str) -> ActionsLoadStats:
-    return MarketDuckDB(database=str(home.duckdb_path)).load_actions(results(home, symbols))
+    return DuckDBFileStore(database=str(home.duckdb_path)).load_actions(results(home, symbols))
 
 
 def stored(home: DataHome) -> list[tuple[object, ...]]:
@@ -186,14 +187,14 @@ def test_a_bad_row_never_changes_or_deletes_a_stored_event(home: DataHome) -> No
     assert result.reject_counts == {"bad_split_factor": 1, "duplicate_event": 2, "bad_date": 1}
     assert result.complete_kinds == frozenset({SPLIT, DIVIDEND})
 
-    stats = MarketDuckDB(database=str(home.duckdb_path)).load_actions([result])
+    stats = DuckDBFileStore(database=str(home.duckdb_path)).load_actions([result])
     assert stats == ActionsLoadStats(inserted=0, updated=0, deleted=0)
     assert stored(home) == rows
     assert version(home) == before
 
 
 def test_ohlcv_untouched_and_a_new_version_when_only_actions_changed(home: DataHome) -> None:
-    db = MarketDuckDB(database=str(home.duckdb_path))
+    db = DuckDBFileStore(database=str(home.duckdb_path))
     bars = pl.DataFrame(
         {
             "timestamp": [dt.datetime(2024, 5, 9), dt.datetime(2024, 5, 10)],
@@ -238,7 +239,7 @@ def test_a_failed_load_stores_nothing(home: DataHome) -> None:
 def test_an_event_given_twice_is_refused_before_anything_is_written(home: DataHome) -> None:
     fetched(home, "AAPL", AAPL_SPLITS, AAPL_DIVIDENDS)
     [result] = results(home, ["AAPL"])
-    db = MarketDuckDB(database=str(home.duckdb_path))
+    db = DuckDBFileStore(database=str(home.duckdb_path))
     doubled = ActionsResult(
         symbol="AAPL",
         events=pl.concat([result.events, result.events.head(1)]),

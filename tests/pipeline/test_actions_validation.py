@@ -8,14 +8,13 @@ import polars as pl
 
 from market_core.schema import DIVIDEND, SPLIT
 from market_pipeline.actions.rules import (
-    EVENT_SCHEMA,
     REJECT_COLUMNS,
     REJECT_RULES,
     RawActions,
-    answered,
     validate_actions,
     validate_actions_many,
 )
+from market_pipeline.store.actions import EVENT_SCHEMA, answered
 
 FETCHED = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC)
 META: dict[str, pl.DataType | type[pl.DataType]] = {

@@ -13,8 +13,9 @@ from market_core.assets import ACTIONS, CLEAN, OHLCV, RAW, RAW_ACTIONS
 from market_core.home import DataHome
 from market_pipeline.bars.rules import CLEAN_SCHEMA, Rules
 from market_pipeline.runs.batch import BatchRunner, BatchSettings
-from market_pipeline.runs.outcome import Loaded, StageFailed
-from market_pipeline.store.duckdb_file import MarketDuckDB, write_parquet_atomic
+from market_pipeline.runs.outcome import ErrorKind, Loaded, StageFailed
+from market_pipeline.store.duckdb_file import DuckDBFileStore
+from market_pipeline.store.files import write_parquet_atomic
 from tests.conftest import Run
 from tests.pipeline.helpers import recent_bars, table_rows
 from tests.stubs.alpha_vantage import AlphaVantageStub
@@ -49,7 +50,7 @@ def test_a_failed_transaction_fails_its_batch_alone_and_later_batches_still_load
     runner = BatchRunner(
         home=home,
         client=None,
-        duckdb=MarketDuckDB(database=str(home.duckdb_path)),
+        duckdb=DuckDBFileStore(database=str(home.duckdb_path)),
         stages=[OHLCV],
         settings=BatchSettings(outputsize="compact", rules=Rules(), load_batch_symbols=2),
         log=lines.append,
@@ -61,8 +62,11 @@ def test_a_failed_transaction_fails_its_batch_alone_and_later_batches_still_load
     for symbol in ("C", "D"):
         failure = outcome.failures[symbol]
         assert isinstance(failure, StageFailed) and failure.stage == OHLCV
+        assert failure.kind is ErrorKind.LOAD
         assert failure.message.startswith(f"{symbol}: DuckDB upsert failed: ")
-    assert "F: no clean data yet" in outcome.failures["F"].message
+    missing = outcome.failures["F"]
+    assert isinstance(missing, StageFailed) and missing.kind is ErrorKind.DATA
+    assert "F: no clean data yet" in missing.message
     assert list(outcome.materialized) == [OHLCV]
     loaded = outcome.results(Loaded)
     assert list(loaded) == ["A", "B", "E"]

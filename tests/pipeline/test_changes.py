@@ -19,7 +19,7 @@ from market_core.schema import (
     INTRADAY_TABLE,
 )
 from market_pipeline.store.changes import prune, record_changes
-from market_pipeline.store.duckdb_file import MarketDuckDB
+from market_pipeline.store.duckdb_file import DuckDBFileStore as FileStore
 
 Change = tuple[int, str, str, dt.datetime, bool]
 
@@ -40,11 +40,11 @@ def bars(symbol: str, days: int, close: float = 10.0, first: int = 1) -> pl.Data
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> MarketDuckDB:
-    return MarketDuckDB(database=str(tmp_path / "market_data.duckdb"))
+def store(tmp_path: Path) -> FileStore:
+    return FileStore(database=str(tmp_path / "market_data.duckdb"))
 
 
-def changes(store: MarketDuckDB) -> list[Change]:
+def changes(store: FileStore) -> list[Change]:
     with duckdb.connect(store.database, read_only=True) as conn:
         rows = conn.execute(
             "SELECT commit_id, symbol, interval, timestamp, revised FROM bar_changes "
@@ -53,7 +53,7 @@ def changes(store: MarketDuckDB) -> list[Change]:
     return [(int(c), str(s), str(i), t, bool(r)) for c, s, i, t, r in rows]
 
 
-def commits(store: MarketDuckDB) -> list[int]:
+def commits(store: FileStore) -> list[int]:
     with duckdb.connect(store.database, read_only=True) as conn:
         rows = conn.execute("SELECT commit_id FROM bar_commits ORDER BY commit_id").fetchall()
     return [int(row[0]) for row in rows]
@@ -67,7 +67,7 @@ def intraday_bar(symbol: str) -> pl.DataFrame:
     ).select(INTRADAY_COLUMNS)  # fmt: skip
 
 
-def test_a_backfill_logs_as_new_only_the_bars_a_stream_can_follow(store: MarketDuckDB) -> None:
+def test_a_backfill_logs_as_new_only_the_bars_a_stream_can_follow(store: FileStore) -> None:
     store.load_intraday([intraday_bar("AAA")])  # AAA is known by its intraday bars
     store.load([bars("AAA", 3), bars("BBB", 2)])  # BBB had no bar at all: nobody follows it
     logged = [c for c in changes(store) if c[2] == "1d"]
@@ -76,14 +76,14 @@ def test_a_backfill_logs_as_new_only_the_bars_a_stream_can_follow(store: MarketD
     assert [(c[1], c[3].day) for c in logged] == [("AAA", 1), ("AAA", 2), ("AAA", 3)]
 
 
-def test_a_backfill_of_new_symbols_logs_no_bar(store: MarketDuckDB) -> None:
+def test_a_backfill_of_new_symbols_logs_no_bar(store: FileStore) -> None:
     store.load([bars("AAA", 3), bars("BBB", 2)])
     assert changes(store) == [] and commits(store) == [1]
     store.load([bars("AAA", 1, close=11.0, first=3)])
     assert [(c[0], c[1], c[3].day, c[4]) for c in changes(store)] == [(2, "AAA", 3, True)]
 
 
-def test_an_identical_reload_records_nothing(store: MarketDuckDB) -> None:
+def test_an_identical_reload_records_nothing(store: FileStore) -> None:
     store.load([bars("AAA", 3)])
     before = changes(store)
     stats = store.load([bars("AAA", 3)])
@@ -92,7 +92,7 @@ def test_an_identical_reload_records_nothing(store: MarketDuckDB) -> None:
     assert commits(store) == [1], "no commit row, no id used up"
 
 
-def test_revised_and_new_bars_are_marked_and_unchanged_ones_left_out(store: MarketDuckDB) -> None:
+def test_revised_and_new_bars_are_marked_and_unchanged_ones_left_out(store: FileStore) -> None:
     store.load([bars("AAA", 3)])
     revised = bars("AAA", 3).with_columns(
         pl.when(pl.col("timestamp") == dt.datetime(2024, 1, 3))
@@ -120,7 +120,7 @@ def test_revised_and_new_bars_are_marked_and_unchanged_ones_left_out(store: Mark
     assert logged == [(2, 11.0)] and stored == [(11.0,)], "each change carries its new values"
 
 
-def test_a_failed_load_logs_nothing(store: MarketDuckDB) -> None:
+def test_a_failed_load_logs_nothing(store: FileStore) -> None:
     store.load([bars("AAA", 2)])
     store.load([bars("AAA", 2, close=11.0)])
     broken = bars("AAA", 2, close=12.0).with_columns(pl.col("volume").cast(pl.String))
@@ -130,7 +130,7 @@ def test_a_failed_load_logs_nothing(store: MarketDuckDB) -> None:
     assert commits(store) == [1, 2] and len(changes(store)) == 2
 
 
-def _age(store: MarketDuckDB, commit_ids: list[int], days: int) -> None:
+def _age(store: FileStore, commit_ids: list[int], days: int) -> None:
     with duckdb.connect(store.database) as conn:
         conn.execute(
             "UPDATE bar_commits SET committed_at = now() - to_days(CAST(? AS INTEGER)) "
@@ -139,7 +139,7 @@ def _age(store: MarketDuckDB, commit_ids: list[int], days: int) -> None:
         )
 
 
-def test_pruning_drops_old_commits_changes_and_keeps_recent_ones(store: MarketDuckDB) -> None:
+def test_pruning_drops_old_commits_changes_and_keeps_recent_ones(store: FileStore) -> None:
     store.load([bars("AAA", 2)])  # commit 1
     store.load([bars("AAA", 2, close=11.0)])  # commit 2
     store.load([bars("AAA", 2, close=12.0)])  # commit 3

@@ -6,10 +6,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, EnvVar, build_resources
+from dagster import AssetKey, Definitions, EnvVar, build_resources
 
 from market_core.home import DataHome
-from market_pipeline.definitions import defs, resources_from_env
+from market_pipeline import definitions
+from market_pipeline.definitions import defs
+from market_pipeline.defs.resources import resources_from_env
 from market_pipeline.defs.settings import configuration_problems
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,6 +25,19 @@ def test_dagster_definitions_validate_passes() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "All code locations passed validation" in done.stdout + done.stderr
+
+
+def test_the_environment_is_read_when_the_location_loads_not_when_it_is_imported(
+    home: DataHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = [name for name, value in vars(definitions).items()
+            if isinstance(value, Definitions | dict) and not name.startswith("__")]  # fmt: skip
+    assert held == [], "no Definitions or resources built at import"
+    first = defs()
+    monkeypatch.setenv("MARKET_DATA_HOME", str(tmp_path / "other"))
+    second = defs()
+    databases = [(d.resources or {})["duckdb"].database for d in (first, second)]
+    assert databases == [str(home.duckdb_path), str(DataHome(tmp_path / "other").duckdb_path)]
 
 
 def test_three_partitioned_assets_in_a_chain() -> None:

@@ -11,15 +11,21 @@ import polars as pl
 import pytest
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, build_resources, materialize
 
+from market_core.assets import CLEAN_INTRADAY, RAW_INTRADAY
+from market_core.assets import INTRADAY as INTRADAY_DATA
 from market_core.home import DataHome
 from market_core.sessions import session
-from market_pipeline.definitions import defs, resources_from_env
+from market_pipeline.definitions import defs
 from market_pipeline.defs.intraday import intraday_pipeline
+from market_pipeline.defs.outcomes import INTRADAY_REFUSED, failure
+from market_pipeline.defs.resources import resources_from_env
 from market_pipeline.defs.settings import configuration_problems
 from market_pipeline.intraday.stages import raw_intraday_frame, validate_intraday
+from market_pipeline.runs.intraday import IntradayRunner, IntradaySettings
+from market_pipeline.runs.outcome import ErrorKind, NotAttempted, StageFailed
 from market_pipeline.source.client import AlphaVantageClient, key_facts
 from market_pipeline.source.errors import PremiumOnlyError
-from market_pipeline.store.duckdb_file import MarketDuckDB
+from market_pipeline.store.duckdb_file import DuckDBFileStore
 from tests.conftest import TEST_KEY, Run
 from tests.pipeline.helpers import failure_text, materialized, table_rows
 from tests.stubs.alpha_vantage import AlphaVantageStub
@@ -137,7 +143,7 @@ def test_the_csv_wire_format_reads_as_the_json_one_and_loads(
         "2024-11-08 09:45:00", "2024-11-08 09:30:00"
     ]  # fmt: skip
     clean = validate_intraday(raw_intraday_frame(as_csv), "MSFT", "15min", extended=False).clean
-    stats = MarketDuckDB(database=str(home.duckdb_path)).load_intraday([clean])
+    stats = DuckDBFileStore(database=str(home.duckdb_path)).load_intraday([clean])
     assert (stats.inserted, stats.updated) == (2, 0)
     assert [r[0].time() for r in intraday_rows(home)] == [dt.time(9, 30), dt.time(9, 45)]
 
@@ -298,7 +304,7 @@ def test_the_offline_sample_answers_intraday_inside_the_sessions(
 
 
 def test_a_load_that_fails_stores_nothing(home: DataHome) -> None:
-    store = MarketDuckDB(database=str(home.duckdb_path))
+    store = DuckDBFileStore(database=str(home.duckdb_path))
     frame = pl.DataFrame(
         {"timestamp": [dt.datetime(2024, 11, 8, 9, 30)] * 2, "symbol": ["AAPL", "MSFT"],
          "interval": ["5min"] * 2, "open": [1.0] * 2, "high": [1.0] * 2, "low": [1.0] * 2,
@@ -309,6 +315,49 @@ def test_a_load_that_fails_stores_nothing(home: DataHome) -> None:
     with pytest.raises(ValueError, match="given twice"):
         store.load_intraday([twice])
     assert [r[6] for r in intraday_rows(home)] == [1.0, 1.0]
+
+
+def test_the_runner_types_a_refusal_and_the_symbols_it_stopped_as_the_daily_runner_does(
+    home: DataHome,
+) -> None:
+    with AlphaVantageStub(premium_intraday=False) as free:
+        client = AlphaVantageClient(
+            home=home, api_key=TEST_KEY, base_url=free.url, requests_per_second=0,
+            requests_per_minute=0, requests_per_day=0, max_attempts=3,
+        )  # fmt: skip
+        runner = IntradayRunner(
+            home=home, client=client, store=None, stages=[CLEAN_INTRADAY, RAW_INTRADAY],
+            settings=IntradaySettings("5min", extended=False),
+        )  # fmt: skip
+        try:
+            outcome = runner.run(["AAPL", "MSFT"])
+        finally:
+            client.close()
+    assert outcome.materialized == {RAW_INTRADAY: {}, CLEAN_INTRADAY: {}}, "in the data's order"
+    refused, stopped = outcome.failures["AAPL"], outcome.failures["MSFT"]
+    assert isinstance(refused, StageFailed)
+    assert (refused.stage, refused.kind) == (RAW_INTRADAY, ErrorKind.REFUSED)
+    assert isinstance(stopped, NotAttempted) and stopped.stage == RAW_INTRADAY
+    assert not stopped.actions_only
+    reported = failure(outcome)
+    assert (reported.description or "").startswith(INTRADAY_REFUSED)
+    assert "MSFT: not fetched: " in (reported.description or "")
+    assert reported.metadata["failed_symbols"].value == ["AAPL", "MSFT"]
+
+
+def test_a_load_without_clean_files_fails_each_symbol_on_its_data(home: DataHome) -> None:
+    runner = IntradayRunner(
+        home=home, client=None, store=DuckDBFileStore(database=str(home.duckdb_path)),
+        stages=[INTRADAY_DATA], settings=IntradaySettings("5min", extended=False),
+    )  # fmt: skip
+    outcome = runner.run(["AAPL", "MSFT"])
+    assert outcome.materialized == {INTRADAY_DATA: {}}
+    for symbol, failed in outcome.failures.items():
+        assert isinstance(failed, StageFailed) and failed.kind is ErrorKind.DATA
+        assert failed.message == f"{symbol}: no clean intraday data yet; materialize clean_intraday"
+    reported = failure(outcome)
+    assert (reported.description or "").startswith("2 of 2 symbols failed")
+    assert reported.metadata["succeeded"].value == 0
 
 
 @pytest.mark.parametrize(

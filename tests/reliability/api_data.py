@@ -5,7 +5,7 @@ Symbols come in confusable groups: prefixes and LIKE wildcards (``AAP``/``AAPL``
 (dotless i -> ``I``, sharp s -> ``SS``, the ff ligature -> ``FF``, long s -> ``S``). Every
 price of a symbol lies in its own band of ten (``owners``), daily or aggregated, so any response
 can be checked for data of a symbol it did not ask for. Loaded with the pipeline's own writer
-(``MarketDuckDB.load``: write lock, upsert, data version).
+(``DuckDBFileStore.load``: write lock, upsert, data version).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import polars as pl
 
 from market_core.home import DataHome
-from market_pipeline.store.duckdb_file import MarketDuckDB
+from market_pipeline.store.duckdb_file import DuckDBFileStore
 
 SYMBOLS = ("AAPL", "AAP", "IBM", "I", "BRK.B", "BRK-B", "BRKB", "SPY", "SSPY", "SS", "S", "FF")
 DAYS = 300
@@ -40,7 +40,7 @@ def frame() -> pl.DataFrame:
 
 
 def build(home: DataHome) -> None:
-    MarketDuckDB(database=str(home.duckdb_path)).load([frame()])
+    DuckDBFileStore(database=str(home.duckdb_path)).load([frame()])
 
 
 def owners(prices: Iterable[float]) -> set[str]:

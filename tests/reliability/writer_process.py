@@ -2,7 +2,7 @@
 
 ``python -m tests.reliability.writer_process upsert HOME GEN [PREFIX]`` writes the clean files
 of generation GEN (symbols PREFIX000..PREFIX099, default S) and runs the pipeline's load stage
-(``BatchRunner`` with ``ohlcv_data`` only: the real ``MarketDuckDB.load``, with its write
+(``BatchRunner`` with ``ohlcv_data`` only: the real ``DuckDBFileStore.load``, with its write
 lock, ``upsert`` and data-version record) over all its symbols, in one batch.
 ``... parquet PATH GEN`` writes one big frame with ``write_parquet_atomic``.
 ``... loop HOME SECONDS [PAUSE]`` loads generation after generation of symbols L000..L099,
@@ -70,7 +70,8 @@ def load(home_dir: str, generation: int, prefix: str = "S") -> bool:
     from market_core.home import DataHome
     from market_pipeline.bars.rules import Rules
     from market_pipeline.runs import batch
-    from market_pipeline.store.duckdb_file import MarketDuckDB, write_parquet_atomic
+    from market_pipeline.store.duckdb_file import DuckDBFileStore
+    from market_pipeline.store.files import write_parquet_atomic
 
     home = DataHome(Path(home_dir))
     frame = bars(generation, prefix)
@@ -80,7 +81,7 @@ def load(home_dir: str, generation: int, prefix: str = "S") -> bool:
     runner = batch.BatchRunner(
         home=home,
         client=None,
-        duckdb=MarketDuckDB(database=str(home.duckdb_path)),
+        duckdb=DuckDBFileStore(database=str(home.duckdb_path)),
         stages=[OHLCV],
         settings=batch.BatchSettings(outputsize="compact", rules=Rules()),
         log=say,
@@ -124,7 +125,7 @@ def loop(home_dir: str, seconds: int, pause: str = "1.0") -> int:
 
 
 def parquet(path: str, generation: int) -> int:
-    from market_pipeline.store.duckdb_file import write_parquet_atomic
+    from market_pipeline.store.files import write_parquet_atomic
 
     frame = big_frame(generation)
     say("begin")
