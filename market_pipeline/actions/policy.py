@@ -1,21 +1,6 @@
-"""When a symbol's corporate actions are fetched again: the refresh policy, as pure functions.
-
-Corporate actions cost two calls per symbol (``SPLITS`` and ``DIVIDENDS``) out of the same daily
-quota as the bars, and they change rarely, so they are not fetched with every update:
-
-* on a symbol's first load (never fetched);
-* then at most weekly: again once the last fetch is ``REFRESH_AFTER`` (7 days) old;
-* at once, in the same run, when ``clean_data`` flags a ``large_move`` on a day that no known
-  action explains (no split or dividend with that ex-date, stored or in the raw files): in
-  unadjusted prices such a move is most likely a split we have not heard of. A fetch made after
-  that day's close that still lists no action there has answered the question: the move stays
-  unexplained (the ``unexplained_large_move`` check reports it) and costs no more calls.
-
-The bars always go first: the executor fetches actions only after every symbol's prices, and only
-as many symbols as the calls left allow (``ACTIONS_CALLS`` each), the most urgent first
-(``Why``'s order). The policy applies to runs that fetch the bars too (the schedule, the sensor,
-``make ingest``); ``raw_actions`` selected without ``raw_data`` fetches every symbol of the run.
-The functions read no file and no clock: the caller passes both in.
+"""When a symbol's corporate actions are fetched again, as pure functions (the caller passes the
+files' facts and the clock in): two calls each out of the bars' quota, so first load, weekly,
+and at once for an unexplained large move. The rules: docs/design/pipeline-internals.md.
 """
 
 from __future__ import annotations

@@ -1,18 +1,6 @@
-"""Rows in, (clean, rejects, flags) out: the data-quality rules, as pure polars functions.
-
-Two kinds of rule, because unadjusted prices contain real events that look like errors:
-
-* an impossible row (``REJECT_RULES``) goes to the rejects with the first rule it breaks:
-  nothing is dropped silently, and a rejected row can never overwrite a good bar;
-* a suspicious row (``FLAG_RULES``) is kept and flagged: a one-day move beyond the threshold is
-  what a stock split looks like in ``TIME_SERIES_DAILY`` prices.
-
-Timestamps follow one convention: midnight of the trading date, naive, exchange-local.
-
-``validate_many`` checks many responses in one lazy query, every rule taken per symbol (the
-window rules ``.over`` it): at a few thousand bars per symbol the fixed cost of each polars
-operation, not the rows, is what a per-symbol loop pays for. ``validate`` is the one-symbol case
-of the same query, so the two cannot drift apart.
+"""Rows in, (clean, rejects, flags) out: the data-quality rules of daily and intraday bars, as
+pure polars. Impossible rows are rejected, suspicious ones (a split looks like one) flagged;
+``validate`` is the one-symbol case of ``validate_many``'s query, so the two cannot drift.
 """
 
 from __future__ import annotations

@@ -1,30 +1,6 @@
-"""One Alpha Vantage quota shared by every process that uses the key.
-
-Parallel steps, concurrent runs and a backfill beside the schedule all take permits from the same
-SQLite-backed pyrate-limiter buckets in the data home, guarded by file locks, so a key's limits
-hold across processes. Two buckets, because they are waited on differently:
-
-* the burst bucket (per second, per minute) is waited on by pyrate-limiter: a permit comes
-  within seconds;
-* the day bucket is a rolling window of 24 hours and a minute (never more than the quota in any
-  24 hours, stricter than Alpha Vantage's reset at midnight US/Eastern). A call waits for it
-  only when a permit frees up within ``DAY_MAX_WAIT_SECONDS``, and otherwise fails at once with
-  a ``DailyQuotaError`` that says when the next call is free, instead of blocking a step for
-  hours. So the daily update that used the whole quota yesterday at 18:30 runs again today at
-  18:30, each of its calls a minute behind yesterday's (a week of full days drifts 4 minutes;
-  the weekend resets it).
-
-A call takes its day permit right after its burst permit, just before its request is sent; if
-another process took the day permit it waited for, it waits again (or fails) with a fresh burst
-permit. ``calls_available`` tells the schedule how many calls a run started now can make under
-these rules, counting yesterday's calls that leave the window before the run gets to them.
-
-With ``MARKET_POSTGRES_URL`` set the same two buckets are tables in that database (pyrate-limiter's
-``PostgresBucket``, one table per key and bucket, named by the key's hash as the SQLite files
-are), so every machine using the key takes permits from one limit. Their permits are stamped
-with the database's clock, the one time every machine agrees on, and their sessions run in UTC,
-since the library keeps timestamps without a zone. ``BucketStore`` is the one place that knows
-which of the two backs a key.
+"""One Alpha Vantage quota shared by every process and machine that uses the key: a burst bucket
+and a rolling day bucket, in SQLite under the data home or in PostgreSQL when
+``MARKET_POSTGRES_URL`` is set. How the two are waited on: docs/design/pipeline-internals.md.
 """
 
 from __future__ import annotations

@@ -1,21 +1,6 @@
-"""An offline Alpha Vantage: deterministic daily bars in the vendor's exact wire format.
-
-With no API key the client mounts ``SampleAdapter`` on its requests session, so the sample goes
-through the same HTTP client, error classification, parsing and validation as the real API. Every
-symbol gets its own reproducible series (seeded by the symbol): NYSE trading days only, valid OHLC,
-plausible volumes, one 4:1 split and three bad rows (high below low, an empty close, a zero open)
-inside the latest 100 bars, so that validation has something to show.
-
-It answers ``SPLITS`` and ``DIVIDENDS`` too, in the vendor's format: the split, declared on the
-first bar at the lower price, and quarterly dividends (a few old rows with ``"None"`` for the dates
-nobody recorded, and one declared for after the sample's last day, as Alpha Vantage lists
-declared future dividends).
-
-It answers ``TIME_SERIES_INTRADAY`` too: synthetic bars of the interval asked for, inside the
-NYSE sessions only (``market_core.sessions``: extended hours when asked), the bars of today's
-session that have ended by now and those of the sessions before it (compact: the latest 100
-bars, full: the last five sessions). A bar's values depend only on the symbol, the interval
-and its day, so a later answer repeats the earlier bars exactly.
+"""An offline Alpha Vantage in the vendor's exact wire format, mounted on the client's session
+when there is no key, so the sample takes the real client's whole path. What it answers (daily,
+actions, intraday): docs/design/pipeline-internals.md.
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
-"""``ohlcv_data``: clean bars upserted (the file) or merged (the lake) into the table.
-
-A batch of symbols goes in as one Arrow table, one statement, one transaction: the table is
-either before or after the batch, never half. ``ON CONFLICT ... DO UPDATE`` makes a revised bar
-(a partial day fetched before the close, a vendor correction) replace the old one, and its
-``WHERE`` clause leaves identical bars alone, so loading the same data twice changes nothing.
-A batch none of whose symbols has a stored bar has nothing to conflict with: it goes in as a
-plain ``INSERT``, which skips the upsert's per-row conflict handling (a third of its CPU in a
-backfill) and gives the counts for free.
-
-Every write first logs its new and revised bars in the change log (``changes.py``), in
-the same transaction: the plain ``INSERT`` logs its rows as new without comparing them.
+"""``ohlcv_data``: clean bars upserted (the file) or merged (the lake), a batch in one statement
+and one transaction; identical bars are left alone, a batch of new symbols is a plain insert.
+Why: docs/design/pipeline-internals.md.
 """
 
 from __future__ import annotations

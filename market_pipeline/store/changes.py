@@ -1,20 +1,7 @@
-"""The change log the push stream reads: ``bar_changes`` and ``bar_commits`` (``schema.py``).
-
-``record_changes`` runs inside a bar-writing transaction, before the upsert, while the table
-still holds the old values: it compares the registered batch with the stored bars and appends
-one row per bar that is new or whose values differ, with its new values, all under one new
-``commit_id``. The log
-commits or rolls back with the bars, so a reader never sees a change whose bar is not there,
-and a reload that changes nothing adds nothing (no commit row, no id used up).
-
-A backfill (a batch none of whose symbols has a stored bar, which the upsert already knows)
-records its rows as new straight from the batch, without the join against the table, and only
-those of symbols a stream can follow already (known by their bars in the other table).
-
-Old changes are pruned in the same transaction: the rows of commits older than ``KEEP_DAYS``
-go, while ``bar_commits`` keeps its newest row always, so ids keep growing and a client whose
-``Last-Event-ID`` predates the oldest kept commit is known to be too old to resume. The prune
-is a lookup in the small ``bar_commits`` table, and deletes only when something aged out.
+"""The change log the push stream reads (``bar_changes``, ``bar_commits``), written in the same
+transaction as the bars, before the upsert, so a reader never sees a change whose bar is not
+there and a reload that changes nothing logs nothing. Backfills and pruning:
+docs/design/pipeline-internals.md.
 """
 
 from __future__ import annotations
