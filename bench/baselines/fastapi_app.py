@@ -1,6 +1,6 @@
 """The original design, as the baseline: FastAPI + uvicorn, pydantic models, an in-process cache.
 
-Same routes and parameters as ``market_api``, the same SQL (``market_api.queries``) on the same
+Same routes and parameters as ``market_api``, the same SQL (``market_api.bars.queries``) on the same
 DuckDB file, through one long-lived read-only connection with a cursor per worker thread (a
 generous reading: the design opened the file per request). Results are cached in process with
 ``functools.lru_cache`` (as many entries as ours keeps), as pydantic models that FastAPI
@@ -21,8 +21,8 @@ import duckdb
 from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel
 
-from market_api import queries
-from market_api.schemas import Interval
+from market_api.bars import queries
+from market_api.bars.schemas import Interval
 
 CACHE_ENTRIES = 10_000
 

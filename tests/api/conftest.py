@@ -24,8 +24,8 @@ from litestar.testing import TestClient
 from litestar.types import ASGIApp
 
 from market_api.app import create_app
-from market_api.fastpath import CacheFirst
-from market_api.service import MarketService
+from market_api.bars.service import MarketService
+from market_api.http.fastpath import CacheFirst
 from market_api.settings import Settings
 from market_core.home import DataHome
 from tests.api.writer import Row, load

@@ -485,7 +485,7 @@ def test_a_load_of_only_corporate_actions_invalidates_every_answer_using_them(
     revised = split("ADJ", date(2024, 1, 22), 3.0)
     vanished = next(e for e in EVENTS if e.ex_date == date(2024, 1, 20))
     new = dividend("ADJ", date(2024, 2, 6), 2.0)
-    service.db.close()  # a writer in this very process: hand the file over, as poll() would
+    service.reader.close()  # a writer in this very process: hand the file over, as poll() would
     load_actions(adj_home, [revised, new], delete=[vanished])
     assert all(client.get(url).content == r.content for url, r in before.items())
     assert service.cache.poll()
@@ -512,7 +512,7 @@ def test_the_first_actions_load_into_an_old_file_is_served(
     service = service_of(client)
     url = "/instruments/MSFT/ohlcv?adjustment=split"
     before = client.get(url).json()["bars"]
-    service.db.close()
+    service.reader.close()
     load_actions(dataset.home, [split("MSFT", date(2024, 2, 1), 2.0)])
     assert service.cache.poll()
     after = client.get(url).json()["bars"]
@@ -540,7 +540,7 @@ def test_every_symbols_steps_are_computed_in_the_background_and_again_per_versio
         bars = client.get(f"/instruments/{symbol}/ohlcv?adjustment=all").json()["bars"]
         assert bars == approx_bars(as_bars(expected(adj_rows(symbol, base), EVENTS, "all")))
 
-    service.db.close()  # a writer in this very process: hand the file over, as poll() would
+    service.reader.close()  # a writer in this very process: hand the file over, as poll() would
     new = split("PLAIN", date(2024, 1, 17), 4.0)
     load_actions(adj_home, [new])
     assert service.cache.poll()

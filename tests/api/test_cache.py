@@ -7,8 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from market_api.cache import CacheKey, ResponseCache, build_response
-from market_api.fastpath import etag_matches, request_format
+from market_api.http.cache import CacheKey, ResponseCache, build_response
+from market_api.http.fastpath import etag_matches
+from market_api.http.negotiation import request_format
 from market_api.settings import Settings
 from market_core import data_version
 from market_core.env import SettingsError
@@ -55,7 +56,7 @@ def test_a_hit_does_no_duckdb_work(dataset: Dataset, make_client: MakeClient) ->
     cached = client.get(URL)
     cached_lower = client.get("/instruments/aapl/ohlcv?limit=5")
     with write_lock(dataset.home):
-        service_of(client).db.close()
+        service_of(client).reader.close()
         again = client.get(URL)
         assert again.status_code == 200
         assert again.content == cached.content
@@ -66,7 +67,7 @@ def test_a_hit_does_no_duckdb_work(dataset: Dataset, make_client: MakeClient) ->
         assert miss.status_code == 503
         assert miss.headers["retry-after"] == "1"
         assert miss.json()["error"] == "data_unavailable"
-        assert not service_of(client).db.is_open
+        assert not service_of(client).reader.is_open
     assert client.get("/instruments/AAPL/ohlcv?limit=7").status_code == 200
 
 
@@ -212,7 +213,7 @@ def test_a_load_is_served_from_the_first_poll_after_it(
     client = make_client(dataset.home, poll_seconds=3600.0)
     service = service_of(client)
     old = client.get(URL)
-    service.db.close()  # a writer in this very process: hand the file over, as poll() would
+    service.reader.close()  # a writer in this very process: hand the file over, as poll() would
     bar = next_day_bar(dataset)
     load(dataset.home, [bar])
     assert client.get(URL).content == old.content, "invalidated without a poll"

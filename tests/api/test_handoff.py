@@ -22,9 +22,10 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from market_api import queries
-from market_api.db import Database, ReadWriteLock
-from market_api.errors import DataUnavailable
+from market_api.bars import queries
+from market_api.readers.errors import StoreUnavailable
+from market_api.readers.file import FileReader
+from market_api.readers.locks import ReadWriteLock
 from market_core import data_version
 from market_core.handoff import VersionWatch, exclusive_write, write_lock, write_locked
 from market_core.home import DataHome
@@ -45,7 +46,7 @@ def test_api_lets_go_for_a_writer_and_reopens_lazily_after(
     dataset: Dataset, make_client: MakeClient
 ) -> None:
     client = make_client(dataset.home, unavailable_wait_seconds=0.2)
-    db = service_of(client).db
+    db = service_of(client).reader
     assert client.get("/instruments/AAPL/stats").status_code == 200
     assert db.is_open
     with write_lock(dataset.home):
@@ -62,7 +63,7 @@ def test_a_writer_connects_while_the_api_holds_the_file(
     client: TestClient[Litestar], dataset: Dataset
 ) -> None:
     assert client.get("/instruments/AAPL/ohlcv?limit=1").status_code == 200
-    assert service_of(client).db.is_open
+    assert service_of(client).reader.is_open
     rows = [["2024-05-01T00:00:00", "AAPL", 1.0, 2.0, 0.5, 1.5, 7]]
     # Dagster's backoff (0.1, 0.2, 0.4, 0.8 s) with only four retries is enough.
     result = run_writer("once", str(dataset.home.root), json.dumps(rows), "4")
@@ -159,7 +160,7 @@ def test_a_writer_that_skips_the_lock_gives_503_not_500(
     means 'wait'."""
     client = make_client(dataset.home, unavailable_wait_seconds=0.3)
     cached = client.get("/instruments")
-    service_of(client).db.close()
+    service_of(client).reader.close()
     holder = subprocess.Popen(
         [sys.executable, "-m", "tests.api.writer", "hold", str(dataset.home.root)],
         cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -235,7 +236,7 @@ def test_no_errors_while_a_loader_writes_and_clients_read(
 
 def test_queries_racing_with_close_never_fail(dataset: Dataset) -> None:
     """Closing from another thread waits for running queries; they all get an answer."""
-    db = Database(dataset.home, wait_seconds=5.0)
+    db = FileReader(dataset.home, wait_seconds=5.0)
     expected = len(dataset.rows["AAPL"])
     errors: list[BaseException] = []
     results: list[int] = []
@@ -269,8 +270,8 @@ def test_queries_racing_with_close_never_fail(dataset: Dataset) -> None:
 
 
 def test_unavailable_is_bounded_and_typed(dataset: Dataset) -> None:
-    db = Database(dataset.home, wait_seconds=0.1, retry_after_seconds=3)
-    with write_lock(dataset.home), pytest.raises(DataUnavailable) as caught:
+    db = FileReader(dataset.home, wait_seconds=0.1, retry_after_seconds=3)
+    with write_lock(dataset.home), pytest.raises(StoreUnavailable) as caught:
         db.run(queries.instruments)
     assert caught.value.retry_after_seconds == 3
     assert not db.is_open
@@ -280,7 +281,7 @@ def test_unavailable_is_bounded_and_typed(dataset: Dataset) -> None:
 
 def test_a_missing_file_reads_as_empty_and_is_not_created(tmp_path: Path) -> None:
     home = DataHome(tmp_path / "nothing")
-    db = Database(home, wait_seconds=0.1)
+    db = FileReader(home, wait_seconds=0.1)
     assert db.run(queries.instruments) == []
     assert db.run(queries.newest_bar_date) is None
     assert not db.run(lambda cur: queries.symbol_exists(cur, "AAPL"))
@@ -294,7 +295,7 @@ def test_a_missing_file_reads_as_empty_and_is_not_created(tmp_path: Path) -> Non
 def test_the_data_version_moves_only_when_rows_may_have_changed(dataset: Dataset) -> None:
     """A load that changed nothing leaves the version (and so every reader's cache) alone; one
     that did, or one that cannot tell (``tests.api.writer``), publishes a new one."""
-    db = Database(dataset.home, wait_seconds=1.0)
+    db = FileReader(dataset.home, wait_seconds=1.0)
     published = db.data_version()
     assert published is not None and published == data_version.read(dataset.home.version_path)
     with exclusive_write(dataset.home) as handoff:
@@ -346,7 +347,7 @@ def test_read_write_lock_excludes_and_prefers_the_closer() -> None:
 
 
 def test_the_api_connection_cannot_change_data(dataset: Dataset) -> None:
-    db = Database(dataset.home, wait_seconds=0.1)
+    db = FileReader(dataset.home, wait_seconds=0.1)
     with pytest.raises(duckdb.Error, match="read-only"):
         db.run(lambda cur: cur.execute("DELETE FROM ohlcv_data"))
     assert len(db.run(queries.instruments)) == 3

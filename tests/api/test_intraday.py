@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 
-from market_api.schemas import CSV_COLUMNS
+from market_api.bars.schemas import CSV_COLUMNS
 from market_core.handoff import exclusive_write
 from market_core.home import DataHome
 from market_core.schema import CREATE_ACTIONS_SQL, CREATE_INTRADAY_SQL, INTRADAY_TABLE

@@ -26,7 +26,7 @@ import requests
 from litestar.testing import TestClient
 
 from market_api.app import create_app
-from market_api.lake_db import LakeDatabase
+from market_api.readers.lake import LakeReader
 from market_api.settings import Settings
 from market_core.home import DataHome
 from market_core.lake import LakeSettings, connect, snapshot_id
@@ -304,7 +304,7 @@ def test_an_answer_reads_the_snapshot_of_its_version_after_a_newer_commit(lake: 
     """The reader's pin: a question filed under a version reads that snapshot, every query of
     it, even when a load committed since (here, before the question even starts)."""
     first = lake.commit(AAPL[:10])
-    db = LakeDatabase(lake.settings())
+    db = LakeReader(lake.settings())
     try:
         db.poll()
         assert db.data_version() == str(first)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from market_api.errors import InvalidParameter
-from market_api.service import parse_symbol
+from market_api.bars.params import parse_symbol
+from market_api.http.errors import InvalidParameter
 from market_core.home import DataHome
 from market_core.symbols import InvalidSymbolError, normalize_symbol
 from tests.pipeline.test_ingest_cli import ingest

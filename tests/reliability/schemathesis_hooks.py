@@ -4,7 +4,7 @@ OpenAPI has no way to relate two parameters, so ``start <= end`` is stated in th
 descriptions and the 400 answer's, and the API answers 400 to a reversed range. Generated ranges
 are put in order here, so that ``positive_data_acceptance`` checks every other promise of the
 schema. ``start`` and ``end`` are strings in the schema (an ISO date or date-time, which the
-description states and ``market_api.service.parse_moment`` reads): a generated string that is
+description states and ``market_api.bars.params.parse_moment`` reads): a generated string that is
 neither becomes a fixed date here, and ``tests/api/test_intraday.py`` tests the refusals.
 
 ``as_of`` (time travel) is answered only by the shared lake, and only for times after its oldest
@@ -20,8 +20,8 @@ from typing import Any
 
 import schemathesis
 
-from market_api.errors import InvalidParameter
-from market_api.service import parse_moment
+from market_api.bars.params import parse_moment
+from market_api.http.errors import InvalidParameter
 
 _STAND_INS = {"start": "2024-01-02", "end": "2024-12-31"}
 """What a generated ``start`` or ``end`` that is no ISO date or date-time becomes."""

@@ -15,7 +15,7 @@ import pytest
 from litestar.testing import TestClient
 
 from market_api.app import create_app
-from market_api.fastpath import CacheFirst
+from market_api.http.fastpath import CacheFirst
 from market_api.settings import Settings
 from market_core.home import DataHome
 from market_core.schema import TABLE
@@ -64,7 +64,7 @@ def test_the_api_cannot_write_its_duckdb_file(
     (impossible while anyone holds it read-write), and a write through it is refused."""
     assert client.get("/instruments").status_code == 200
     service = api.app.state["service"]
-    assert service.db.is_open
+    assert service.reader.is_open
     other = subprocess.run(
         [sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1], read_only=True)"
          ".execute('SELECT count(*) FROM ohlcv_data').fetchall()", str(data_home.duckdb_path)],
@@ -72,5 +72,5 @@ def test_the_api_cannot_write_its_duckdb_file(
     )  # fmt: skip
     assert other.returncode == 0, other.stderr
     with pytest.raises(duckdb.Error, match="read-only"):
-        service.db.run(lambda cur: cur.execute(f"DELETE FROM {TABLE}").fetchall())
+        service.reader.run(lambda cur: cur.execute(f"DELETE FROM {TABLE}").fetchall())
     assert client.get("/instruments/AAPL/stats").json()["count"] == api_data.DAYS

@@ -1,11 +1,5 @@
-"""The docs page (``/schema``): Swagger UI served from an installed package, never from a CDN.
-
-Litestar's render plugins point their ``<script>`` and ``<link>`` tags at public CDNs, so behind
-a firewall or offline the page stays blank. ``swagger-ui-bundle-v2`` installs Swagger UI's
-built files; the API serves that directory itself, under the docs router, and the page names
-nothing but its own origin (its favicon included). Redoc, Stoplight Elements and RapiDoc ship in
-no package we install, so they are not offered: their paths answer 404 rather than a blank page.
-``/schema/openapi.json`` (and ``.yaml``) stay as Litestar serves them.
+"""The docs page (``/schema``): Swagger UI served from an installed package, never a CDN, so
+it works offline; Redoc and the other renderers ship in no package we install and answer 404.
 """
 
 from __future__ import annotations

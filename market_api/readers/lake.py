@@ -1,27 +1,9 @@
-"""The API's reader of the shared lake, the lake implementation of ``StoreReader``.
+"""The lake reader: the shared DuckLake attached read-only, each cursor pinned to a snapshot.
 
-In lake mode (``MARKET_POSTGRES_URL`` set) the bars live in a DuckLake (``market_core.lake``)
-that loaders on any machine commit to, one snapshot per commit. There is no file to hand over
-and no version file: the lake's current snapshot id is the data version. The watch thread's
-``poll`` asks the catalog for it (one small PostgreSQL query, at most every
-``refresh_seconds``), and ``data_version`` hands out the id it last saw, so the response cache
-and the factor cache follow commits from every machine within a fraction of a second, with no
-lock and no hand-off. An attached DuckLake sees other processes' commits without re-attaching:
-every autocommit query starts a transaction at the catalog's newest snapshot.
-
-An answer must read one snapshot, the one its data version names, even when a load commits while
-it runs (a question asks several queries, and the adjusted ones also read the factor steps).
-Each thread's cursor therefore shadows the tables (bars, corporate actions, intraday bars, the
-change log) with temporary views of ``lake.main.<table> AT (VERSION => n)``: temporary objects
-are private to a cursor and come first in DuckDB's search path, so ``queries.py``'s SQL, which
-names the tables, reads the pinned snapshot unchanged, with the same plans (the filters reach
-the lake's scan through the view) and no cost to the file mode. A cursor re-pins only when it is
-asked for another snapshot. Time travel (``as_of``) is the same pin, at the newest snapshot
-committed at or before the asked time.
-
-The catalog may be unreachable for a while (PostgreSQL restarting, the network): queries then
-wait, reconnecting, up to ``wait_seconds`` and fail as ``DataUnavailable`` (a 503 with
-``Retry-After``), as the file mode does while a loader holds its file.
+The lake's current snapshot id is the data version. Every query of one answer reads the snapshot
+its version names, through temporary views that shadow the tables on the cursor; ``as_of`` is
+the same pin at an older snapshot. The why is in docs/design/api-internals.md ("The lake
+reader").
 """
 
 from __future__ import annotations
@@ -36,8 +18,9 @@ from typing import TypeVar
 
 import duckdb
 
-from market_api.db import ReadWriteLock
-from market_api.errors import DataUnavailable, InvalidParameter
+from market_api.readers.errors import SnapshotNotFound, StoreUnavailable
+from market_api.readers.interface import Query
+from market_api.readers.locks import ReadWriteLock
 from market_core.lake import LAKE_ALIAS, LakeError, LakeSettings, connect, snapshot_id
 from market_core.schema import (
     ACTIONS_TABLE,
@@ -53,9 +36,6 @@ from market_core.schema import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-AS_OF = "as_of"
-"""The query parameter of time travel, named in its errors."""
 
 _PIN_SQL = (
     "CREATE OR REPLACE TEMP VIEW {table} AS "
@@ -106,9 +86,9 @@ class _Unreachable:
 _UNREACHED = _Unreachable()
 
 
-class LakeDatabase:
-    """One in-memory DuckDB connection with the lake attached read-only, its cursors pinned to
-    snapshots; ``run`` and ``run_at`` are the only ways queries reach the lake."""
+class LakeReader:
+    """The ``Reader`` of the lake: one in-memory DuckDB connection with the lake attached
+    read-only, its cursors pinned to snapshots."""
 
     def __init__(
         self,
@@ -128,7 +108,7 @@ class LakeDatabase:
         which every replica must serve a commit, at ~10 catalog queries a second."""
         self._reconnect_seconds = reconnect_seconds
         self._lock = ReadWriteLock()
-        """Queries hold it shared, connecting and closing exclusive (``market_api.db``)."""
+        """Queries hold it shared, connecting and closing exclusive."""
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._generation = 0
         self._local = threading.local()
@@ -154,22 +134,18 @@ class LakeDatabase:
             return
         self._attempt(self._refresh)
 
-    def run(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    def check_as_of(self, as_of: datetime) -> None:
+        """The lake keeps its snapshots: any time may be asked (one before the oldest raises
+        ``SnapshotNotFound`` when it is read)."""
+
+    def run(self, query: Query[T]) -> T:
         """Run ``query`` at the current data version (``StoreReader.run``)."""
         return self.run_at(self.data_version(), query)
 
-    def run_at(
-        self,
-        version: str | None,
-        query: Callable[[duckdb.DuckDBPyConnection], T],
-        as_of: datetime | None = None,
-    ) -> T:
-        """Run ``query`` on a cursor whose tables are snapshot ``version`` (a ``data_version``;
-        None: the newest), or with ``as_of`` the newest snapshot committed at or before it, but
-        never one after ``version``. Blocking; retried while the lake cannot be reached.
-
-        Raises ``DataUnavailable`` after ``wait_seconds`` without reaching the lake, and
-        ``InvalidParameter`` naming ``as_of`` for a time before the lake's oldest snapshot."""
+    def run_at(self, version: str | None, query: Query[T], as_of: datetime | None = None) -> T:
+        """Run ``query`` with the tables of snapshot ``version`` (None: the newest), or with
+        ``as_of`` of the newest snapshot committed by then, never one after ``version``.
+        Retried while the lake cannot be reached, for up to ``wait_seconds``."""
         snapshot = None if version is None else int(version)
         deadline = time.monotonic() + self._wait_seconds
         while True:
@@ -177,7 +153,7 @@ class LakeDatabase:
             if not isinstance(result, _Unreachable):
                 return result
             if self._shut_down or time.monotonic() >= deadline:
-                raise DataUnavailable(
+                raise StoreUnavailable(
                     "the shared lake's catalog could not be reached in time; retry shortly",
                     retry_after_seconds=self._retry_after_seconds,
                 )
@@ -200,7 +176,7 @@ class LakeDatabase:
         self,
         snapshot: int | None,
         as_of: datetime | None,
-        query: Callable[[duckdb.DuckDBPyConnection], T],
+        query: Query[T],
         cursor: duckdb.DuckDBPyConnection,
     ) -> T:
         """Pin ``snapshot`` (the newest if None; ``as_of``'s if given) and run ``query``."""
@@ -278,9 +254,7 @@ class LakeDatabase:
             if as_of is None:
                 raise
             # A snapshot before the lake's tables were created, or one expired meanwhile.
-            raise InvalidParameter(
-                AS_OF, f"as_of {as_of.isoformat()} is before the lake's oldest usable snapshot"
-            ) from exc
+            raise SnapshotNotFound(as_of, usable=True) from exc
         for table, empty in _EMPTY_SQL.items():
             try:
                 cursor.execute(_pin(table, snapshot))
@@ -329,10 +303,5 @@ def _snapshot_at(cursor: duckdb.DuckDBPyConnection, as_of: datetime, newest: int
     row = cursor.execute(_AS_OF_SQL, {"as_of": moment}).fetchone()
     found, oldest = (None, None) if row is None else row
     if found is None:
-        since = "" if oldest is None else f" ({oldest.isoformat()})"
-        raise InvalidParameter(
-            AS_OF,
-            f"as_of {as_of.isoformat()} is before the lake's oldest snapshot{since}; "
-            "give a later time",
-        )
+        raise SnapshotNotFound(as_of, oldest)
     return min(int(found), newest)

@@ -45,7 +45,7 @@ class Adjustment(StrEnum):
     """How prices are adjusted for corporate actions at read time (the stored bars never are).
 
     ``split`` divides prices by S(t) and multiplies volume by it, ``dividend`` multiplies prices
-    by D(t), ``all`` does both; ``queries.py`` holds the formula."""
+    by D(t), ``all`` does both; docs/design/api-internals.md gives the formula."""
 
     RAW = "raw"
     SPLIT = "split"
@@ -132,14 +132,6 @@ class Health(msgspec.Struct, gc=False):
     data_version: str | None
     """The pipeline's data version; null before the first load."""
     newest_bar_date: date | None
-
-
-class ErrorBody(msgspec.Struct):
-    status_code: int
-    error: str
-    detail: str
-    parameter: str | None
-    """The query or path parameter at fault (400 only)."""
 
 
 BarRow = tuple[date, float, float, float, float, int]

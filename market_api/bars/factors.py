@@ -1,17 +1,8 @@
 """Every symbol's adjustment steps for the current data version, kept in memory.
 
-An adjusted answer needs its symbol's factor steps (``queries.FactorSteps``). Computing them for
-one symbol (a scan of its events, an ASOF join on its whole history) costs twice a one-year
-answer, so a cold symbol's first adjusted miss would pay three times a raw one. Computed for
-every symbol at once, a range of symbols per query, they cost a fraction of a millisecond each.
-So the first adjusted question of a data version starts that computation in the background and
-is answered from its own symbol's steps meanwhile; once it is done, every symbol's steps are a
-dictionary lookup. When the data version changes (the watch thread's poll), the steps of the old
-version are dropped and, if adjusted questions were asked, those of the new one computed at
-once, before the next question needs them.
-
-Memory: typed arrays, 24 bytes per ex-date; 1000 symbols with 20 years of quarterly dividends
-hold about 2 MB.
+Computed for all symbols at once (in the background, after the first adjusted question of a
+version) they cost a fraction of a millisecond each, against twice a one-year answer for one
+symbol alone (docs/design/api-internals.md, "Adjustment steps in memory").
 """
 
 from __future__ import annotations
@@ -25,8 +16,8 @@ from typing import Any
 
 import duckdb
 
-from market_api import queries
-from market_api.queries import NO_STEPS, FactorSteps
+from market_api.bars import queries
+from market_api.bars.queries import NO_STEPS, FactorSteps
 
 log = logging.getLogger(__name__)
 

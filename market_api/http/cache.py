@@ -1,17 +1,8 @@
-"""The LRU of finished responses, and its invalidation by the data version.
+"""The LRU of finished 200 answers, emptied when the reader's data version changes.
 
-An entry is a finished 200 answer: body bytes, ETag and the exact header list, so a hit does no
-DuckDB work, no encoding and no validation. The key is the request as it arrived (path, query
-string, negotiated format), so the ASGI layer in front of Litestar (``fastpath.py``) finds an
-entry with one dict lookup before anything is parsed. Another spelling of the same question
-(``aapl`` for ``AAPL``) is another entry; its ETag is the same, since the ETag hashes only what
-is sent. Both bounds, entries and bytes, count everything an entry keeps alive.
-
-The cache follows the data version its store's reader hands out (``StoreReader.data_version``:
-the loaders' version record for the DuckDB file, a snapshot id for a lake). ``poll`` (from the
-background thread) asks for it and, when it changed, empties the cache and bumps
-``generation``. A miss computed against the old data but finished after the change carries the
-old generation and is not stored, so no stale entry outlives the change.
+An entry is keyed by the request as it arrived (path, query string, negotiated format), so the
+fast path finds it with one dict lookup. docs/design/api-internals.md ("The response cache")
+says why, and how a miss computed under an old version is kept out.
 """
 
 from __future__ import annotations
@@ -21,21 +12,18 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
-Format = Literal["json", "csv"]
+from market_api.http.negotiation import Format
+
 CacheKey = tuple[str, bytes, Format]
 """A request as it arrived: path, query string, negotiated format."""
 
 CACHE_CONTROL = "public, max-age=0, must-revalidate"
 """Sent with every cacheable answer; also what tells the ASGI layer that it may store one."""
 VARY = "accept"
+CACHEABLE_HEADERS = {"cache-control": CACHE_CONTROL, "vary": VARY}
+"""What a route's 200 answer carries for the fast path to store it."""
 _ENTRY_OVERHEAD = 512  # the entry object, its key, dict slots: a generous flat estimate
-
-MEDIA_TYPES: dict[Format, str] = {
-    "json": "application/json",
-    "csv": "text/csv; charset=utf-8",
-}
 
 
 @dataclass(eq=False)

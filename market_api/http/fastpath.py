@@ -1,78 +1,26 @@
-"""The cache-first ASGI layer: the API as served, a shared HTTP cache in front of Litestar.
+"""The cache-first ASGI layer in front of Litestar: the API as served.
 
-A cache hit is the common case and must be cheap (p99 of a few ms, and at 50 connections close
-to a Litestar hello-world's throughput), so it skips routing, parameter parsing, validation,
-the Response object and header encoding: one dict lookup by the request as it arrived (path,
-query string, negotiated format: the one cache key), two ``send`` calls with stored bytes.
-Anything else goes to Litestar, which validates and answers. Like any shared cache, this layer
-stores a 200 answer to a GET only when the answer says it may (``Cache-Control: public``, which
-the data endpoints send), adding its ETag; everything else (errors, the docs, other methods)
-passes through untouched. The routes stay declared in Litestar, so the OpenAPI schema describes
-them exactly, and the handlers know nothing of the cache.
-
-Content negotiation (``request_format``) and ``If-None-Match`` (``etag_matches``) are decided
-here, for hits and misses alike. A miss reaches Litestar with its ``Accept`` replaced by the
-negotiated media type, so the handler answers exactly the format the entry is stored under.
-HEAD is answered as the GET it mirrors (same status and headers, ``Content-Length`` included)
-with the body dropped, and ``Allow`` (on a 405 or an ``OPTIONS``) lists it beside GET. Litestar
-alone would need a second handler per route, and would still send the body.
-
-Why not Litestar's own response cache (``cache=`` on the routes, a key builder that includes the
-data version): measured on cache hits it reaches about 1.15x the hello-world floor against about
-1.6x here (2026-11-30), but it builds the key twice per miss, at lookup and again at store, so
-a data version published in between would file an answer computed from the old data under the
-new version's key unless the version rode along in the request's scope; and HEAD and 304 would
-still need this layer.
+A hit is one dict lookup and two ``send`` calls with stored bytes; anything else goes to
+Litestar, and a cacheable 200 is stored on its way out. HEAD and ``If-None-Match`` are answered
+here too. docs/design/api-internals.md ("The fast path") says why this layer and not
+Litestar's own response cache.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import cast
 
 from litestar import Litestar
 from litestar.types import Message, Receive, Scope, Send
 
-from market_api.cache import (
+from market_api.http.cache import (
     CACHE_CONTROL,
-    MEDIA_TYPES,
     CachedResponse,
     CacheKey,
-    Format,
     ResponseCache,
     build_response,
 )
-
-
-@functools.lru_cache(maxsize=256)
-def request_format(accept: bytes | None) -> Format:
-    """CSV only if the client prefers ``text/csv`` strictly over JSON; JSON otherwise.
-
-    Quality values count (``text/csv;q=0.5, application/json`` is JSON), an exact media type
-    beats a wildcard, and a tie, a missing header or anything unknown gives JSON."""
-    if not accept:
-        return "json"
-    csv_q = _quality(accept, b"text/csv", b"text/*")
-    json_q = _quality(accept, b"application/json", b"application/*")
-    return "csv" if csv_q > json_q else "json"
-
-
-def _quality(accept: bytes, exact: bytes, family: bytes) -> float:
-    found: dict[bytes, float] = {}
-    for media_range in accept.lower().split(b","):
-        media, *params = (part.strip() for part in media_range.split(b";"))
-        q = 1.0
-        for param in params:
-            if param.startswith(b"q="):
-                try:
-                    q = float(param[2:])
-                except ValueError:
-                    q = 0.0
-        found.setdefault(media, q)
-    for media in (exact, family, b"*/*"):
-        if media in found:
-            return found[media]
-    return 0.0
+from market_api.http.negotiation import MEDIA_TYPES, Format, request_format
 
 
 def etag_matches(if_none_match: bytes | None, etag: bytes) -> bool:

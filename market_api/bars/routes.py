@@ -1,45 +1,51 @@
-"""The HTTP surface: controllers that parse parameters into a question and hand it on.
+"""The data endpoints as Litestar controllers: parameters in, a question to the service.
 
-Parameter types and bounds are declared here so that Litestar validates them and the OpenAPI
-schema states them; a failed validation becomes a 400 naming the parameter (``app.py``).
-Everything else happens in ``MarketService``.
+Parameter types and bounds are declared (``params``) so that Litestar validates them and the
+OpenAPI schema states them; everything else happens in ``MarketService``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import ResponseHeader
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example, OpenAPIMediaType, OpenAPIResponse, Operation, Schema
-from litestar.params import Parameter
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Schema
 
-from market_api.schemas import (
+from market_api.bars.params import (
+    AdjustmentParam,
+    AsOf,
+    End,
+    EndMoment,
+    IntervalParam,
+    Limit,
+    Start,
+    StartMoment,
+    Symbol,
+    check_once,
+    parse_moment,
+)
+from market_api.bars.questions import (
+    ActionsQuestion,
+    BarsQuestion,
+    HealthQuestion,
+    InstrumentsQuestion,
+    StatsQuestion,
+)
+from market_api.bars.schemas import (
     CSV_COLUMNS,
     Adjustment,
     CorporateActions,
-    ErrorBody,
     Health,
     InstrumentList,
     Interval,
     OhlcvSeries,
 )
-from market_api.schemas import Stats as StatsBody
-from market_api.service import (
-    ActionsQuestion,
-    BarsQuestion,
-    HealthQuestion,
-    InstrumentsQuestion,
-    MarketService,
-    StatsQuestion,
-    check_once,
-    parse_moment,
-)
-from market_api.settings import MAX_LIMIT
-from market_core.symbols import SYMBOL_PATTERN
+from market_api.bars.schemas import Stats as StatsBody
+from market_api.bars.service import MarketService
+from market_api.http.errors import ErrorBody
 
 _CACHE_HEADERS = [
     ResponseHeader(
@@ -73,81 +79,6 @@ _ACTIONS_ERRORS = {
     **_SYMBOL_ERRORS,
     404: _error("Neither bars nor corporate actions are stored for this symbol"),
 }
-
-# The stored symbol's pattern, in either case: the schema then promises exactly what is served.
-SYMBOL_ANY_CASE = SYMBOL_PATTERN.replace("A-Z", "A-Za-z")
-Symbol = Annotated[
-    str,
-    Parameter(
-        description="Ticker, case-insensitive: letters, digits, '.', '-', at most 12",
-        min_length=1,
-        max_length=12,
-        pattern=SYMBOL_ANY_CASE,
-    ),
-]
-Start = Annotated[
-    date | None, Parameter(description="First date, inclusive (YYYY-MM-DD); not after end")
-]
-End = Annotated[date | None, Parameter(description="Last date, inclusive (YYYY-MM-DD)")]
-# ``str``, parsed by ``service.parse_moment``: Litestar cannot take a ``date | datetime``.
-StartMoment = Annotated[
-    str | None,
-    Parameter(
-        description=(
-            "First bar, inclusive: an ISO date (YYYY-MM-DD) or date-time "
-            "(YYYY-MM-DDTHH:MM[:SS], exchange-local America/New_York unless it carries Z or "
-            "an offset); not after end. Intraday: a date means from that day's 00:00, a "
-            "date-time exactly. Daily, weekly, monthly: a date-time counts as its date."
-        ),
-        examples=[Example(value="2024-01-02"), Example(value="2024-01-02T09:30:00")],
-    ),
-]
-EndMoment = Annotated[
-    str | None,
-    Parameter(
-        description=(
-            "Last bar, inclusive: an ISO date or date-time as for start. Intraday: a date "
-            "means through that day's end, a date-time exactly (a bar starting then is in). "
-            "Daily, weekly, monthly: a date-time counts as its date."
-        ),
-        examples=[Example(value="2024-01-02"), Example(value="2024-01-02T12:00:00-05:00")],
-    ),
-]
-IntervalParam = Annotated[
-    Interval,
-    Parameter(
-        description=(
-            "Bar length: 1d (daily), 1w, 1mo (built from the daily bars), or the stored "
-            "intraday bars of 1min, 5min, 15min, 30min or 60min"
-        ),
-        default=Interval.DAY,
-    ),
-]
-Limit = Annotated[
-    int | None, Parameter(ge=1, le=MAX_LIMIT, description="Keep only the newest N bars")
-]
-AdjustmentParam = Annotated[
-    Adjustment,
-    Parameter(
-        description=(
-            "Prices as traded (raw), or adjusted at read time for later splits (split: prices "
-            "/ S(t), volume * S(t)), dividends (dividend: prices * D(t)) or both (all); at "
-            "most once. The README gives the formula."
-        ),
-        default=Adjustment.RAW,
-    ),
-]
-AsOf = Annotated[
-    datetime | None,
-    Parameter(
-        description=(
-            "Answer as the data stood at this time (RFC 3339, e.g. 2026-11-30T12:00:00Z; "
-            "without an offset, UTC): the bars of the newest lake snapshot committed by then. "
-            "Only with the shared lake (multi-machine mode); the single-file mode answers 400. "
-            "A time before the lake's oldest kept snapshot is a 400; at most once."
-        ),
-    ),
-]
 
 
 @dataclass

@@ -1,40 +1,23 @@
-"""The API's side of the DuckDB hand-off (``market_core.handoff``): one read-only connection.
+"""The file reader: one long-lived read-only connection to the data home's DuckDB file.
 
-``Database`` is the file implementation of ``market_core.store.StoreReader``. DuckDB lets one
-process hold the file read-write or many hold it read-only, never both. The API keeps a single
-long-lived read-only connection, because opening one costs tens of milliseconds and a query on
-an open one a few. It lets go as soon as a loader holds the write lock, seen either by the
-background poll (``poll``, every ~25 ms) or by the check before every query, and it does not
-reopen while the lock is held. The next query after the loader is done reopens it. Both checks
-only ask the kernel: a dead loader's lock is already gone, and nothing on disk changes.
-
-Queries run concurrently on per-thread cursors of that connection. A readers-writer lock keeps
-``close`` from pulling the connection from under a running query: queries hold it shared,
-opening and closing hold it exclusive, and a waiting close blocks new queries so that it happens
-as soon as the running ones finish.
-
-Before the first load there may be no file, or a file without the tables: a file loaded before
-corporate actions existed has ``ohlcv_data`` but no ``corporate_actions``, and one whose first
-load was of corporate actions only the reverse; a file from before intraday bars and the change
-log lacks ``ohlcv_intraday``, ``bar_changes`` and ``bar_commits``. Queries then run against
-empty tables of the same schema (in memory without a file; with one, a temporary table per
-cursor for each missing table: temporary objects are per cursor, and the only thing a read-only
-connection may create), so every endpoint answers "no data" or "no events" through the same SQL
-instead of special cases.
+It lets go of the file whenever a loader holds the write lock (``market_core.handoff``) and
+reopens on the next query after; a missing file or table reads as empty. The why is in
+docs/design/api-internals.md ("The file reader").
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import TypeVar
 
 import duckdb
 
-from market_api.errors import DataUnavailable
+from market_api.readers.errors import HistoryNotKept, StoreUnavailable
+from market_api.readers.interface import Query
+from market_api.readers.locks import ReadWriteLock
 from market_core.handoff import VersionWatch, write_locked
 from market_core.home import DataHome
 from market_core.schema import (
@@ -73,47 +56,6 @@ def _temporary(create_sql: str) -> str:
     return create_sql.replace("CREATE TABLE", "CREATE TEMP TABLE", 1)
 
 
-class ReadWriteLock:
-    """Many shared holders or one exclusive holder; a waiting exclusive holder goes first."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._readers = 0
-        self._writer = False
-        self._writers_waiting = 0
-
-    @contextlib.contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            self._writers_waiting += 1
-            try:
-                while self._writer or self._readers:
-                    self._cond.wait()
-            finally:
-                self._writers_waiting -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
-
-
 class _Signal:
     """An attempt's outcome other than a result."""
 
@@ -123,8 +65,8 @@ _CLOSED = _Signal()  # no connection is open
 _FAILED = _Signal()  # the open connection failed mid-read; close it and try again
 
 
-class Database:
-    """The read-only connection manager; ``run`` is the only way queries reach DuckDB."""
+class FileReader:
+    """The ``Reader`` of the DuckDB file, which keeps only its latest data."""
 
     def __init__(
         self,
@@ -155,18 +97,26 @@ class Database:
         """Whether the API currently holds the DuckDB file (read-only)."""
         return self._conn is not None
 
-    def run(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        """Run ``query`` on a cursor, waiting (bounded) while a writer holds the file.
+    def check_as_of(self, as_of: datetime) -> None:
+        """Always refused: the file keeps no history."""
+        raise HistoryNotKept()
 
-        Blocking: call it from a worker thread. Raises ``DataUnavailable`` after
-        ``wait_seconds`` without a chance to read."""
+    def run_at(self, version: str | None, query: Query[T], as_of: datetime | None = None) -> T:
+        """``run``: the file has only its latest data, whatever ``version`` asks."""
+        if as_of is not None:
+            self.check_as_of(as_of)
+        return self.run(query)
+
+    def run(self, query: Query[T]) -> T:
+        """Run ``query`` on a cursor, waiting up to ``wait_seconds`` while a writer holds the
+        file, then raising ``StoreUnavailable``."""
         deadline = time.monotonic() + self._wait_seconds
         while True:
             result = self._attempt(query)
             if not isinstance(result, _Signal):
                 return result
             if self._shut_down or time.monotonic() >= deadline:
-                raise DataUnavailable(
+                raise StoreUnavailable(
                     "the data is being updated and could not be read in time; retry shortly",
                     retry_after_seconds=self._retry_after_seconds,
                 )
@@ -191,7 +141,8 @@ class Database:
                 conn.close()
 
     def shutdown(self) -> None:
-        """Close for good: requests still waiting for the file get a 503, nothing reopens."""
+        """Close for good: queries still waiting for the file raise
+        ``StoreUnavailable``, nothing reopens."""
         self._shut_down = True
         self.close()
         with self._empty_lock:
@@ -199,7 +150,7 @@ class Database:
                 self._empty.close()
                 self._empty = None
 
-    def _attempt(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T | _Signal:
+    def _attempt(self, query: Query[T]) -> T | _Signal:
         """One try: query the open connection, or open it and query; ``_BUSY`` if we cannot.
 
         The loop only covers a close (for a loader) between our open and our query."""
@@ -222,7 +173,7 @@ class Database:
                 return _BUSY
         return _BUSY
 
-    def _query_open(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T | _Signal:
+    def _query_open(self, query: Query[T]) -> T | _Signal:
         """Run on this thread's cursor of the open connection, or say it is closed."""
         with self._lock.shared():
             if self._source is None:
@@ -273,7 +224,7 @@ class Database:
             self._generation += 1
             return True
 
-    def _query_empty(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    def _query_empty(self, query: Query[T]) -> T:
         cursor = self._empty_source().cursor()
         try:
             return query(cursor)

@@ -1,38 +1,8 @@
-"""The SQL: one function per question the API asks, every value a bound parameter.
+"""The SQL: one function per question, every value a bound parameter, plain tuples back.
 
-Each function takes a cursor of the read-only connection (``db.Database`` hands one out) and
-returns plain tuples, so DuckDB does the filtering, aggregation, ordering and date casting and
-the caller only encodes. Date ranges are half-open on ``timestamp`` (``>= start``,
-``< end + 1 day``): inclusive of the whole end date whatever the time of day, and plain
-comparisons that DuckDB's zone maps can prune row groups with.
-
-Adjusted prices (``Adjustment``) are computed here, at read time, from the raw bars and the
-``corporate_actions`` table; nothing stored is ever rewritten. For a bar on day t:
-
-* ``S(t)``: the product of the split factors of every split with ex-date > t.
-* ``D(t)``: the product, over every dividend with ex-date > t, of ``1 - amount / close``,
-  ``close`` being the raw close of the last stored bar before that ex-date (looked up in the
-  symbol's whole stored history, not only the asked range, so an answer does not depend on
-  its range). A dividend with no stored bar before its ex-date adjusts nothing.
-* ``split``: open, high, low, close / S(t); volume * S(t). ``dividend``: prices * D(t), volume
-  unchanged. ``all``: prices / S(t) * D(t); volume * S(t).
-
-All in float64 without rounding, except the adjusted volume: ``volume * S(t)`` in float64,
-rounded half to even (``round_even``) to an integer, so that it stays a share count. Events
-outside the stored bars still adjust the bars before them.
-
-In two steps. ``factor_steps_between``, set-based over the events of a range of symbols: each
-ex-date gets S and D of itself and every later ex-date (products taken newest first), the
-dividend factors from an ASOF join on each symbol's whole history. Those steps depend on the
-symbol and the data version only, and computing them costs more than an answer, so the
-service computes every symbol's once per version (``factors.FactorCache``). Each answer then
-binds them as list parameters and gives every bar in its range the step of the first ex-date
-after it; weekly and monthly bars and the stats come from those adjusted daily bars through the
-same SQL as from raw ones. ``raw``, and a symbol without events, run the plain SQL.
-
-Intraday bars (``ohlcv_intraday``, one series per interval, timestamps naive exchange-local)
-are read as stored, never aggregated, and adjusted by the same steps: a bar takes the factors
-of its day, since an event takes effect at its ex-date's open (``FactorSteps.apply_intraday``).
+Adjusted prices are computed at read time from the raw bars and ``corporate_actions``, nothing
+stored is rewritten; the formula and why it is split into factor steps are in
+docs/design/api-internals.md ("The SQL and the adjustments").
 """
 
 from __future__ import annotations
@@ -46,7 +16,7 @@ from typing import cast
 
 import duckdb
 
-from market_api.schemas import Adjustment, BarRow, Interval
+from market_api.bars.schemas import Adjustment, BarRow, Interval
 from market_core.exchange import EXCHANGE_TZ
 from market_core.schema import ACTIONS_TABLE, DIVIDEND, INTRADAY_TABLE, SPLIT, TABLE
 

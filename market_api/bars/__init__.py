@@ -1,0 +1,1 @@
+"""The data endpoints: routes, parameters, questions, the service, the SQL, the schemas."""
