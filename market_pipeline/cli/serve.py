@@ -1,18 +1,10 @@
 """``make run``'s foreground: the API and ``dagster dev`` side by side, stopped together.
 
-A shell that backgrounds one server and traps signals does not survive a SIGTERM to its process
-group (systemd, docker, a supervisor): bash runs its trap only once its foreground child has
-exited, its ``kill 0`` then hits ``dagster dev`` in the middle of its own shutdown, and the
-webserver, the daemon and the code servers were left running. Here each server runs in a process
-group of its own, so every signal it gets is one this module chose:
-
-- SIGTERM, SIGINT or SIGHUP to this process (or to ``make``, which forwards SIGTERM to it) sends
-  SIGINT to ``dagster dev``'s group, exactly what Ctrl-C in a terminal does, so it stops its
-  webserver, daemon and code servers cleanly; the API's group gets SIGTERM.
-- Whatever is left in either group after ``STOP_GRACE_SECONDS`` is killed, so everything is gone
-  within 10 s of the signal.
-- If one server exits on its own (a port in use, say), the other is stopped the same way and
-  the exit status is 1.
+Each server leads a process group of its own, so every signal it gets is one chosen here: a stop
+signal becomes SIGINT for ``dagster dev``'s group (Ctrl-C, its clean shutdown) and SIGTERM for
+the API's; what outlives the grace is killed. The stop runs whatever happens to this process's
+own output (``make run | tee`` loses its reader with the same Ctrl-C). See
+docs/design/operations-internals.md.
 """
 
 from __future__ import annotations
@@ -32,6 +24,17 @@ from types import FrameType
 STOP_GRACE_SECONDS = 7.0
 POLL_SECONDS = 0.1
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def say(prefix: str, message: str, stream: str = "stderr") -> None:
+    """Write a line, or nothing once its reader is gone: a dead pipe must not end the stop."""
+    try:
+        print(f"{prefix}: {message}" if prefix else message, file=getattr(sys, stream), flush=True)
+    except OSError:  # EPIPE and the like: from now on both streams go to /dev/null
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
 
 
 @dataclass
@@ -108,18 +111,20 @@ def stop_all(servers: Sequence[Server], grace: float = STOP_GRACE_SECONDS) -> li
 def serve(api: Sequence[str], dagster: Sequence[str]) -> int:
     stop = StopRequested()
     stop.install()  # before the servers start: a signal from then on stops them
-    servers = [start("the API", api, signal.SIGTERM), start("dagster dev", dagster, signal.SIGINT)]
-    ended = wait_for_stop(servers, stop)
-    if ended is not None:
-        print(
-            f"serve: {ended.name} exited with code {ended.process.returncode}; stopping the rest",
-            file=sys.stderr,
-        )
-    else:
-        assert stop.signal is not None
-        print(f"serve: {stop.signal.name} received; stopping", file=sys.stderr)
-    for name in stop_all(servers):
-        print(f"serve: {name} did not stop in {STOP_GRACE_SECONDS:.0f} s; killed", file=sys.stderr)
+    servers: list[Server] = []
+    ended: Server | None = None
+    try:
+        servers.append(start("the API", api, signal.SIGTERM))
+        servers.append(start("dagster dev", dagster, signal.SIGINT))
+        ended = wait_for_stop(servers, stop)
+        if ended is not None:
+            code = ended.process.returncode
+            say("serve", f"{ended.name} exited with code {code}; stopping the rest")
+        elif stop.signal is not None:
+            say("serve", f"{stop.signal.name} received; stopping")
+    finally:
+        for name in stop_all(servers):
+            say("serve", f"{name} did not stop in {STOP_GRACE_SECONDS:.0f} s; killed")
     return 0 if ended is None else 1
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.services import listeners
 from tests.conftest import ENV_VARS
 
 pytestmark = pytest.mark.e2e
@@ -61,7 +62,8 @@ def answers(url: str) -> bool:
 
 
 class Run:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, output: int | None = None) -> None:
+        """``output``: a file descriptor for make's stdout and stderr (default: a log file)."""
         self.home = home
         self.api_port, self.dagster_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
@@ -72,7 +74,8 @@ class Run:
         self.log = (home.parent / "make-run.log").open("w")
         self.process = subprocess.Popen(
             ["make", "--no-print-directory", "run"], cwd=REPO, env=env,
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=self.log if output is None else output, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )  # fmt: skip
 
     def output(self) -> str:
@@ -136,3 +139,34 @@ def test_a_stop_signal_to_make_run_stops_every_process_it_started(
         os.kill(make_run.process.pid, stop)
     left = make_run.left_after(STOP_SECONDS)
     assert not left, f"{STOP_SECONDS:.0f} s after {stop.name}: {[command_of(p) for p in left]}"
+
+
+@pytest.mark.reliability
+def test_ctrl_c_stops_make_run_whose_output_pipe_lost_its_reader(tmp_path: Path) -> None:
+    """``make run 2>&1 | tee run.log``, then Ctrl-C: tee dies with the same Ctrl-C, and the
+    supervisor's first message meets a dead pipe. Everything must stop all the same."""
+    home = tmp_path / "home"
+    read_end, write_end = os.pipe()
+    reader = subprocess.Popen(["tee", "-a", str(tmp_path / "make-run.log")], stdin=read_end,
+                              stdout=subprocess.DEVNULL)  # fmt: skip
+    run = Run(home, output=write_end)
+    os.close(read_end)
+    os.close(write_end)
+    try:
+        run.wait_until_serving()
+        assert len(processes_of(home)) >= 5
+        reader.kill()  # SIGKILL first, so the supervisor's first write surely meets no reader
+        reader.wait(timeout=10)
+        os.killpg(run.process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
+        left = run.left_after(STOP_SECONDS)
+        assert not left, f"{STOP_SECONDS:.0f} s after Ctrl-C: {[command_of(p) for p in left]}"
+        assert [listeners(port) for port in (run.api_port, run.dagster_port)] == [[], []]
+    finally:
+        for pid in processes_of(home):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            run.process.wait(timeout=10)
+        reader.kill()
+        reader.wait(timeout=10)
+        run.log.close()
