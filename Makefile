@@ -60,13 +60,13 @@ dagster: instance
 ## One Celery worker on this machine: it runs the steps of runs launched anywhere with the same
 # MARKET_CELERY_BROKER_URL (dagster-celery; its config YAML goes under this machine's data home).
 worker: setup
-	@exec $(BIN)/python -m market_pipeline.cli.cluster worker
+	@exec $(BIN)/python -m market_pipeline.cli.worker
 
 ## The one-box demo: Postgres, Redis, two workers, the Dagster webserver and daemon and two API
 # replicas, each with a data home of its own under CLUSTER_HOME; Ctrl-C stops them all.
 CLUSTER_HOME ?= $(CURDIR)/storage/cluster
 cluster: setup
-	@exec $(BIN)/python -m market_pipeline.cli.cluster demo --home "$(CLUSTER_HOME)" \
+	@exec $(BIN)/python -m tools.cluster --home "$(CLUSTER_HOME)" \
 		--dagster-port $(DAGSTER_PORT) --api-port $(MARKET_API_PORT)
 
 ## The fast suite: everything not marked `reliability` or `cluster`, spread over TEST_WORKERS processes

@@ -34,17 +34,11 @@ from bench.harness import BENCH_DIR, WORK_DIR, Goal, Result, ratios
 from bench.orchestration import BARS_PER_SYMBOL, TIMEOUT, _run
 from market_core.home import SHARED_HOME_VAR, DataHome
 from market_core.lake import POSTGRES_URL_VAR, LakeSettings, connect
-from market_pipeline.cli.cluster import (
-    Group,
-    Machine,
-    create_instances,
-    create_lake,
-    worker_command,
-    write_worker_config,
-)
 from market_pipeline.cli.serve import Server, stop_all
+from market_pipeline.cli.worker import Group, worker_command, write_worker_config
 from market_pipeline.defs.executor import BROKER_VARIABLE
 from tests.stubs.alpha_vantage import AlphaVantageStub
+from tools.cluster import Machine, create_instances, create_lake
 from tools.services import start_postgres, start_redis
 
 WORKERS = ("worker-1", "worker-2")

@@ -56,7 +56,7 @@ def worker_b(tmp_path: Path, shared_env: dict[str, str], stub: AlphaVantageStub)
     home = tmp_path / "machine-b"
     env = machine_env(home, shared_env, **key_env(stub))
     log = (tmp_path / "worker-b.log").open("w")
-    command = [sys.executable, "-m", "market_pipeline.cli.cluster", "worker", "--name", WORKER_NAME]
+    command = [sys.executable, "-m", "market_pipeline.cli.worker", "--name", WORKER_NAME]
     worker = subprocess.Popen(
         command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )

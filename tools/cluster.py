@@ -1,25 +1,14 @@
-"""``make worker`` and ``make cluster``: the multi-machine mode's processes on this machine.
+"""``make cluster``: the several-machines mode on one box, for trying it and for its tests.
 
-``worker`` turns this machine into a Celery worker for dagster-celery: it runs the steps of runs
-launched on any machine that shares ``MARKET_CELERY_BROKER_URL``. It goes through dagster-celery's
-own ``dagster-celery worker start`` with ``-A dagster_celery.app`` and a config YAML holding the
-same ``execution: config:`` block as the job's ``celery_executor`` (broker and result backend both
-on ``MARKET_CELERY_BROKER_URL``, named by variable, so the file holds no URL). The YAML lives under
-the machine's data home, and the venv's ``bin`` goes first on ``PATH``: dagster-celery starts
-``celery`` by name. A stop signal reaches the whole worker, as in ``serve``.
-
-``demo`` is the one-box cluster: PostgreSQL, Redis, two workers, the Dagster webserver and daemon,
-and two API replicas, as separate processes. Each "machine" has a data home of its own under one
-folder and shares with the others nothing but the three variables (``MARKET_POSTGRES_URL``,
-``MARKET_SHARED_HOME``, ``MARKET_CELERY_BROKER_URL``). Stopping reuses ``serve``: each process
-leads its own group, the first SIGTERM/SIGINT/SIGHUP stops every group, and whatever outlives the
-grace is killed; PostgreSQL and Redis stop last, so everything is gone within 10 s.
+PostgreSQL, Redis, two workers, the Dagster webserver and daemon and two API replicas run as
+separate processes; each "machine" has a data home of its own and shares only the three variables
+of the mode. Stopping reuses ``serve``'s groups and grace, PostgreSQL and Redis last, so
+everything is gone within 10 s. See docs/design/operations-internals.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import socket
@@ -30,16 +19,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from market_core.atomic import write_text_atomic
-from market_core.home import SHARED_HOME_VAR, DataHome
+from market_core.home import SHARED_HOME_VAR
 from market_core.lake import POSTGRES_URL_VAR, LakeError, LakeSettings, connect
 from market_pipeline.cli.serve import (
     POLL_SECONDS,
-    STOP_GRACE_SECONDS,
     Server,
     StopRequested,
+    say,
     stop_all,
     wait_for_stop,
+)
+from market_pipeline.cli.worker import (
+    VENV_BIN,
+    Group,
+    with_venv_path,
+    worker_command,
+    write_worker_config,
 )
 from market_pipeline.defs.executor import BROKER_VARIABLE
 from tools.services import (
@@ -55,108 +50,15 @@ SHARED_VARIABLES = (POSTGRES_URL_VAR, SHARED_HOME_VAR, BROKER_VARIABLE)
 DAGSTER_MACHINES = ("dagster", "worker-1", "worker-2")
 API_MACHINES = ("api-1", "api-2")
 MACHINE_VARIABLES = ("MARKET_DATA_HOME", "DAGSTER_HOME", "MARKET_API_PORT", "DAGSTER_PORT")
-WORKER_CONFIG = """\
-# Written by market_pipeline/cluster.py for `dagster-celery worker start -y`: the same block as
-# the job's celery_executor config, so worker and runs meet on one broker and one result backend.
-execution:
-  config:
-    broker:
-      env: MARKET_CELERY_BROKER_URL
-    backend:
-      env: MARKET_CELERY_BROKER_URL
-"""
 # The children get this long to stop, PostgreSQL and Redis a little more: within 10 s in all.
 CHILD_STOP_GRACE_SECONDS = 5.0
 READY_TIMEOUT_SECONDS = 180.0
 INSTANCE_TIMEOUT_SECONDS = 180.0
-REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent  # not resolved: the venv's bin, not the base Python's
-
-
-class Group(Server):
-    """A server whose exited members count as gone before they are reaped.
-
-    dagster-celery's wrapper dies at once on SIGTERM; the ``celery`` it started exits after its
-    warm shutdown and stays a zombie until init reaps it, which ``killpg(group, 0)`` cannot tell
-    from a live process: the stop would wait out its whole grace and report a kill."""
-
-    def group_alive(self) -> bool:
-        if self.process.poll() is None:
-            return True
-        if not super().group_alive():
-            return False
-        proc = Path("/proc")
-        if not proc.is_dir():  # no /proc (macOS): trust killpg
-            return True
-        for stat in proc.glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = stat.read_bytes().rsplit(b")", 1)[1].split()
-                if int(fields[2]) == self.group and fields[0] != b"Z":
-                    return True
-        return False
+REPO = Path(__file__).resolve().parents[1]
 
 
 class ClusterError(RuntimeError):
-    """The worker or the demo cluster cannot start as asked."""
-
-
-class BrokerNotSet(ClusterError):
-    def __init__(self) -> None:
-        super().__init__(
-            f"{BROKER_VARIABLE} is not set: a worker takes its steps from a Celery broker; set it "
-            "to the Redis every machine uses (e.g. redis://127.0.0.1:6379/0)"
-        )
-
-
-def broker_url(env: Mapping[str, str]) -> str:
-    url = env.get(BROKER_VARIABLE, "").strip()
-    if not url:
-        raise BrokerNotSet
-    return url
-
-
-def with_venv_path(env: Mapping[str, str]) -> dict[str, str]:
-    return {**env, "PATH": os.pathsep.join(filter(None, [str(VENV_BIN), env.get("PATH")]))}
-
-
-def write_worker_config(data_home: Path) -> Path:
-    """``<data home>/celery/worker.yaml``: per machine, like everything the worker keeps."""
-    path = data_home / "celery" / "worker.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists() or path.read_text() != WORKER_CONFIG:
-        write_text_atomic(path, WORKER_CONFIG)
-    return path
-
-
-def worker_command(config: Path, name: str | None = None) -> list[str]:
-    """``dagster-celery worker start``; ``name`` becomes the Celery node name ``<name>@<host>``."""
-    command = [str(VENV_BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app"]
-    return [*command, "-y", str(config), *(["-n", name] if name else [])]
-
-
-def run_worker(env: Mapping[str, str], name: str | None) -> int:
-    """Check the broker, make sure the instance exists, then run the worker until a signal.
-
-    Not an ``exec``: dagster-celery runs ``celery`` as a child and dies alone on SIGTERM, leaving
-    that child serving. Like ``serve``, the worker leads a group of its own here, and the first
-    SIGTERM/SIGINT/SIGHUP goes to the whole group (Celery's warm shutdown)."""
-    broker_url(env)
-    from market_pipeline.cli.instance import dagster_home, open_instance  # Dagster loads only now
-
-    open_instance().dispose()
-    config = write_worker_config(DataHome.from_env().root)
-    # dagster-celery opens the instance through DAGSTER_HOME, which only make sets.
-    worker_env = with_venv_path({**env, "DAGSTER_HOME": str(dagster_home().resolve())})
-    stop = StopRequested()
-    stop.install()
-    popen = subprocess.Popen(worker_command(config, name), env=worker_env, process_group=0)
-    worker = Group("the worker", popen, signal.SIGTERM)
-    ended = wait_for_stop([worker], stop)
-    if stop.signal is not None:
-        print(f"worker: {stop.signal.name} received; stopping", file=sys.stderr)
-    for killed in stop_all([worker]):
-        print(f"worker: {killed} outlived {STOP_GRACE_SECONDS:.0f} s; killed", file=sys.stderr)
-    return 0 if ended is None else (popen.returncode or 1)
+    """The demo cluster cannot start as asked."""
 
 
 @dataclass(frozen=True)
@@ -282,7 +184,7 @@ def print_banner(
     root: Path, postgres: PostgresServer, redis: RedisServer, processes: Sequence[Process]
 ) -> None:
     def out(line: str) -> None:
-        print(line, flush=True)
+        say("", line, "stdout")
 
     shared = root / "shared"
     apis = [p for p in processes if p.name.startswith("api-")]
@@ -330,7 +232,7 @@ def demo(root: Path, dagster_port: int, api_port: int) -> int:
         ports = [p.port for p in processes if p.port is not None]
         if stop.signal is None and wait_until_ready(servers, ports, stop):
             print_banner(root, postgres, redis, processes)
-            print("cluster: ready; Ctrl-C stops everything", file=sys.stderr, flush=True)
+            say("cluster", "ready; Ctrl-C stops everything")
         ended = wait_for_stop(servers, stop)
         if ended is not None:
             reason = f"{ended.name} exited with code {ended.process.returncode} (see its log)"
@@ -338,35 +240,23 @@ def demo(root: Path, dagster_port: int, api_port: int) -> int:
         reason = str(exc)
     finally:
         if reason is not None:
-            print(f"cluster: {reason}; stopping the rest", file=sys.stderr)
+            say("cluster", f"{reason}; stopping the rest")
         elif stop.signal is not None:
-            print(f"cluster: {stop.signal.name} received; stopping", file=sys.stderr)
+            say("cluster", f"{stop.signal.name} received; stopping")
         for name in stop_all(servers, CHILD_STOP_GRACE_SECONDS):
-            print(f"cluster: {name} did not stop in time; killed", file=sys.stderr)
+            say("cluster", f"{name} did not stop in time; killed")
         for stopper in reversed(stoppers):
             stopper()
     return 0 if reason is None else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m market_pipeline.cli.cluster", description=__doc__
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    worker = commands.add_parser("worker", help="one dagster-celery worker on this machine")
-    worker.add_argument("--name", help="the Celery node name (default: dagster-<random>)")
-    cluster = commands.add_parser("demo", help="the one-box cluster, until Ctrl-C")
-    cluster.add_argument("--home", type=Path, default=Path("storage/cluster"))
-    cluster.add_argument("--dagster-port", type=int, default=3000)
-    cluster.add_argument("--api-port", type=int, default=8000, help="replica 2 takes the next one")
+    parser = argparse.ArgumentParser(prog="python -m tools.cluster", description=__doc__)
+    parser.add_argument("--home", type=Path, default=Path("storage/cluster"))
+    parser.add_argument("--dagster-port", type=int, default=3000)
+    parser.add_argument("--api-port", type=int, default=8000, help="replica 2 takes the next one")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "worker":
-            return run_worker(os.environ, args.name)
-        return demo(args.home, args.dagster_port, args.api_port)
-    except ClusterError as exc:
-        print(f"{args.command}: {exc}", file=sys.stderr)
-        return 2
+    return demo(args.home, args.dagster_port, args.api_port)
 
 
 if __name__ == "__main__":
