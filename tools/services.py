@@ -1,15 +1,8 @@
-"""A real PostgreSQL and a real Redis on loopback, in a folder of their own.
+"""A real PostgreSQL and a real Redis on loopback, each in a folder of its own.
 
-The ``cluster`` tests and ``make cluster`` need the same two services, started the same way, so
-their starters live here once. Each service listens on 127.0.0.1 only (PostgreSQL's unix socket
-stays in its own folder, never in ``/var/run``), keeps all its state under the folder it is given,
-and is stopped by ``stop()``. Every wait is bounded; a service that does not come up raises
-:class:`ServiceStartError` with the tail of its log, one that cannot be found raises
-:class:`ServiceNotInstalled` naming the Debian packages.
-
-PostgreSQL refuses to run as root, so when this process is root the server runs as the
-``postgres`` user (``nobody`` where there is none) and its folder is handed to that user; a folder
-that user cannot reach is linked elsewhere by ``reachable_postgres_folder``.
+One starter for the ``cluster`` tests and ``make cluster``; every wait is bounded and a failure
+names its cause (the log's tail, or the Debian packages to install). Running as root, PostgreSQL
+runs as another user: see docs/design/operations-internals.md.
 """
 
 from __future__ import annotations
