@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -51,6 +52,14 @@ def processes_of(home: Path) -> list[int]:
         if marker in environ.split(b"\0"):
             found.append(int(entry.name))
     return found
+
+
+def left_after(home: Path, seconds: float) -> list[int]:
+    """The processes of ``home`` still there once they are all gone or ``seconds`` passed."""
+    deadline = time.monotonic() + seconds
+    while (left := processes_of(home)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
 
 
 def answers(url: str) -> bool:
@@ -92,10 +101,7 @@ class Run:
             time.sleep(1)
 
     def left_after(self, seconds: float) -> list[int]:
-        deadline = time.monotonic() + seconds
-        while (left := processes_of(self.home)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return left
+        return left_after(self.home, seconds)
 
 
 @pytest.fixture
@@ -170,3 +176,31 @@ def test_ctrl_c_stops_make_run_whose_output_pipe_lost_its_reader(tmp_path: Path)
         reader.kill()
         reader.wait(timeout=10)
         run.log.close()
+
+
+def test_the_supervisor_stops_its_children_when_its_output_has_no_reader(tmp_path: Path) -> None:
+    """The same defect without ``make run``'s servers: two sleeps under the supervisor, whose
+    stdout and stderr are a pipe nobody reads any more."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env["MARKET_DATA_HOME"] = str(home)  # how processes_of finds the children
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    command = ["-m", "market_pipeline.cli.serve", "--api", "sleep 300", "--dagster", "sleep 301"]
+    supervisor = subprocess.Popen([sys.executable, *command], cwd=REPO, env=env,
+                                  stdout=write_end, stderr=write_end)  # fmt: skip
+    os.close(write_end)
+    try:
+        deadline = time.monotonic() + 60
+        while len(processes_of(home)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(processes_of(home)) == 3, "the supervisor and its two children"
+        supervisor.send_signal(signal.SIGINT)
+        assert supervisor.wait(timeout=STOP_SECONDS) == 0
+        left = left_after(home, STOP_SECONDS)
+        assert not left, [command_of(p) for p in left]
+    finally:
+        for pid in processes_of(home):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        supervisor.wait(timeout=10)
