@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import tenacity
 
 from market_core.handoff import WriteHandoff, exclusive_write
 from market_core.home import DataHome
@@ -25,6 +26,15 @@ from market_pipeline.store.bars import upsert
 from market_pipeline.store.intraday import upsert_intraday
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+
+# The API lets go of the file within one poll of the write lock: until then a connect fails on
+# DuckDB's own file lock. The same backoff dagster-duckdb's resource uses (10 retries from 0.1 s).
+_connect_when_free = tenacity.retry(
+    retry=tenacity.retry_if_exception_type((RuntimeError, duckdb.IOException)),
+    wait=tenacity.wait_exponential(multiplier=0.1, max=25.6),
+    stop=tenacity.stop_after_attempt(11),
+    reraise=True,
+)(duckdb.connect)
 
 
 class DuckDBFileStore:
@@ -40,7 +50,7 @@ class DuckDBFileStore:
 
     @contextlib.contextmanager
     def _plain_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with duckdb.connect(self.database) as conn:
+        with _connect_when_free(self.database) as conn:
             yield conn
 
     @contextlib.contextmanager

@@ -70,7 +70,7 @@ ON CONFLICT (symbol, ex_date, kind) DO UPDATE SET
 
 
 def load_actions(home: DataHome, events: Iterable[Event], delete: Iterable[Event] = ()) -> None:
-    """The loader's side (``MarketDuckDB.load_actions``): write lock, upsert and delete in one
+    """The loader's side (``DuckDBFileStore.load_actions``): write lock, upsert and delete in one
     transaction, close, then record the new data version."""
     with exclusive_write(home) as handoff:
         conn, _ = connect_with_backoff(home.duckdb_path)

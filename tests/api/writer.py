@@ -1,6 +1,6 @@
 """A stand-in for the pipeline's loader: the writer side of ``market_core.handoff``.
 
-It does what ``market_pipeline.store.duckdb_file.MarketDuckDB`` does (take the write lock,
+It does what ``market_pipeline.store.duckdb_file.DuckDBFileStore`` does (take the write lock,
 connect read-write retrying lock errors with Dagster's backoff of 0.1, 0.2, 0.4 s..., upsert,
 close, record the data version) without importing Dagster, so the API tests stay independent of
 the pipeline. Run as a module it is a separate writer process, as the loader is in production:

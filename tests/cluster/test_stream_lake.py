@@ -1,6 +1,6 @@
 """The push stream in the multi-machine mode: a replica on a data home of its own follows the
 change log in the shared lake (a real PostgreSQL catalog), while the pipeline's lake store
-(``MarketLake``) commits from this process, as a loader on another machine would."""
+(``LakeStore``) commits from this process, as a loader on another machine would."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from pathlib import Path
 import duckdb
 
 from market_core.lake import connect
-from market_pipeline.store.lake import MarketLake
+from market_pipeline.store.lake import LakeStore
 from tests.api.test_stream import bars, day, stream
 from tests.cluster.services import PostgresService
 from tests.cluster.test_lake_api import Lake, new_lake
 from tests.served_api import serve
 
 
-def writer(lake: Lake) -> MarketLake:
-    return MarketLake(
+def writer(lake: Lake) -> LakeStore:
+    return LakeStore(
         postgres_url=lake.url,
         shared_home=str(lake.shared),
         data_home=str(lake.machine("writer").root),
