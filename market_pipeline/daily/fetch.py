@@ -9,14 +9,13 @@ good file.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
 from market_core.home import DataHome
-from market_pipeline.source.client import AlphaVantageClient, Fetched, PairsDict
+from market_pipeline.source.client import AlphaVantageClient, Fetched, series_columns, text
 from market_pipeline.source.wire import OutputSize
 from market_pipeline.store.files import write_parquet_atomic
 
@@ -48,25 +47,16 @@ class RawResult:
     path: str
 
 
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
 def raw_frame(fetched: Fetched) -> pl.DataFrame:
-    meta = fetched.payload.get("Meta Data")
-    meta = meta if isinstance(meta, Mapping) else {}
-    series = fetched.series
-    pairs = series.items_with_repeats() if isinstance(series, PairsDict) else list(series.items())
-    dates = [date for date, _ in pairs]
-    bars = [v if isinstance(v, Mapping) else {} for _, v in pairs]
+    meta, dates, values = series_columns(fetched.payload, fetched.series)
     n = len(dates)
     columns: dict[str, list[Any]] = {
         "symbol": [fetched.symbol] * n,
         "date": dates,
-        **{name: [_text(bar.get(key)) for bar in bars] for name, key in FIELDS.items()},
-        "meta_symbol": [_text(meta.get("2. Symbol"))] * n,
-        "last_refreshed": [_text(meta.get("3. Last Refreshed"))] * n,
-        "time_zone": [_text(meta.get("5. Time Zone"))] * n,
+        **values,
+        "meta_symbol": [text(meta.get("2. Symbol"))] * n,
+        "last_refreshed": [text(meta.get("3. Last Refreshed"))] * n,
+        "time_zone": [text(meta.get("5. Time Zone"))] * n,
         "outputsize": [fetched.outputsize] * n,
         "source": [fetched.source] * n,
         "fetched_at": [fetched.fetched_at] * n,

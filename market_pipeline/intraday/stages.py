@@ -12,7 +12,6 @@ with its rule; the good bars of the same answer still load.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +37,8 @@ from market_pipeline.bars.rules import (
 from market_pipeline.source.client import (
     AlphaVantageClient,
     FetchedIntraday,
-    PairsDict,
+    series_columns,
+    text,
 )
 from market_pipeline.source.wire import FIELDS
 from market_pipeline.store.files import write_parquet_atomic
@@ -108,25 +108,17 @@ class CleanIntraday:
         return self.validated.clean.select(INTRADAY_COLUMNS)
 
 
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
 def raw_intraday_frame(fetched: FetchedIntraday) -> pl.DataFrame:
-    meta = fetched.payload.get("Meta Data")
-    meta = meta if isinstance(meta, Mapping) else {}
-    series = fetched.series
-    pairs = series.items_with_repeats() if isinstance(series, PairsDict) else list(series.items())
-    bars = [v if isinstance(v, Mapping) else {} for _, v in pairs]
-    n = len(pairs)
+    meta, stamps, values = series_columns(fetched.payload, fetched.series)
+    n = len(stamps)
     columns: dict[str, list[Any]] = {
         "symbol": [fetched.symbol] * n,
-        "timestamp": [stamp for stamp, _ in pairs],
-        **{name: [_text(bar.get(key)) for bar in bars] for name, key in FIELDS.items()},
-        "meta_symbol": [_text(meta.get("2. Symbol"))] * n,
+        "timestamp": stamps,
+        **values,
+        "meta_symbol": [text(meta.get("2. Symbol"))] * n,
         "interval": [fetched.interval] * n,
-        "last_refreshed": [_text(meta.get("3. Last Refreshed"))] * n,
-        "time_zone": [_text(meta.get("6. Time Zone"))] * n,
+        "last_refreshed": [text(meta.get("3. Last Refreshed"))] * n,
+        "time_zone": [text(meta.get("6. Time Zone"))] * n,
         "extended_hours": [fetched.extended_hours] * n,
         "outputsize": [fetched.outputsize] * n,
         "source": [fetched.source] * n,

@@ -121,6 +121,23 @@ class PairsDict(dict[str, Any]):
         return list(self.pairs)
 
 
+def text(value: Any) -> str | None:
+    """A value as received, as text: raw Parquet keeps what Alpha Vantage sent."""
+    return None if value is None else str(value)
+
+
+def series_columns(
+    payload: Mapping[str, Any], series: Mapping[str, Any]
+) -> tuple[Mapping[str, Any], list[str], dict[str, list[str | None]]]:
+    """An answer's ``Meta Data``, its series keys in the order sent (repeats kept) and each bar
+    field as a text column: the raw frame of the daily and the intraday path alike."""
+    meta = payload.get("Meta Data")
+    pairs = series.items_with_repeats() if isinstance(series, PairsDict) else list(series.items())
+    bars = [v if isinstance(v, Mapping) else {} for _, v in pairs]
+    values = {name: [text(bar.get(key)) for bar in bars] for name, key in FIELDS.items()}
+    return (meta if isinstance(meta, Mapping) else {}), [key for key, _ in pairs], values
+
+
 @dataclass(frozen=True)
 class IntradayRefusal:
     """Alpha Vantage refused TIME_SERIES_INTRADAY to this key: its words, and since when."""

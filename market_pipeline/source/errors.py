@@ -100,16 +100,19 @@ def classify_intraday(
     return _series(who, symbol, payload, intraday_series_key(interval), api_key)
 
 
+def _missing(who: str, what: str, payload: Mapping[str, Any], api_key: str | None) -> Exception:
+    """An answer without the part we asked for, naming the keys it has (never the key)."""
+    keys = redact(", ".join(sorted(map(str, payload)))[:200], api_key)
+    return MalformedResponseError(f"{who}: no {what} in the response (keys: {keys})")
+
+
 def _series(
     who: str, symbol: str, payload: Any, series_key: str, api_key: str | None
 ) -> Mapping[str, Any]:
     _check_envelope(who, payload, series_key, api_key)
     series = payload.get(series_key)
     if not isinstance(series, Mapping):
-        keys = ", ".join(sorted(map(str, payload)))[:200]
-        raise MalformedResponseError(
-            f"{who}: no '{series_key}' in the response (keys: {redact(keys, api_key)})"
-        )
+        raise _missing(who, f"'{series_key}'", payload, api_key)
     if not series:
         raise MalformedResponseError(f"{who}: Alpha Vantage answered an empty time series")
     meta = payload.get(META_KEY)
@@ -188,10 +191,7 @@ def classify_actions(
     _check_envelope(who, payload, DATA_KEY, api_key)
     rows = payload.get(DATA_KEY)
     if not isinstance(rows, list):
-        keys = ", ".join(sorted(map(str, payload)))[:200]
-        raise MalformedResponseError(
-            f"{who}: no '{DATA_KEY}' list in the response (keys: {redact(keys, api_key)})"
-        )
+        raise _missing(who, f"'{DATA_KEY}' list", payload, api_key)
     answered = str(payload.get("symbol") or "").strip()
     if not answered:
         raise MalformedResponseError(f"{who}: the answer does not say which symbol it is for")
