@@ -76,9 +76,12 @@ test: setup
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not reliability and not cluster"; \
 		rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
-## The whole reliability and security suite (tests/reliability), the long kill -9 and load tests included.
+## The whole reliability and security suite (tests/reliability), the long kill -9 and load tests included,
+# then the tests marked `reliability` beside the code they try (make run under Ctrl-C and SIGTERM).
 test-reliability: setup
-	$(BIN)/python -m pytest -q -m "" tests/reliability; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+	$(BIN)/python -m pytest -q -m "" tests/reliability; rc=$$?; [ $$rc -eq 5 ] && rc=0; [ $$rc -eq 0 ] || exit $$rc; \
+	$(BIN)/python -m pytest -q -m "reliability and not cluster" --ignore=tests/reliability tests; \
+		rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
 ## The multi-machine tests (tests/cluster): they start a real PostgreSQL and Redis on loopback.
 test-cluster: setup
