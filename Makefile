@@ -58,7 +58,8 @@ dagster: instance
 	$(DAGSTER_DEV)
 
 ## One Celery worker on this machine: it runs the steps of runs launched anywhere with the same
-# MARKET_CELERY_BROKER_URL (dagster-celery; its config YAML goes under this machine's data home).
+# MARKET_CELERY_BROKER_URL. make's child becomes Celery's worker (its config module goes under this
+# machine's data home): SIGTERM to make, Ctrl-C, or make's death (even by SIGKILL) warm-stops it.
 worker: setup
 	@exec $(BIN)/python -m market_pipeline.cli.worker
 

@@ -35,10 +35,10 @@ from bench.orchestration import BARS_PER_SYMBOL, TIMEOUT, _run
 from market_core.home import SHARED_HOME_VAR, DataHome
 from market_core.lake import POSTGRES_URL_VAR, LakeSettings, connect
 from market_pipeline.cli.serve import Server, stop_all
-from market_pipeline.cli.worker import Group, worker_command, write_worker_config
+from market_pipeline.cli.worker import worker_command
 from market_pipeline.defs.executor import BROKER_VARIABLE
 from tests.stubs.alpha_vantage import AlphaVantageStub
-from tools.cluster import Machine, create_instances, create_lake
+from tools.cluster import CeleryWorker, Machine, create_instances, create_lake
 from tools.services import start_postgres, start_redis
 
 WORKERS = ("worker-1", "worker-2")
@@ -73,13 +73,12 @@ def _workers(root: Path, shared: Mapping[str, str], stub: AlphaVantageStub) -> I
     servers: list[Server] = []
     try:
         for machine in machines:
-            command = worker_command(write_worker_config(machine.home), machine.name)
             with machine.log(machine.name).open("ab") as log:
                 popen = subprocess.Popen(
-                    command, env=machine.env(shared, base), stdout=log,
+                    worker_command(machine.name), env=machine.env(shared, base), stdout=log,
                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0,
                 )  # fmt: skip
-            servers.append(Group(machine.name, popen, signal.SIGTERM))
+            servers.append(CeleryWorker(machine.name, popen, signal.SIGTERM))
         deadline = time.monotonic() + WORKER_READY_SECONDS
         while _answering(shared) < len(WORKERS):
             if time.monotonic() > deadline or any(s.process.poll() is not None for s in servers):

@@ -9,6 +9,7 @@ everything is gone within 10 s. See docs/design/operations-internals.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -29,13 +30,7 @@ from market_pipeline.cli.serve import (
     stop_all,
     wait_for_stop,
 )
-from market_pipeline.cli.worker import (
-    VENV_BIN,
-    Group,
-    with_venv_path,
-    worker_command,
-    write_worker_config,
-)
+from market_pipeline.cli.worker import VENV_BIN, with_venv_path, worker_command
 from market_pipeline.defs.executor import BROKER_VARIABLE
 from tools.services import (
     PostgresServer,
@@ -55,6 +50,42 @@ CHILD_STOP_GRACE_SECONDS = 5.0
 READY_TIMEOUT_SECONDS = 180.0
 INSTANCE_TIMEOUT_SECONDS = 180.0
 REPO = Path(__file__).resolve().parents[1]
+
+
+class Group(Server):
+    """A server whose exited members count as gone before they are reaped.
+
+    A member whose parent ended first (a Celery pool process, a code server) stays a zombie
+    until init reaps it, and in a container init may never do so: ``killpg(group, 0)`` cannot
+    tell it from a live process, so the stop would wait out its grace and report a kill."""
+
+    def group_alive(self) -> bool:
+        if self.process.poll() is None:
+            return True
+        if not super().group_alive():
+            return False
+        proc = Path("/proc")
+        if not proc.is_dir():  # no /proc (macOS): trust killpg
+            return True
+        for stat in proc.glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = stat.read_bytes().rsplit(b")", 1)[1].split()
+                if int(fields[2]) == self.group and fields[0] != b"Z":
+                    return True
+        return False
+
+
+class CeleryWorker(Group):
+    """Stopped through its main process: Celery's pool processes die at once on a SIGTERM of
+    their own, so one sent to the whole group would end the steps they run instead of letting
+    them finish (Celery's warm shutdown). What outlives the grace is killed as a group."""
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        if sig == signal.SIGKILL:
+            super().signal_group(sig)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, sig)
 
 
 class ClusterError(RuntimeError):
@@ -87,6 +118,7 @@ class Process:
     command: list[str]
     stop_signal: signal.Signals
     port: int | None = None
+    supervised_as: type[Group] = Group
 
 
 def machines(root: Path) -> list[Machine]:
@@ -108,9 +140,10 @@ def demo_processes(root: Path, dagster_port: int, api_port: int) -> list[Process
         Process("dagster-daemon", dagster, daemon, signal.SIGINT),
     ]  # fmt: skip
     for name in ("worker-1", "worker-2"):
-        home = by_name[name].home
-        command = worker_command(write_worker_config(home), name)
-        processes.append(Process(name, by_name[name], command, signal.SIGTERM))
+        command = worker_command(name)  # what `make worker` runs: it becomes Celery's worker
+        processes.append(
+            Process(name, by_name[name], command, signal.SIGTERM, supervised_as=CeleryWorker)
+        )
     for name, port in (("api-1", api_port), ("api-2", api_port + 1)):
         command = [*granian, "--port", str(port), *api]
         processes.append(Process(name, by_name[name], command, signal.SIGTERM, port))
@@ -126,7 +159,7 @@ def spawn(process: Process, shared: Mapping[str, str]) -> Server:
             process.command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, process_group=0,
         )  # fmt: skip
-    return Group(process.name, popen, process.stop_signal)
+    return process.supervised_as(process.name, popen, process.stop_signal)
 
 
 def create_instances(machines: Sequence[Machine], shared: Mapping[str, str]) -> None:

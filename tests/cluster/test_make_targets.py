@@ -1,4 +1,6 @@
-"""``make worker`` and ``make cluster`` as a user runs them: real processes, real signals."""
+"""``make worker`` and ``make cluster`` as a user runs them: real processes, real signals.
+
+How ``make worker`` stops (SIGTERM, Ctrl-C, SIGKILL of make) is in test_worker_process.py."""
 
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from celery import Celery
 
-from tests.cluster.services import RedisService, listeners
+from tests.cluster.services import listeners
+from tests.cluster.workers import answering, processes_using
 from tools.services import free_port, port_free
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,20 +42,6 @@ def make(target: str, env: dict[str, str], log: Path, *args: str) -> subprocess.
             ["make", "-s", "--no-print-directory", target, *args], cwd=REPO, env=env,
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0,
         )  # fmt: skip
-
-
-def processes_using(path: Path) -> list[int]:
-    """Live processes whose command line or environment names ``path``: all that a target started
-    there, whatever group or session they moved to (PostgreSQL is pg_ctl's daemon)."""
-    found = []
-    needle = str(path).encode()
-    for proc in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError):
-            state = (proc / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-            seen = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
-            if state != b"Z" and needle in seen:
-                found.append(int(proc.name))
-    return found
 
 
 def stop(process: subprocess.Popen[bytes], sig: signal.Signals, path: Path) -> list[int]:
@@ -93,35 +81,6 @@ def test_worker_refuses_without_a_broker(scratch: Path) -> None:
     assert done.returncode != 0
     assert "MARKET_CELERY_BROKER_URL is not set" in done.stderr
     assert not home.exists()  # refused before anything was written
-
-
-def ping_workers(broker: str) -> list[str]:
-    app = Celery("probe", broker=broker)
-    try:
-        replies = app.control.ping(timeout=2.0) or []
-    finally:
-        app.close()
-    return sorted(name for reply in replies for name in reply)
-
-
-def test_worker_serves_the_broker_and_stops(scratch: Path, redis: RedisService) -> None:
-    broker = redis.fresh_database()
-    home = scratch / "home"
-    env = make_env(MARKET_DATA_HOME=str(home), MARKET_CELERY_BROKER_URL=broker)
-    log = scratch / "worker.log"
-    worker = make("worker", env, log)
-    try:
-        deadline = time.monotonic() + WAIT_SECONDS
-        names: list[str] = []
-        while not names and worker.poll() is None and time.monotonic() < deadline:
-            names = ping_workers(broker)
-        assert len(names) == 1 and names[0].startswith("dagster-"), log.read_text()[-3000:]
-        config = (home / "celery" / "worker.yaml").read_text()
-        assert "env: MARKET_CELERY_BROKER_URL" in config
-        assert broker not in config  # named by variable: the file holds no URL
-        assert (home / "dagster" / "dagster.yaml").is_file()
-    finally:
-        assert stop(worker, signal.SIGTERM, home) == [], log.read_text()[-3000:]
 
 
 def two_free_ports(besides: int) -> int:
@@ -168,7 +127,7 @@ def test_cluster_runs_every_piece_apart_and_stops_on_sigterm(scratch: Path) -> N
         redis_url = next(
             line.split()[1] for line in banner.splitlines() if line.startswith("Redis")
         )
-        assert ping_workers(redis_url) == [
+        assert answering(redis_url, timeout=2.0) == [
             f"worker-1@{os.uname().nodename}",
             f"worker-2@{os.uname().nodename}",
         ]
