@@ -106,6 +106,10 @@ class LakeSettings:
     shared_home: str
     extension_dir: Path | None = None
     """Where the extensions are installed; ``<MARKET_DATA_HOME>/duckdb_extensions`` if None."""
+    connect_timeout_seconds: int | None = None
+    """libpq's ``connect_timeout`` for the catalog, unless the URL sets one; None: libpq's
+    default, which waits as long as the kernel does (minutes) for a host that does not answer.
+    The API's reader sets a short one, so that a miss during an outage is a prompt 503."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LakeSettings | None:
@@ -134,6 +138,8 @@ class LakeSettings:
                 f"{POSTGRES_URL_VAR} is not a PostgreSQL URL libpq understands "
                 f"({self.redacted_url}); expected postgresql://user[:password]@host:port/database"
             ) from None
+        if self.connect_timeout_seconds is not None:
+            params.setdefault("connect_timeout", str(self.connect_timeout_seconds))
         return pg_conninfo.make_conninfo(
             "", **{k: str(v) for k, v in params.items() if v is not None}
         )

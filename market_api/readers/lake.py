@@ -9,6 +9,7 @@ reader").
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ import duckdb
 from market_api.readers.errors import SnapshotNotFound, StoreUnavailable
 from market_api.readers.interface import Query
 from market_api.readers.locks import ReadWriteLock
+from market_api.readers.outage import Outage
 from market_core.lake import LAKE_ALIAS, LakeError, LakeSettings, connect, snapshot_id
 from market_core.schema import (
     ACTIONS_TABLE,
@@ -76,7 +78,16 @@ FROM ducklake_snapshots('{LAKE_ALIAS}')
 """
 
 _UNREACHABLE = (duckdb.IOException, duckdb.ConnectionException, LakeError)
-"""What a lost or unreachable catalog (or data folder) raises: reconnect and try again."""
+"""What a lost or unreachable catalog (or data folder) raises: reconnect and try again. A
+query running when the catalog goes away may also fail otherwise (seen: a bare ``duckdb.Error``
+"Failed to prepare COPY", ``InvalidInputException`` "fetch from an unsuccessful query result",
+``InternalException``); those count as unreachable when the catalog does not answer a probe."""
+
+CONNECT_TIMEOUT_SECONDS = 2
+"""libpq's connect timeout for the catalog (its minimum), unless the URL sets one: a host that
+does not answer costs a miss this long (twice: the read-only attach, then the read-write one
+that would create a missing lake), not the kernel's minutes."""
+UNREACHABLE_DETAIL = "the shared lake's catalog cannot be reached; retry after Retry-After seconds"
 
 
 class _Unreachable:
@@ -99,7 +110,11 @@ class LakeReader:
         refresh_seconds: float = 0.1,
         reconnect_seconds: float = 1.0,
     ) -> None:
-        self._settings = settings
+        self._settings = (
+            settings
+            if settings.connect_timeout_seconds is not None
+            else dataclasses.replace(settings, connect_timeout_seconds=CONNECT_TIMEOUT_SECONDS)
+        )
         self._wait_seconds = wait_seconds
         self._retry_seconds = retry_seconds
         self._retry_after_seconds = retry_after_seconds
@@ -107,6 +122,9 @@ class LakeReader:
         """How often ``poll`` asks the catalog for its newest snapshot: well inside the 2 s in
         which every replica must serve a commit, at ~10 catalog queries a second."""
         self._reconnect_seconds = reconnect_seconds
+        """How often a lost catalog is tried again. Meanwhile misses get a 503 at once, not
+        after ``wait_seconds``: each would hold a worker thread for nothing."""
+        self._outage = Outage(log, f"the shared lake's catalog ({settings.redacted_url})")
         self._lock = ReadWriteLock()
         """Queries hold it shared, connecting and closing exclusive."""
         self._conn: duckdb.DuckDBPyConnection | None = None
@@ -145,17 +163,18 @@ class LakeReader:
     def run_at(self, version: str | None, query: Query[T], as_of: datetime | None = None) -> T:
         """Run ``query`` with the tables of snapshot ``version`` (None: the newest), or with
         ``as_of`` of the newest snapshot committed by then, never one after ``version``.
-        Retried while the lake cannot be reached, for up to ``wait_seconds``."""
+
+        A read that failed is tried again on a new connection, for up to ``wait_seconds``;
+        ``StoreUnavailable`` as soon as the catalog refuses a new connection."""
         snapshot = None if version is None else int(version)
         deadline = time.monotonic() + self._wait_seconds
         while True:
             result = self._attempt(lambda cur: self._answer(snapshot, as_of, query, cur))
             if not isinstance(result, _Unreachable):
                 return result
-            if self._shut_down or time.monotonic() >= deadline:
+            if self._shut_down or self._known_down() or time.monotonic() >= deadline:
                 raise StoreUnavailable(
-                    "the shared lake's catalog could not be reached in time; retry shortly",
-                    retry_after_seconds=self._retry_after_seconds,
+                    UNREACHABLE_DETAIL, retry_after_seconds=self._retry_after_seconds
                 )
             time.sleep(self._retry_seconds)
 
@@ -192,18 +211,24 @@ class LakeReader:
         if self._shut_down or not self._connected():
             return _UNREACHED
         with self._lock.shared():
-            if self._conn is None:
+            conn = self._conn
+            if conn is None:
                 return _UNREACHED
             try:
-                return work(self._cursor(self._conn))
+                return work(self._cursor(conn))
             except _UNREACHABLE as exc:
                 failure: Exception = exc
-        log.warning(
-            "the shared lake could not be read (%s); reconnecting",
-            self._settings.redact(str(failure)),
-        )
+            except duckdb.Error as exc:
+                if _catalog_answers(conn):
+                    raise  # the query's own failure, not the catalog's
+                failure = exc
+        self._outage.failed(f"a read failed: {self._settings.redact(str(failure))}")
         self.close()
         return _UNREACHED
+
+    def _known_down(self) -> bool:
+        """The last try to connect failed, and the next is not due yet."""
+        return self._conn is None and time.monotonic() < self._connect_after
 
     def _refresh(self, cursor: duckdb.DuckDBPyConnection) -> int:
         """The catalog's newest snapshot, remembered as the data version."""
@@ -284,12 +309,27 @@ class LakeReader:
             try:
                 conn = connect(self._settings, read_only=True)
             except LakeError as exc:  # messages from market_core.lake are redacted already
-                log.warning("cannot open the shared lake: %s", exc)
+                self._outage.failed(str(exc))
                 self._connect_after = time.monotonic() + self._reconnect_seconds
                 return False
             self._conn = conn
             self._generation += 1
-            return True
+        self._outage.ended()
+        return True
+
+
+def _catalog_answers(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the catalog answers a question now, on a cursor of its own (``conn`` may have
+    been invalidated by the failure that makes us ask)."""
+    try:
+        cursor = conn.cursor()
+        try:
+            snapshot_id(cursor)
+        finally:
+            cursor.close()
+    except duckdb.Error:
+        return False
+    return True
 
 
 def _pin(table: str, snapshot: int) -> str:

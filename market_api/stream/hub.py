@@ -82,6 +82,11 @@ class StreamHub:
         self._version: str | None = None
         self._lock = asyncio.Lock()
         self._ready = asyncio.Event()
+        self._ticked = asyncio.Event()
+        """Set after every look at the change log, whether it worked or not."""
+        self._unavailable: StoreUnavailable | None = None
+        """Why the last look failed, while the store cannot be read (then streams that wait
+        to start get a 503 at once)."""
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         """Streams dropped for falling behind, since start (for logs and benchmarks)."""
@@ -103,10 +108,16 @@ class StreamHub:
         return self._settings
 
     async def ready(self) -> None:
-        """Wait for the hub's look at the change log; a 503 if the store stays busy."""
+        """Wait for the hub's look at the change log; a 503 if the store stays busy, or at
+        once when the look failed because the store cannot be read."""
         self._waiting += 1
         try:
-            await asyncio.wait_for(self._ready.wait(), self._settings.unavailable_wait_seconds)
+            async with asyncio.timeout(self._settings.unavailable_wait_seconds):
+                while not self._ready.is_set():
+                    if (failure := self._unavailable) is not None:
+                        raise StoreUnavailable(failure.detail, failure.retry_after_seconds)
+                    self._ticked.clear()
+                    await self._ticked.wait()
         except TimeoutError:
             raise StoreUnavailable(
                 "the stream cannot start: the data could not be read in time; retry shortly",
@@ -119,6 +130,7 @@ class StreamHub:
         """Start following the data version (Litestar ``on_startup``, in the server's loop)."""
         self._lock = asyncio.Lock()
         self._ready = asyncio.Event()
+        self._ticked = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._follow())
 
     async def stop(self) -> None:
@@ -186,16 +198,25 @@ class StreamHub:
                 gc.collect()
                 collected_at = time.monotonic()
             position = self._position
+            failed = True
             try:
                 await self._tick()
+                failed, self._unavailable = False, None
                 if self._position != position:
                     quiet_since = time.monotonic()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a busy or unreachable store: the next tick tries again
+            except StoreUnavailable as exc:  # the reader tells of an outage itself: one line
+                if self._unavailable is None:
+                    log.info("stream hub: the change log cannot be read now: %s", exc.detail)
+                self._unavailable = exc
+            except Exception:  # a bug: logged whole; the next tick tries again
                 log.exception("stream hub: reading the change log failed")
-                await asyncio.sleep(self._settings.retry_after_seconds)
-            await asyncio.sleep(self._settings.stream_poll_seconds)
+            self._ticked.set()
+            settings = self._settings
+            await asyncio.sleep(
+                settings.retry_after_seconds if failed else settings.stream_poll_seconds
+            )
 
     async def _tick(self) -> None:
         if not self._by_key and not self._waiting:

@@ -46,6 +46,7 @@ from market_pipeline.source.errors import (
     DailyQuotaError,
     InvalidApiKeyError,
 )
+from market_pipeline.source.rate_limit import LimiterStoreError
 from market_pipeline.store.bars import LoadError, LoadStats, read_cleans
 
 __all__ = ["BatchOutcome", "BatchRunner", "BatchSettings"]  # callers need only this module
@@ -250,8 +251,14 @@ class _Run:
         return fetched
 
     def _affordable(self, dues: list[Due], symbols: int) -> list[Due]:
-        """The due symbols the daily quota still allows, most urgent first; says what waits."""
-        calls = self.calls_left() if dues else None
+        """The due symbols the daily quota still allows, most urgent first; says what waits.
+
+        With the limiter's store out of reach, no call is allowed: they wait, and stay due."""
+        try:
+            calls = self.calls_left() if dues else None
+        except LimiterStoreError as exc:
+            self.log(f"corporate actions wait: {exc}")
+            calls = 0
         take = dues[: affordable(calls, len(dues))]
         waiting = [d.symbol for d in dues[len(take) :]]
         self.log(

@@ -29,6 +29,7 @@ from market_pipeline.source.errors import (
     InvalidApiKeyError,
     PremiumOnlyError,
 )
+from market_pipeline.source.rate_limit import LimiterStoreError
 
 PREVIEW_ROWS = 5
 
@@ -234,6 +235,9 @@ class ErrorKind(StrEnum):
     """The symbol's own files or bars: missing, unreadable, or nothing valid in them."""
     LOAD = "load"
     """The transaction holding the symbol rolled back: nothing of its batch was stored."""
+    SERVICE = "service"
+    """A shared service (the limiter's PostgreSQL) was out for longer than a call may wait:
+    nothing was called; ``make retry-failed`` loads the symbol once it is back."""
 
 
 def kind_of(exc: Exception) -> ErrorKind:
@@ -243,6 +247,8 @@ def kind_of(exc: Exception) -> ErrorKind:
         return ErrorKind.KEY
     if isinstance(exc, AlphaVantageError):
         return ErrorKind.SOURCE
+    if isinstance(exc, LimiterStoreError):
+        return ErrorKind.SERVICE
     return ErrorKind.DATA
 
 

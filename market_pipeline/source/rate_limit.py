@@ -1,14 +1,19 @@
 """One Alpha Vantage quota shared by every process and machine that uses the key: a burst bucket
 and a rolling day bucket, in SQLite under the data home or in PostgreSQL when
 ``MARKET_POSTGRES_URL`` is set. How the two are waited on: docs/design/pipeline-internals.md.
+
+A permit exists only once the store has recorded it, so while PostgreSQL is down no call goes
+out (fail closed); a permit waits a bounded time for it to come back (``STORE_WAIT_SECONDS``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import itertools
+import logging
 import os
 import threading
 import time
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+import psycopg
 from psycopg import conninfo as pg_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pyrate_limiter import AbstractBucket, Duration, Limiter, Rate, RateItem, SQLiteBucket
@@ -25,18 +31,46 @@ from pyrate_limiter.buckets.postgres import PostgresBucket
 from market_core.lake import POSTGRES_URL_VAR
 from market_pipeline.source.errors import DailyQuotaError, RateLimitedError
 
+log = logging.getLogger(__name__)
+
 DAY_MARGIN_MS = 60_000
 DAY_MAX_WAIT_SECONDS = 300.0
 DAY_BUCKET, BURST_BUCKET = "day", "burst"
 MIN_MARGIN_MS = 500
 POSTGRES_CONNECT_SECONDS = 10.0
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
+"""libpq's ``connect_timeout`` (unless the URL sets one): a host that does not answer costs
+this, not the kernel's minutes."""
 POSTGRES_POOL_SIZE = 4
+POSTGRES_POOL_WAIT_SECONDS = 5.0
+"""How long a statement waits for one of the pool's connections (psycopg_pool's default is
+30 s, which would make every attempt during an outage that long)."""
 DAY_PUT_ATTEMPTS = 20
 DAY_PUT_RETRY_SECONDS = 0.02
+STORE_WAIT_SECONDS = 60.0
+"""How long a permit waits for the buckets' PostgreSQL to come back, once reached: a restart
+takes seconds, a managed failover tens of seconds. Longer, and the symbol fails with
+``LimiterStoreError``. The budget is the outage's, not each symbol's: once it is spent, later
+symbols try once and fail, so a run over a long outage ends in bounded time."""
+STORE_RETRY_SECONDS = 1.0
 
 
-class LimiterStoreError(RuntimeError):
-    """The PostgreSQL holding the key's buckets (``MARKET_POSTGRES_URL``) could not be reached."""
+class LimiterStoreError(ConnectionError):
+    """The PostgreSQL holding the key's buckets (``MARKET_POSTGRES_URL``) could not be reached,
+    so no permit was taken and no call made.
+
+    A ``ConnectionError`` (an ``OSError``): the runners fail the symbol alone, as for any
+    other transient I/O failure, and ``make retry-failed`` takes it again."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+        """libpq's or the pool's own words, without the advice around them."""
+
+
+STORE_ERRORS = (psycopg.OperationalError, LimiterStoreError)
+"""What a lost or unreachable store raises (psycopg_pool's ``PoolTimeout`` and ``PoolClosed``
+are ``OperationalError`` too): no permit was recorded."""
 
 
 def widened(limit: int, interval: Duration) -> Rate:
@@ -124,25 +158,65 @@ def open_postgres_bucket(url: str, api_key: str, name: str, rates: list[Rate]) -
     """One of the key's buckets as a table in PostgreSQL, on a small pool of its own.
 
     The table is ``ratelimit___av_<key hash>_<bucket>``: one per key, as the SQLite file is.
+    One plain connection first: a server that is down fails it at once, where the pool would
+    keep trying (and logging) for ``POSTGRES_CONNECT_SECONDS``.
     """
+    connect_options = _connect_options(url)
+    reason = ""
+    try:
+        psycopg.connect(url, **connect_options).close()
+    except psycopg.OperationalError as exc:
+        reason = _first_line(url, exc)
+    except psycopg.Error:  # a malformed URL: psycopg's message may quote it, password and all
+        reason = "not a PostgreSQL URL psycopg understands"
+    if reason:
+        raise LimiterStoreError(_unreachable(url, reason), reason)
     pool: ConnectionPool[Any] = ConnectionPool(
         url,
         min_size=1,
         max_size=POSTGRES_POOL_SIZE,
-        kwargs={"options": "-c timezone=UTC"},
+        kwargs={"options": "-c timezone=UTC", **connect_options},
+        timeout=POSTGRES_POOL_WAIT_SECONDS,
         open=False,
         name=f"ratelimit-{name}",
     )
     try:
         pool.open(wait=True, timeout=POSTGRES_CONNECT_SECONDS)
+        return PostgresBucket(pool, f"{bucket_table(api_key)}_{name}", rates)
     except PoolTimeout:
         pool.close()
-        raise LimiterStoreError(
-            f"the Alpha Vantage limiter cannot reach PostgreSQL at {_where(url)} within "
-            f"{POSTGRES_CONNECT_SECONDS:.0f} s (MARKET_POSTGRES_URL, which holds the key's "
-            "shared limits); start it or fix the variable"
-        ) from None
-    return PostgresBucket(pool, f"{bucket_table(api_key)}_{name}", rates)
+        reason = f"no connection within {POSTGRES_CONNECT_SECONDS:.0f} s"
+        raise LimiterStoreError(_unreachable(url, reason), reason) from None
+    except BaseException:
+        pool.close()
+        raise
+
+
+def _unreachable(url: str, reason: str) -> str:
+    return (
+        f"the Alpha Vantage limiter cannot reach PostgreSQL at {_where(url)} ({reason}); "
+        "MARKET_POSTGRES_URL holds the key's shared limits: start it or fix the variable"
+    )
+
+
+def _connect_options(url: str) -> dict[str, Any]:
+    """``connect_timeout``, unless the URL sets its own."""
+    try:
+        given = "connect_timeout" in pg_conninfo.conninfo_to_dict(url)
+    except Exception:  # psycopg's message would quote the URL; connecting will say it is bad
+        given = False
+    return {} if given else {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
+
+
+def _first_line(url: str, exc: BaseException) -> str:
+    """The first line of libpq's message (it names host and port), the URL's password out."""
+    lines = str(exc).strip().splitlines()
+    line = lines[0] if lines else type(exc).__name__
+    with contextlib.suppress(Exception):
+        password = pg_conninfo.conninfo_to_dict(url).get("password")
+        if password:
+            line = line.replace(str(password), "***")
+    return line
 
 
 def _where(url: str) -> str:
@@ -170,7 +244,7 @@ class BucketStore:
         """The time permits are stamped with: the wall clock, or the database's."""
         if self.postgres_url is None:
             return now_ms
-        return synchronous(bucket).now
+        return functools.partial(postgres_now, cast(PostgresBucket, bucket).pool)
 
     def window_stamps(self, api_key: str, day: Rate) -> tuple[list[int], int]:
         """The permits in the key's day window ending now, and that now (on the store's clock)."""
@@ -178,6 +252,22 @@ class BucketStore:
             at = now_ms()
             return window_stamps(self.state_dir, api_key, day, at), at
         return postgres_window_stamps(self.postgres_url, api_key, day)
+
+
+POSTGRES_NOW_SQL = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+
+
+def postgres_now(pool: ConnectionPool[Any]) -> int:
+    """The database's clock, in ms; raises when it cannot be read.
+
+    pyrate-limiter's ``PostgresClock`` (the bucket's ``now``) falls back to this machine's clock
+    when the query fails, logging a traceback: a permit stamped by another clock than the
+    other machines' would count in the wrong window, so the day permits use this one."""
+    with pool.connection() as conn:
+        row = conn.execute(POSTGRES_NOW_SQL).fetchone()
+    if row is None:  # pragma: no cover - a SELECT of one value returns one row
+        raise psycopg.OperationalError("the database's clock returned nothing")
+    return int(row[0])
 
 
 def now_ms() -> int:
@@ -249,8 +339,11 @@ def postgres_window_stamps(url: str, api_key: str, day: Rate) -> tuple[list[int]
     """
     bucket = open_postgres_bucket(url, api_key, DAY_BUCKET, [day])
     try:
-        at = synchronous(bucket).now()
+        at = postgres_now(bucket.pool)
         return permits_in_window(synchronous(bucket), day, at), at
+    except psycopg.OperationalError as exc:
+        reason = _first_line(url, exc)
+        raise LimiterStoreError(_unreachable(url, reason), reason) from None
     finally:
         bucket.close()
 
@@ -315,6 +408,16 @@ def calls_available(
     return runnable_calls(stamps, day, burst, at, int(DAY_MAX_WAIT_SECONDS * 1000))
 
 
+@dataclass(frozen=True)
+class _Buckets:
+    """The buckets one attempt uses, opened together; ``generation`` tells a stale set."""
+
+    day: SyncBucket | None
+    now: Callable[[], int]
+    burst: Limiter | None
+    generation: int
+
+
 class SharedRateLimiter:
     """Blocking permits for one API key, shared through files under the data home (or Postgres)."""
 
@@ -329,6 +432,8 @@ class SharedRateLimiter:
         max_wait_seconds: float = 300.0,
         day_max_wait_seconds: float = DAY_MAX_WAIT_SECONDS,
         postgres_url: str | None = None,
+        store_wait_seconds: float = STORE_WAIT_SECONDS,
+        store_retry_seconds: float = STORE_RETRY_SECONDS,
     ) -> None:
         self._store = BucketStore(state_dir, postgres_url)
         self._api_key = api_key
@@ -336,12 +441,20 @@ class SharedRateLimiter:
         self._day_rate = day_rate(per_day) if per_day > 0 else None
         self._max_wait = max_wait_seconds
         self._day_max_wait = day_max_wait_seconds
+        self._store_wait = store_wait_seconds
+        self._store_retry = store_retry_seconds
         self._lock = threading.Lock()
         self._burst: Limiter | None = None
         self._day: SyncBucket | None = None
         self._now: Callable[[], int] = now_ms
+        self._generation = 0
+        self._reached = False
+        """Whether the buckets were ever opened: a store never reached is a wrong URL or a
+        server not started, said at once rather than after ``store_wait_seconds``."""
+        self._lost_since: float | None = None
+        self._lost_attempts = 0
 
-    def _open(self) -> None:
+    def _open(self) -> _Buckets:
         with self._lock:
             if self._day_rate is not None and self._day is None:
                 day = self._store.open(self._api_key, DAY_BUCKET, [self._day_rate])
@@ -350,28 +463,50 @@ class SharedRateLimiter:
             if self._burst_rates and self._burst is None:
                 bucket = self._store.open(self._api_key, BURST_BUCKET, self._burst_rates)
                 self._burst = Limiter(bucket, buffer_ms=50)
+            self._reached = True
+            return _Buckets(self._day, self._now, self._burst, self._generation)
 
     def acquire(self, symbol: str) -> None:
-        """Wait for a permit; raise if the day's quota does not free up soon enough."""
-        self._open()
+        """Wait for a permit; raise if the day's quota does not free up soon enough, or if the
+        buckets' store (PostgreSQL) cannot be reached for ``store_wait_seconds``.
+
+        While the store is down no permit can be taken, so no call goes out. An attempt that
+        failed half-way (the burst permit taken, the day permit not) starts again from the
+        beginning on new connections: every call that goes out holds permits taken just before
+        it, and a permit whose call was never made only costs room."""
+        while True:
+            buckets: _Buckets | None = None
+            try:
+                buckets = self._open()
+                self._take(symbol, buckets)
+            except STORE_ERRORS as exc:
+                self._discard(buckets)
+                time.sleep(self._store_lost(symbol, exc))
+                continue
+            self._store_back()
+            return
+
+    def _take(self, symbol: str, buckets: _Buckets) -> None:
+        """One attempt at a burst permit and a day permit, in that order."""
+        day, now, burst = buckets.day, buckets.now, buckets.burst
         deadline = time.monotonic() + self._day_max_wait
         while True:
-            if self._day is not None and self._day_rate is not None:
-                wait_ms = day_wait_ms(self._day, self._day_rate, self._now())
+            if day is not None and self._day_rate is not None:
+                wait_ms = day_wait_ms(day, self._day_rate, now())
                 if wait_ms / 1000 > deadline - time.monotonic():
                     raise self._quota_error(symbol, self._day_rate.limit, wait_ms)
                 time.sleep(wait_ms / 1000)
-            if self._burst is not None and not self._burst.try_acquire(
+            if burst is not None and not burst.try_acquire(
                 symbol, blocking=True, timeout=self._max_wait
             ):
                 raise RateLimitedError(
                     f"{symbol}: no Alpha Vantage permit within {self._max_wait:.0f}s; other "
                     "processes are using the key's per-second/per-minute budget"
                 )
-            if self._put_day(symbol):
+            if self._put_day(symbol, day, now):
                 return
 
-    def _put_day(self, symbol: str) -> bool:
+    def _put_day(self, symbol: str, day: SyncBucket | None, now: Callable[[], int]) -> bool:
         """The day permit, through the bucket's own put (atomic, never waiting on the window).
 
         False when another process took the room meanwhile. PostgreSQL's bucket also refuses
@@ -379,25 +514,88 @@ class SharedRateLimiter:
         window that refusal is only contention, so the put is tried again with the burst permit
         already held rather than spending another.
         """
-        if self._day is None or self._day_rate is None:
+        if day is None or self._day_rate is None:
             return True
         for _ in range(DAY_PUT_ATTEMPTS):
-            if self._day.put(RateItem(symbol, self._now())):
+            if day.put(RateItem(symbol, now())):
                 return True
-            if day_wait_ms(self._day, self._day_rate, self._now()) > 0:
+            if day_wait_ms(day, self._day_rate, now()) > 0:
                 return False
             time.sleep(DAY_PUT_RETRY_SECONDS)
         return False
+
+    def _store_lost(self, symbol: str, exc: Exception) -> float:
+        """How long to wait before trying again; ``LimiterStoreError`` when the wait is over
+        (at once for a store never reached: a wrong URL, or a server not started)."""
+        url = self._store.postgres_url or ""
+        reason = exc.reason if isinstance(exc, LimiterStoreError) else _first_line(url, exc)
+        now = time.monotonic()
+        with self._lock:
+            first = self._reached and self._lost_since is None
+            if first:
+                self._lost_since = now
+            if self._lost_since is not None:
+                self._lost_attempts += 1
+            lost_for = 0.0 if self._lost_since is None else now - self._lost_since
+        left = self._store_wait - lost_for if self._reached else 0.0
+        where = _where(url)
+        if left <= 0:
+            if not self._reached:
+                message = f"{symbol}: no call made: {_unreachable(url, reason)}"
+            else:
+                message = (
+                    f"{symbol}: no call made: the Alpha Vantage limiter cannot reach PostgreSQL "
+                    f"at {where} for {lost_for:.0f} s ({reason}); transient: make retry-failed "
+                    f"loads {symbol} once it is back"
+                )
+            raise LimiterStoreError(message, reason) from None
+        if first:
+            log.warning(
+                "the Alpha Vantage limiter lost PostgreSQL at %s (%s); permits wait up to %.0f s "
+                "for it, and no call goes out meanwhile",
+                where,
+                reason,
+                self._store_wait,
+            )
+        else:
+            log.debug("the Alpha Vantage limiter still cannot reach PostgreSQL: %s", reason)
+        return min(self._store_retry, left)
+
+    def _store_back(self) -> None:
+        if self._lost_since is None:
+            return
+        with self._lock:
+            since, attempts = self._lost_since, self._lost_attempts
+            self._lost_since, self._lost_attempts = None, 0
+        if since is not None:
+            log.info(
+                "the Alpha Vantage limiter reached PostgreSQL again after %.1f s "
+                "(%d failed attempts)",
+                time.monotonic() - since,
+                attempts,
+            )
+
+    def _discard(self, buckets: _Buckets | None) -> None:
+        """Close the buckets an attempt failed on (None: it failed to open them), unless another
+        thread did already: a restarted server leaves a pool's connections dead, and new ones
+        are opened next time."""
+        with self._lock:
+            if buckets is not None and buckets.generation == self._generation:
+                self._close()
 
     def close(self) -> None:
         """Let go of the buckets: their connections (a pool each in PostgreSQL) and the burst
         limiter's leak thread. A later ``acquire`` opens them again."""
         with self._lock:
-            if self._burst is not None:
-                self._burst.close()
-            if self._day is not None:
-                self._day.close()
-            self._day, self._burst = None, None
+            self._close()
+
+    def _close(self) -> None:
+        for closable in (self._burst, self._day):
+            if closable is not None:
+                with contextlib.suppress(Exception):  # a pool on a lost server: let it go
+                    closable.close()
+        self._day, self._burst = None, None
+        self._generation += 1
 
     @staticmethod
     def _quota_error(symbol: str, per_day: int, wait_ms: int) -> DailyQuotaError:

@@ -6,6 +6,7 @@ The stub counts the calls that reach it, so the limit is judged where the vendor
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import psycopg
@@ -42,6 +43,22 @@ with build_resources({{"alpha_vantage": resource}}) as resolved:
 """
 
 
+def start_fetchers(
+    barrier: Barrier,
+    homes: dict[str, Path],
+    shared: dict[str, str],
+    stub: AlphaVantageStub,
+    each: int,
+    started: list[subprocess.Popen[str]],
+) -> None:
+    """A machine per home fetching ``each`` symbols of its own, all let go at once."""
+    for prefix, home in homes.items():
+        symbols = [f"{prefix}{i}" for i in range(each)]
+        code = barrier.child_code(prefix) + FETCH.format(symbols=symbols)
+        started.append(python(code, machine_env(home, shared, **key_env(stub))))
+    barrier.release_when_ready(len(homes), started)
+
+
 def key_env(stub: AlphaVantageStub) -> dict[str, str]:
     return {
         "ALPHAVANTAGE_API_KEY": TEST_KEY,
@@ -65,11 +82,7 @@ def test_two_machines_share_the_keys_per_second_and_daily_limits(
     barrier = Barrier(tmp_path)
     homes = {"A": tmp_path / "machine-a", "B": tmp_path / "machine-b"}
     with children() as started:
-        for prefix, home in homes.items():
-            symbols = [f"{prefix}{i}" for i in range(CALLS_EACH)]
-            code = barrier.child_code(prefix) + FETCH.format(symbols=symbols)
-            started.append(python(code, machine_env(home, shared, **key_env(stub))))
-        barrier.release_when_ready(2, started)
+        start_fetchers(barrier, homes, shared, stub, CALLS_EACH, started)
         outputs = [finished(child, timeout=120) for child in started]
 
     answers = [line.split() for out in outputs for line in out.splitlines()]
