@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,10 +22,12 @@ from dagster import (
     ExecuteInProcessResult,
     JobDefinition,
     JobExecutionResult,
+    RunsFilter,
     build_reconstructable_job,
     build_resources,
     execute_job,
 )
+from sqlalchemy.exc import SQLAlchemyError
 
 from market_core.symbols import InvalidSymbolError
 from market_pipeline.cli.instance import instance_lock, open_instance
@@ -41,6 +45,9 @@ from market_pipeline.defs.resources import AlphaVantageResource, MarketDuckDB
 from market_pipeline.defs.settings import configuration_problems
 
 RANGE_FLAG = "--range"
+LAUNCH_TAG = "market/launch"
+RUN_END_WAIT_SECONDS = 300.0
+"""How long a run whose end could not be recorded waits for the instance's database."""
 
 
 class ConfigurationError(Exception):
@@ -111,8 +118,36 @@ def _executed(
         yield job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
         return
     rebuilt = build_reconstructable_job("market_pipeline.definitions", "resolved_ingest_job")
-    with execute_job(rebuilt, instance=instance, tags=tags, raise_on_error=False) as result:
-        yield result
+    launch = uuid.uuid4().hex
+    try:
+        with execute_job(
+            rebuilt, instance=instance, tags={**tags, LAUNCH_TAG: launch}, raise_on_error=False
+        ) as result:
+            yield result
+    finally:
+        _ended(instance, launch)
+
+
+def _ended(instance: DagsterInstance, launch: str) -> None:
+    """The launch's run in a terminal state, whatever stopped it.
+
+    When the instance's PostgreSQL goes away as a run fails, Dagster cannot record the failure
+    and the run would show as started for ever; it is marked failed once the database answers
+    (within ``RUN_END_WAIT_SECONDS``), so ``make retry-failed`` finds its symbols."""
+    deadline = time.monotonic() + RUN_END_WAIT_SECONDS
+    while True:
+        try:
+            for run in instance.get_runs(RunsFilter(tags={LAUNCH_TAG: launch})):
+                if not run.is_finished:
+                    instance.report_run_failed(
+                        run, "the run stopped before it could record its end (see its log)"
+                    )
+                    print(f"ingest: run {run.run_id} marked failed: it could not record its end")
+            return
+        except SQLAlchemyError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(2.0)
 
 
 def main(symbols: Sequence[str] | None = None) -> int:
@@ -150,17 +185,25 @@ def main(symbols: Sequence[str] | None = None) -> int:
 def _run_range(location: Definitions, instance: DagsterInstance, block: Sequence[str]) -> bool:
     """One run over ``block``, reported as it ends."""
     job = location.resolve_job_def(INGEST_JOB)
-    with _executed(job, instance, range_tags(block)) as result:
-        ok = result.success
+    try:
+        with _executed(job, instance, range_tags(block)) as result:
+            ok = result.success
+            print(
+                f"ingest: run {result.run_id} for {block[0]}..{block[-1]} "
+                f"({len(block)} symbols): {'ok' if ok else 'FAILED'}",
+                flush=True,
+            )
+            for event in result.all_events:
+                error = event.step_failure_data.error if event.is_step_failure else None
+                if error is not None:
+                    print(f"ingest: {error.message.strip()}", flush=True)
+    except SQLAlchemyError as exc:  # the instance's database went away during the run
         print(
-            f"ingest: run {result.run_id} for {block[0]}..{block[-1]} "
-            f"({len(block)} symbols): {'ok' if ok else 'FAILED'}",
+            f"ingest: the run for {block[0]}..{block[-1]} FAILED: the Dagster instance's "
+            f"database failed ({type(exc).__name__}); `make retry-failed` loads what is missing",
             flush=True,
         )
-        for event in result.all_events:
-            error = event.step_failure_data.error if event.is_step_failure else None
-            if error is not None:
-                print(f"ingest: {error.message.strip()}", flush=True)
+        return False
     return ok
 
 

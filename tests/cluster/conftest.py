@@ -44,8 +44,32 @@ def postgres() -> Iterator[PostgresService]:
         yield started(stack, postgres_service, "PostgreSQL")
 
 
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresService]:
+    """A PostgreSQL of the test's own, which it may stop and start (``stop_server``)."""
+    with ExitStack() as stack:
+        yield started(stack, postgres_service, "PostgreSQL")
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisService]:
+    """A Redis of the test's own, which it may stop and start (``stop_server``)."""
+    with ExitStack() as stack:
+        yield started(stack, redis_service, "Redis")
+
+
 @pytest.fixture(scope="session")
 def redis() -> Iterator[RedisService]:
     """``redis-server`` on 127.0.0.1, no persistence; ``.url`` (database 0)."""
     with ExitStack() as stack:
         yield started(stack, redis_service, "Redis")
+
+
+@pytest.fixture
+def shared_env(postgres: PostgresService, redis: RedisService, tmp_path: Path) -> dict[str, str]:
+    """The three variables every machine of a test shares: a database and a broker of its own."""
+    return {
+        "MARKET_POSTGRES_URL": postgres.fresh_database(),
+        "MARKET_SHARED_HOME": str(tmp_path / "shared"),
+        "MARKET_CELERY_BROKER_URL": redis.fresh_database(),
+    }

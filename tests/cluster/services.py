@@ -58,6 +58,14 @@ class PostgresService:
         """The URL of a new, empty database that no other test sees."""
         return self.server.create_database(f"t{next(self._names)}_{uuid.uuid4().hex[:8]}")
 
+    def stop_server(self) -> None:
+        """Stop PostgreSQL (fast shutdown: open sessions end), as a restart or crash does."""
+        self.server.stop()
+
+    def start_server(self) -> None:
+        """Start it again on the same port and data: every URL handed out stays valid."""
+        self.server = start_postgres(self.server.root, self.server.port, fast=True)
+
 
 @dataclass
 class RedisService:
@@ -83,6 +91,15 @@ class RedisService:
             client.close()
         return f"redis://127.0.0.1:{self.port}/{number}"
 
+    def stop_server(self) -> None:
+        """Stop Redis. It keeps nothing on disk, so a restart loses every queued message and
+        stored result: the worst a restart can do."""
+        self.server.stop()
+
+    def start_server(self) -> None:
+        """Start it again, empty, on the same port: every URL handed out stays valid."""
+        self.server = start_redis(self.server.root, self.server.port)
+
 
 @contextmanager
 def _scratch(prefix: str) -> Iterator[Path]:
@@ -96,18 +113,18 @@ def _scratch(prefix: str) -> Iterator[Path]:
 @contextmanager
 def postgres_service() -> Iterator[PostgresService]:
     with _scratch("market-pg-") as root:
-        server = start_postgres(root, fast=True)
+        service = PostgresService(start_postgres(root, fast=True))
         try:
-            yield PostgresService(server)
+            yield service
         finally:
-            server.stop()
+            service.server.stop()  # the latest server, if the test restarted it
 
 
 @contextmanager
 def redis_service() -> Iterator[RedisService]:
     with _scratch("market-redis-") as root:
-        server = start_redis(root)
+        service = RedisService(start_redis(root))
         try:
-            yield RedisService(server)
+            yield service
         finally:
-            server.stop()
+            service.server.stop()  # the latest server, if the test restarted it

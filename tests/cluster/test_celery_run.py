@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from celery import Celery
-from dagster import DagsterRunStatus, EventLogEntry
+from dagster import DagsterRunStatus
 
 from market_core.home import DataHome
 from market_core.lake import LakeSettings, connect
@@ -28,7 +28,7 @@ from market_pipeline.defs.executor import celery_workers
 from market_pipeline.defs.partitions import RUN_MIN_SYMBOLS, split_block
 from market_pipeline.source.rate_limit import bucket_table
 from tests.cluster.machines import REPO, machine_env
-from tests.cluster.services import PostgresService, RedisService
+from tests.cluster.workers import celery_worker, key_env, lake_closes, served_closes
 from tests.conftest import TEST_KEY
 from tests.pipeline.helpers import recent_bars
 from tests.stubs.alpha_vantage import AlphaVantageStub
@@ -54,7 +54,7 @@ def worker_answers(broker: str) -> bool:
 def worker_b(tmp_path: Path, shared_env: dict[str, str], stub: AlphaVantageStub) -> Iterator[Path]:
     """``make worker`` on machine B, started in a session of its own; its data home."""
     home = tmp_path / "machine-b"
-    env = machine_env(home, shared_env, **key_env(stub))
+    env = machine_env(home, shared_env, **key_env(stub.url))
     log = (tmp_path / "worker-b.log").open("w")
     command = [sys.executable, "-m", "market_pipeline.cli.worker", "--name", WORKER_NAME]
     worker = subprocess.Popen(
@@ -80,42 +80,6 @@ def worker_b(tmp_path: Path, shared_env: dict[str, str], stub: AlphaVantageStub)
         log.close()
 
 
-@pytest.fixture
-def shared_env(postgres: PostgresService, redis: RedisService, tmp_path: Path) -> dict[str, str]:
-    return {
-        "MARKET_POSTGRES_URL": postgres.fresh_database(),
-        "MARKET_SHARED_HOME": str(tmp_path / "shared"),
-        "MARKET_CELERY_BROKER_URL": redis.fresh_database(),
-    }
-
-
-def key_env(stub: AlphaVantageStub) -> dict[str, str]:
-    """A key with limits, so that the worker's steps take permits from PostgreSQL."""
-    limits = {"SECOND": "20", "MINUTE": "0", "DAY": "500"}
-    limit_vars = {f"ALPHAVANTAGE_REQUESTS_PER_{k}": v for k, v in limits.items()}
-    return {"ALPHAVANTAGE_API_KEY": TEST_KEY, "ALPHAVANTAGE_BASE_URL": stub.url, **limit_vars}
-
-
-def celery_worker(entry: EventLogEntry) -> str | None:
-    """The node named by dagster-celery's "Executing steps ... in celery worker" event."""
-    event = entry.dagster_event
-    if event is None or "in celery worker" not in (event.message or ""):
-        return None
-    return str(event.engine_event_data.metadata["Celery worker"].value)
-
-
-def lake_bars(symbol: str) -> list[tuple[str, float]]:
-    settings = LakeSettings.from_env()
-    assert settings is not None
-    with connect(settings, read_only=True) as conn:
-        rows = conn.execute(
-            "SELECT strftime(timestamp, '%Y-%m-%d'), close FROM ohlcv_data WHERE symbol = ? "
-            "ORDER BY timestamp",
-            [symbol],
-        ).fetchall()
-    return [(day, float(close)) for day, close in rows]
-
-
 def test_a_run_launched_on_machine_a_executes_on_the_worker_of_machine_b(
     tmp_path: Path,
     shared_env: dict[str, str],
@@ -127,7 +91,7 @@ def test_a_run_launched_on_machine_a_executes_on_the_worker_of_machine_b(
     for symbol, served in bars.items():
         stub.set_bars(symbol, served)
     home_a = tmp_path / "machine-a"
-    env_a = machine_env(home_a, shared_env, MARKET_SYMBOLS=",".join(SYMBOLS), **key_env(stub))
+    env_a = machine_env(home_a, shared_env, MARKET_SYMBOLS=",".join(SYMBOLS), **key_env(stub.url))
     done = subprocess.run(
         [sys.executable, "-m", "market_pipeline.cli.ingest"],
         cwd=REPO, env=env_a, capture_output=True, text=True, timeout=RUN_SECONDS,
@@ -148,8 +112,7 @@ def test_a_run_launched_on_machine_a_executes_on_the_worker_of_machine_b(
     assert [w for w in workers if w], "the step was handed to a Celery worker, in Postgres' log"
     assert all(w.startswith(f"{WORKER_NAME}@") for w in workers if w), "machine B's worker"
 
-    for symbol, served in bars.items():
-        assert lake_bars(symbol) == [(day, float(v["4. close"])) for day, v in served]
+    assert lake_closes(SYMBOLS) == {s: served_closes(served) for s, served in bars.items()}
     shared = DataHome(home_a, Path(shared_env["MARKET_SHARED_HOME"]))
     for symbol in SYMBOLS:
         assert shared.raw_file(symbol).exists() and shared.clean_file(symbol).exists()
@@ -172,7 +135,7 @@ def test_a_run_launched_on_machine_a_executes_on_the_worker_of_machine_b(
 def test_ingest_with_a_broker_but_no_worker_says_so_instead_of_waiting(
     tmp_path: Path, shared_env: dict[str, str], stub: AlphaVantageStub
 ) -> None:
-    env = machine_env(tmp_path / "machine-a", shared_env, MARKET_SYMBOLS="AAA", **key_env(stub))
+    env = machine_env(tmp_path / "machine-a", shared_env, MARKET_SYMBOLS="AAA", **key_env(stub.url))
     done = subprocess.run(
         [sys.executable, "-m", "market_pipeline.cli.ingest"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
@@ -192,7 +155,7 @@ def test_a_backfill_splits_into_concurrent_runs_one_per_place_the_workers_offer(
 ) -> None:
     symbols = [f"S{n:03d}" for n in range(2 * RUN_MIN_SYMBOLS)]
     env_a = machine_env(tmp_path / "machine-a", shared_env, MARKET_SYMBOLS=",".join(symbols),
-                        ALPHAVANTAGE_OUTPUTSIZE="compact", **key_env(stub))  # fmt: skip
+                        ALPHAVANTAGE_OUTPUTSIZE="compact", **key_env(stub.url))  # fmt: skip
     for name, value in shared_env.items():
         monkeypatch.setenv(name, value)
     places = sum(celery_workers().values())
