@@ -31,8 +31,11 @@ WORKERLESS_SECONDS = 60.0
 UNREACHABLE_SECONDS = 120.0
 """The broker or result backend unreachable for this long fails the steps still waiting."""
 STRANDED_AFTER_SECONDS = 10.0
-"""A queued step that no queue and no worker holds for this long was lost (a Redis restart
-without persistence drops its message); it is sent again."""
+"""A step that no queue and no worker holds for this long was lost (a Redis restart without
+persistence drops its message; a worker restarted under the same name forgets it); it is sent
+again."""
+CHECK_EVERY_SECONDS = 5.0
+"""How often the queue and the workers are asked whether they hold a step (a broadcast)."""
 QUEUE = "dagster"
 
 UNREACHABLE = (OperationalError, BackendError, RedisConnectionError, RedisTimeoutError, OSError)
@@ -105,14 +108,16 @@ class Workers:
     def gone(self) -> list[str]:
         return sorted(n for n in self.seen if self.lost(n))
 
-    def holds(self, task_id: str) -> bool:
-        """Some live worker has the task (running, or taken and about to start)."""
+    def holders(self, task_id: str) -> tuple[set[str], bool] | None:
+        """Which workers answered whether they hold the task (running, or taken and about to
+        start), and whether one does; None when the broker cannot be reached."""
         try:
             replies = self.app.control.inspect(timeout=PING_TIMEOUT_SECONDS).query_task(task_id)
         except UNREACHABLE:
             self.unreachable(self.clock())
-            return True  # cannot tell: do not send it twice
-        return any(task_id in (reply or {}) for reply in (replies or {}).values())
+            return None
+        replies = replies or {}
+        return set(replies), any(task_id in (reply or {}) for reply in replies.values())
 
     def queued(self) -> int | None:
         """Messages waiting in the steps' queue (every priority), or None when unreachable."""
@@ -144,6 +149,7 @@ class WatchedStep:
     failure: str | None = None
     sends: int = 0
     stranded_since: float | None = None
+    checked: float = float("-inf")
     send_failed_since: float | None = None
 
     def __post_init__(self) -> None:
@@ -165,6 +171,7 @@ class WatchedStep:
         self.send_failed_since = None
         self.sends += 1
         self.stranded_since = None
+        self.checked = self.workers.clock()  # give the new message time to be taken
         if why:
             self.report(f"step {self.step_key} sent again (attempt {self.sends}): {why}")
 
@@ -209,27 +216,40 @@ class WatchedStep:
         return self.failure is not None
 
     def _watch_holder(self, holder: str) -> None:
-        if not self.workers.lost(holder):
+        if holder and self.workers.lost(holder):
+            if self.workers.alive():
+                self._send(f"Celery worker {holder} stopped answering while running it")
+            elif self.workers.workerless_for() >= WORKERLESS_SECONDS:
+                self._fail(self._no_worker_left([holder]))
             return
-        if self.workers.alive():
-            self._send(f"Celery worker {holder} stopped answering while running it")
-        elif self.workers.workerless_for() >= WORKERLESS_SECONDS:
-            self._fail(self._no_worker_left([holder]))
+        self._watch_stranded({holder} if holder else set(self.workers.alive()), queued=False)
 
     def _watch_queued(self) -> None:
         if self.workers.workerless_for() >= WORKERLESS_SECONDS:
             self._fail(self._no_worker_left(self.workers.gone()))
-            return
-        if not self.workers.alive():
-            return
+        elif self.workers.alive():
+            self._watch_stranded(set(self.workers.alive()), queued=True)
+
+    def _watch_stranded(self, must_answer: set[str], queued: bool) -> None:
+        """Send the step again once, for ``STRANDED_AFTER_SECONDS``, the queue has been empty
+        (when it may hold the step) and every worker in ``must_answer`` said it does not hold
+        it: a worker restarted under the same name forgets its step, and Redis restarted
+        without its data loses the queue. A worker that does not answer proves nothing (the
+        loss bound covers it). Asked every ``CHECK_EVERY_SECONDS``."""
         assert self.result is not None
         now = self.workers.clock()
-        if self.workers.queued() != 0 or self.workers.holds(self.result.id):
+        if now - self.checked < CHECK_EVERY_SECONDS:
+            return
+        self.checked = now
+        found = (
+            None if queued and self.workers.queued() != 0 else self.workers.holders(self.result.id)
+        )
+        if found is None or found[1] or not must_answer <= found[0]:
             self.stranded_since = None
         elif self.stranded_since is None:
             self.stranded_since = now
         elif now - self.stranded_since >= STRANDED_AFTER_SECONDS:
-            self._send("its message was in no queue and on no worker (was Redis restarted?)")
+            self._send("no queue and no worker held it (a worker restarted, or Redis lost it)")
 
     def _no_worker_left(self, lost: list[str]) -> str:
         names = ", ".join(lost) or "none had answered"

@@ -61,16 +61,24 @@ def statuses() -> list[DagsterRunStatus]:
         return [run.status for run in instance.get_runs()]
 
 
-def test_a_step_whose_worker_is_lost_runs_again_on_another_and_the_run_succeeds(
-    stub: AlphaVantageStub, cluster: Machines
+@pytest.mark.parametrize(
+    ("replacement", "why"),
+    [
+        ("machine-2", "Celery worker machine-1@"),  # another machine takes over
+        ("machine-1", "no queue and no worker held it"),  # the same one, restarted at once
+    ],
+)
+def test_a_step_whose_worker_is_lost_runs_again_and_the_run_succeeds(
+    replacement: str, why: str, stub: AlphaVantageStub, cluster: Machines
 ) -> None:
     bars = serve_bars(stub, SYMBOLS)
     launcher, lost_at = lose_mid_step(stub, cluster)
-    cluster.worker("machine-2")
+    cluster.worker(replacement)
     code, out = cluster.ended(launcher, RUN_SECONDS)
-    print(f"lost worker: the backfill ended {time.monotonic() - lost_at:.1f} s after the loss")
+    print(f"lost worker, {replacement} up at once: the backfill ended "
+          f"{time.monotonic() - lost_at:.1f} s after the loss")  # fmt: skip
     assert code == 0, f"{out}\n{cluster.logs()}"
-    assert "machine-1@" in out and "stopped answering while running it" in out, out
+    assert why in out, out
 
     assert lake_closes(SYMBOLS) == {s: served_closes(rows) for s, rows in bars.items()}
     with open_instance() as instance:
@@ -78,9 +86,9 @@ def test_a_step_whose_worker_is_lost_runs_again_on_another_and_the_run_succeeds(
         assert runs and all(r.status == DagsterRunStatus.SUCCESS for r in runs)
         logs = [entry for run in runs for entry in instance.all_logs(run.run_id)]
     ran_on = {w.split("@")[0] for w in map(celery_worker, logs) if w}
-    assert ran_on == {"machine-1", "machine-2"}, "begun on the lost machine, ended on the other"
+    assert ran_on == {"machine-1", replacement}, "begun on the lost machine, ended on the other"
     messages = " ".join(e.dagster_event.message or "" for e in logs if e.dagster_event)
-    assert "sent again" in messages and "machine-1@" in messages, "the run's log says why"
+    assert "sent again" in messages and why in messages, "the run's log says why"
 
 
 def test_with_no_worker_left_the_run_fails_naming_the_lost_one_and_retry_loads_the_rest(
