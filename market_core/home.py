@@ -111,6 +111,23 @@ class DataHome:
     def actions_rejects_file(self, symbol: str) -> Path:
         return self.actions_rejects_dir / f"{symbol}.parquet"
 
+    @property
+    def raw_listings_dir(self) -> Path:
+        """Alpha Vantage's LISTING_STATUS answers as received, one file per state asked."""
+        return self.raw_dir / "listings"
+
+    def raw_listings_file(self, state: str) -> Path:
+        """``state`` is ``active`` or ``delisted``."""
+        return self.raw_listings_dir / f"{state}.parquet"
+
+    @property
+    def listings_rejects_dir(self) -> Path:
+        """Listing rows that broke a rule, with the rule, in the rejects folder."""
+        return self.rejects_dir / "listings"
+
+    def listings_rejects_file(self, state: str) -> Path:
+        return self.listings_rejects_dir / f"{state}.parquet"
+
     def raw_intraday_file(self, symbol: str, interval: str) -> Path:
         """Alpha Vantage's latest TIME_SERIES_INTRADAY answer, one folder per interval."""
         return self.shared_root / "raw_intraday" / interval / f"{symbol}.parquet"

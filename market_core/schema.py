@@ -108,3 +108,37 @@ CREATE TABLE IF NOT EXISTS {COMMITS_TABLE} (
     committed_at TIMESTAMP WITH TIME ZONE
 )
 """
+
+LISTINGS_TABLE = "listings"
+
+LISTINGS_COLUMNS: tuple[str, ...] = (
+    "symbol", "name", "exchange", "asset_type", "ipo_date", "delisting_date", "status",
+    "first_seen", "last_seen",
+)  # fmt: skip
+LISTINGS_KEY: tuple[str, ...] = ("symbol", "ipo_date")
+"""A ticker reused by a later company is a second row: the IPO date tells the two apart."""
+
+LISTING_STATUSES: tuple[str, ...] = ("active", "delisted")
+"""``status`` as stored (Alpha Vantage's ``Active``/``Delisted``, lower-cased): the words
+``MARKET_UNIVERSE`` and the API's ``status`` filter use."""
+LISTING_ASSET_TYPES: tuple[str, ...] = ("Stock", "ETF")
+"""``asset_type`` as Alpha Vantage spells it: units, warrants, rights and preferred shares are
+all ``Stock``."""
+
+# Alpha Vantage's LISTING_STATUS, one row per listing ever seen. ``first_seen``/``last_seen``:
+# the New York dates of the first and the latest answer that listed it, so a listing that
+# vanished from the vendor's answers stays, with the day it was last seen.
+CREATE_LISTINGS_SQL = f"""
+CREATE TABLE IF NOT EXISTS {LISTINGS_TABLE} (
+    symbol VARCHAR,
+    name VARCHAR,
+    exchange VARCHAR,
+    asset_type VARCHAR,
+    ipo_date DATE,
+    delisting_date DATE,
+    status VARCHAR,
+    first_seen DATE,
+    last_seen DATE,
+    UNIQUE ({", ".join(LISTINGS_KEY)})
+)
+"""

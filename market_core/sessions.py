@@ -1,5 +1,9 @@
 """The NYSE session calendar (exchange-local wall-clock times), shared by the schedule, the
-intraday sensor and intraday validation so they cannot disagree.
+intraday sensor, intraday validation and the daily bars' session checks so they cannot disagree.
+
+Closures and early closes both come from the ``holidays`` package's NYSE calendar (its public
+and half-day categories). From 2000 to the end of next year it equals exchange_calendars' XNYS
+session for session, early close for early close (tests/pipeline/test_calendar_xnys.py).
 """
 
 from __future__ import annotations
@@ -9,12 +13,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import holidays
+from holidays.constants import HALF_DAY
 
 from market_core.exchange import EXCHANGE_TZ
 
 REGULAR_OPEN = dt.time(9, 30)
 REGULAR_CLOSE = dt.time(16, 0)
 EARLY_CLOSE = dt.time(13, 0)
+EARLY_CLOSE_BEFORE_1993 = dt.time(14, 0)
 EXTENDED_OPEN = dt.time(4, 0)
 """Alpha Vantage's extended hours: pre-market from 04:00, post-market until 20:00."""
 EXTENDED_CLOSE = dt.time(20, 0)
@@ -27,6 +33,11 @@ def _closed(year: int) -> dict[dt.date, str]:
     return dict(holidays.financial_holidays("NYSE", years=year).items())
 
 
+@lru_cache(maxsize=64)
+def _half_days(year: int) -> frozenset[dt.date]:
+    return frozenset(holidays.financial_holidays("NYSE", years=year, categories=(HALF_DAY,)))
+
+
 def exchange_holiday(day: dt.date) -> str | None:
     """The NYSE holiday's name if the exchange is closed that weekday, else ``None``."""
     return _closed(day.year).get(day)
@@ -36,21 +47,9 @@ def is_trading_day(day: dt.date) -> bool:
     return day.weekday() < 5 and exchange_holiday(day) is None
 
 
-def _thanksgiving(year: int) -> dt.date:
-    november = dt.date(year, 11, 1)
-    first_thursday = november + dt.timedelta(days=(3 - november.weekday()) % 7)
-    return first_thursday + dt.timedelta(weeks=3)
-
-
 def is_early_close(day: dt.date) -> bool:
-    """A trading day that closes at 13:00."""
-    if not is_trading_day(day):
-        return False
-    return day in (
-        dt.date(day.year, 7, 3),
-        _thanksgiving(day.year) + dt.timedelta(days=1),
-        dt.date(day.year, 12, 24),
-    )
+    """A trading day that closes early: at 13:00 since 1993, at 14:00 before."""
+    return is_trading_day(day) and day in _half_days(day.year)
 
 
 @dataclass(frozen=True)
@@ -77,9 +76,17 @@ def session(day: dt.date, *, extended: bool = False) -> Session | None:
     early = is_early_close(day)
     if extended:
         opens, closes = EXTENDED_OPEN, EXTENDED_EARLY_CLOSE if early else EXTENDED_CLOSE
+    elif early:
+        opens, closes = REGULAR_OPEN, EARLY_CLOSE if day.year >= 1993 else EARLY_CLOSE_BEFORE_1993
     else:
-        opens, closes = REGULAR_OPEN, EARLY_CLOSE if early else REGULAR_CLOSE
+        opens, closes = REGULAR_OPEN, REGULAR_CLOSE
     return Session(day, dt.datetime.combine(day, opens), dt.datetime.combine(day, closes))
+
+
+def sessions_between(first: dt.date, last: dt.date) -> list[dt.date]:
+    """Every day from ``first`` to ``last`` (both included) that the exchange trades, in order."""
+    days = (first + dt.timedelta(days=n) for n in range((last - first).days + 1))
+    return [day for day in days if is_trading_day(day)]
 
 
 def exchange_time(moment: dt.datetime) -> dt.datetime:

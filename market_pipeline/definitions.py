@@ -18,6 +18,7 @@ from market_pipeline.defs.daily import ingest_job, symbol_pipeline
 from market_pipeline.defs.executor import executor_from_env
 from market_pipeline.defs.intraday import intraday_job, intraday_pipeline
 from market_pipeline.defs.intraday_sensor import intraday_sensor
+from market_pipeline.defs.listings import listings, listings_job, listings_refresh
 from market_pipeline.defs.maintenance import maintenance_definitions
 from market_pipeline.defs.resources import resources_from_env
 
@@ -28,10 +29,10 @@ def defs() -> Definitions:
     asks for (the lake's maintenance jobs only in lake mode)."""
     maintenance_jobs, maintenance_schedules = maintenance_definitions()
     return Definitions(
-        assets=[symbol_pipeline, intraday_pipeline],
-        jobs=[ingest_job, intraday_job, *maintenance_jobs],
+        assets=[symbol_pipeline, intraday_pipeline, listings],
+        jobs=[ingest_job, intraday_job, listings_job, *maintenance_jobs],
         schedules=[daily_update, *maintenance_schedules],
-        sensors=[watchlist_sensor, follow_raw_data, intraday_sensor],
+        sensors=[watchlist_sensor, follow_raw_data, intraday_sensor, listings_refresh],
         resources=resources_from_env(),
         executor=executor_from_env(),
     )

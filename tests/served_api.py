@@ -90,7 +90,7 @@ def serve(home: DataHome, log: Path, **env: str) -> Iterator[Served]:
             deadline = time.monotonic() + START_SECONDS
             while True:
                 assert proc.poll() is None, log.read_text()
-                with contextlib.suppress(requests.ConnectionError):
+                with contextlib.suppress(requests.ConnectionError, requests.Timeout):
                     if requests.get(f"{served.base}/health", timeout=5).status_code == 200:
                         break
                 assert time.monotonic() < deadline, f"the API did not start: {log.read_text()}"

@@ -9,10 +9,16 @@
   3 calls, any other 1; the bars of every symbol are planned before any actions, and the due
   actions that do not fit wait (they stay due). The run itself fetches only the actions the
   calls left allow, so the plan and the run agree.
-* ``watchlist`` (sensor) makes the registered partitions follow the watchlist: new symbols are
-  registered and get their first load (3 calls each: bars and both corporate-action answers);
-  removed ones are unregistered, so nothing updates them
-  any more, while their files, table rows and Dagster history stay.
+* ``watchlist`` (sensor) makes the registered partitions follow the watchlist and, with
+  ``MARKET_UNIVERSE`` set, the symbols its listings select (``listings.universe``): new symbols
+  are registered and get their first load (3 calls each: bars and both corporate-action
+  answers); removed ones are unregistered, so nothing updates them any more, while their files,
+  table rows and Dagster history stay. While the listing cannot be read, nothing is removed.
+* A delisted symbol whose bars were fetched on a day after its delisting date is complete
+  (``listings.plan``): neither the sensor nor the daily update fetches it again, and the plan
+  says how many calls that saves. The other delisted symbols come after every active one, the
+  oldest delisting last. With a universe, the daily update keeps the listing refresh's two calls
+  out of its plan on the day the refresh is due (``listings_refresh`` runs it).
 * ``follow_raw_data`` (declarative automation) runs ``clean_data`` and ``ohlcv_data`` after
   ``raw_data`` was materialized without them, and ``corporate_actions`` after ``raw_actions``
   (the ``eager`` conditions on their specs). Chosen
@@ -32,8 +38,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import polars as pl
 from dagster import (
     AddDynamicPartitionsRequest,
     AssetKey,
@@ -66,7 +73,20 @@ from market_pipeline.defs.partitions import (
     range_tags,
     symbols_partitions,
 )
-from market_pipeline.defs.resources import AlphaVantageResource
+from market_pipeline.defs.resources import AlphaVantageResource, MarketDuckDB
+from market_pipeline.defs.settings import UNIVERSE_VAR
+from market_pipeline.listings.fetch import last_fetched
+from market_pipeline.listings.history import raw_fetched_at
+from market_pipeline.listings.plan import (
+    LISTING_CALLS,
+    SymbolListing,
+    completed,
+    newest_listings,
+    priority,
+    refresh_due,
+)
+from market_pipeline.listings.universe import Universe
+from market_pipeline.store.listings import listings_table
 
 INGEST_JOB = "ingest_job"
 DAILY_UPDATE_CRON = "30 18 * * 1-5"
@@ -102,6 +122,10 @@ class UpdatePlan:
     calls_left: int | None
     actions: list[str] = field(default_factory=list)
     actions_deferred: list[str] = field(default_factory=list)
+    complete: list[str] = field(default_factory=list)
+    """Delisted symbols whose history is loaded past their delisting date: not fetched again."""
+    listing_calls: int = 0
+    """Calls kept out of ``calls_left`` for the listing refresh that is due."""
 
     @property
     def calls(self) -> int:
@@ -120,7 +144,22 @@ class UpdatePlan:
                 f"{self.calls_left} calls left in the key's daily quota; {len(self.deferred)} "
                 f"wait for a later update (stalest first): {_names(self.deferred)}"
             )
-        return prices + "; " + self._describe_actions()
+        return prices + "; " + self._describe_actions() + self._describe_listings()
+
+    def _describe_listings(self) -> str:
+        text = ""
+        if self.complete:
+            text += (
+                f"; {len(self.complete)} delisted symbols not fetched again (history loaded "
+                f"past their delisting date): {PRICE_CALLS * len(self.complete)} calls saved: "
+                f"{_names(self.complete)}"
+            )
+        if self.listing_calls:
+            text += (
+                f"; {self.listing_calls} calls kept for the listing refresh (LISTING_STATUS "
+                "active and delisted)"
+            )
+        return text
 
     def _describe_actions(self) -> str:
         due = len(self.actions) + len(self.actions_deferred)
@@ -145,12 +184,20 @@ def plan_update(
     last_update: Mapping[str, int],
     calls_left: int | None,
     actions_due: Collection[str] = frozenset(),
+    listings: Mapping[str, SymbolListing] | None = None,
 ) -> UpdatePlan:
     """The bars first: all symbols if the quota allows, else the stalest (never loaded before
     anything), 1 call each. Then, with the calls left over, the corporate actions of the chosen
-    symbols that are due (``actions_due``, most urgent first), 2 calls each."""
+    symbols that are due (``actions_due``, most urgent first), 2 calls each.
+
+    ``listings`` (each symbol's newest listing, where known) puts the delisted symbols after
+    every active one, the oldest delisting last (``listings.plan.priority``)."""
+    listings = listings or {}
     position = {symbol: i for i, symbol in enumerate(registered)}
-    stalest = sorted(registered, key=lambda s: (last_update.get(s, -1), position[s]))
+    stalest = sorted(
+        registered,
+        key=lambda s: (priority(listings.get(s)), last_update.get(s, -1), position[s]),
+    )
     prices = len(registered) if calls_left is None else min(len(registered), calls_left)
     chosen = set(stalest[:prices])
     symbols = [s for s in registered if s in chosen]
@@ -195,7 +242,10 @@ def _exchange_date(moment: dt.datetime) -> dt.date:
     ),
 )
 def daily_update(
-    context: ScheduleEvaluationContext, alpha_vantage: AlphaVantageResource
+    context: ScheduleEvaluationContext,
+    alpha_vantage: AlphaVantageResource,
+    duckdb: MarketDuckDB,
+    watchlist: WatchlistResource,
 ) -> SkipReason | list[RunRequest]:
     day = _exchange_date(context.scheduled_execution_time)
     holiday = exchange_holiday(day)
@@ -204,12 +254,26 @@ def daily_update(
     registered = context.instance.get_dynamic_partitions(PARTITIONS)
     if not registered:
         return SkipReason("no symbols registered yet (the watchlist sensor registers them)")
-    plan = plan_update(
-        registered,
-        last_raw_updates(context.instance),
-        alpha_vantage.calls_left_today(),
-        due_for_actions(alpha_vantage.home, registered, dt.datetime.now(dt.UTC)),
+    now = dt.datetime.now(dt.UTC)
+    listings = newest_listings(listings_table(duckdb.store()).read(), registered)
+    complete = complete_histories(alpha_vantage.home, listings)
+    done = set(complete)
+    updated = [s for s in registered if s not in done]
+    calls_left = alpha_vantage.calls_left_today()
+    listing_calls = _listing_calls_due(watchlist, alpha_vantage.home, now, calls_left)
+    plan = replace(
+        plan_update(
+            updated,
+            last_raw_updates(context.instance),
+            None if calls_left is None else calls_left - listing_calls,
+            due_for_actions(alpha_vantage.home, updated, now),
+            listings,
+        ),
+        complete=complete,
+        listing_calls=listing_calls,
     )
+    if not plan.symbols and complete and not plan.deferred:
+        return SkipReason(plan.describe())
     if not plan.symbols:
         return SkipReason(
             f"the key's daily quota is used up: none of the {len(registered)} symbols updated "
@@ -219,6 +283,24 @@ def daily_update(
     (context.log.warning if short else context.log.info)(plan.describe())
     tags = {TRIGGER_TAG: "daily_update", DEFERRED_TAG: str(len(plan.deferred))}
     return block_requests(registered, plan.symbols, f"daily_update:{day}", tags)
+
+
+def complete_histories(home: DataHome, listings: Mapping[str, SymbolListing]) -> list[str]:
+    """The delisted symbols among ``listings`` whose bars were fetched on a day after their
+    delisting date: nothing more can come, so they are not fetched again."""
+    delisted = {s: listing for s, listing in listings.items() if listing.delisted}
+    return completed(delisted, raw_fetched_at(home, delisted))
+
+
+def _listing_calls_due(
+    watchlist: WatchlistResource, home: DataHome, now: dt.datetime, calls_left: int | None
+) -> int:
+    """The calls the listing refresh takes today (``listings_refresh`` runs it): with a
+    universe, once the last good listing is old enough; none without a daily quota."""
+    if calls_left is None or watchlist.selection() is None:
+        return 0
+    due = refresh_due(last_fetched(home), now, watchlist.listings_refresh_days)
+    return min(LISTING_CALLS, calls_left) if due else 0
 
 
 @dataclass(frozen=True)
@@ -238,34 +320,53 @@ class WatchlistChange:
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
     description=(
-        "Registers the watchlist's new symbols (MARKET_SYMBOLS or the watchlist file) and loads "
-        "them; unregisters removed ones, whose data stays."
+        "Registers the watchlist's new symbols (MARKET_SYMBOLS or the watchlist file) and, with "
+        "MARKET_UNIVERSE set, those its listings select, and loads them; unregisters removed "
+        "ones, whose data stays."
     ),
 )
 def watchlist_sensor(
     context: SensorEvaluationContext,
     watchlist: WatchlistResource,
     alpha_vantage: AlphaVantageResource,
+    duckdb: MarketDuckDB,
 ) -> SkipReason | SensorResult:
-    wanted = watchlist.wanted()
-    if not wanted:  # an emptied (or half-written) file must not unregister everything
+    follow = followed(watchlist, duckdb)
+    if not follow.symbols:  # an emptied (or half-written) file must not unregister everything
         return SkipReason("the watchlist is empty; the registered symbols are kept")
     registered = context.instance.get_dynamic_partitions(PARTITIONS)
-    change = WatchlistChange.between(registered, wanted)
+    change = WatchlistChange.between(registered, follow.symbols)
+    if change.removed and follow.partial:
+        context.log.info(f"{follow.partial}: nothing is unregistered")
+        change = WatchlistChange(change.added, [])
     if not change.added and not change.removed:
-        return SkipReason(f"the {len(registered)} registered symbols match the watchlist")
+        return SkipReason(f"the {len(registered)} registered symbols match {follow.describe()}")
+    if follow.universe is not None:
+        context.log.info(f"{follow.describe()}: {len(follow.symbols)} symbols")
+    complete = set(complete_histories(alpha_vantage.home, follow.listings_of(change.added)))
+    # The symbols to load first lead, so that they form one range of the registered order.
+    added = [s for s in change.added if s not in complete] + [
+        s for s in change.added if s in complete
+    ]
     requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = []
-    if change.added:
-        requests.append(symbols_partitions.build_add_request(change.added))
+    if added:
+        requests.append(symbols_partitions.build_add_request(added))
     if change.removed:
         requests.append(symbols_partitions.build_delete_request(change.removed))
         context.log.info(f"no longer updated (data kept): {', '.join(change.removed)}")
+    loadable = added[: len(added) - len(complete)]
+    if complete:
+        context.log.info(
+            f"{len(complete)} delisted symbols registered without a first load: their history "
+            f"is loaded past their delisting date ({FIRST_LOAD_CALLS * len(complete)} calls "
+            f"saved): {_names(sorted(complete))}"
+        )
     calls_left = alpha_vantage.calls_left_today()
     fits = None if calls_left is None else calls_left // FIRST_LOAD_CALLS
-    first_loads = change.added if fits is None else change.added[:fits]
-    if len(first_loads) < len(change.added):
+    first_loads = loadable if fits is None else loadable[:fits]
+    if len(first_loads) < len(loadable):
         context.log.warning(
-            f"{len(change.added) - len(first_loads)} new symbols registered without a first "
+            f"{len(loadable) - len(first_loads)} new symbols registered without a first "
             f"load: only {calls_left} calls left today ({FIRST_LOAD_CALLS} per first load: the "
             "bars, SPLITS and DIVIDENDS); the daily update loads them first"
         )
@@ -276,6 +377,45 @@ def watchlist_sensor(
         else []
     )
     return SensorResult(run_requests=runs, dynamic_partitions_requests=requests)
+
+
+@dataclass(frozen=True)
+class Followed:
+    """The symbols the registered partitions follow: the watchlist's, then the universe's
+    (active first, the oldest delisting last), and the listing they were selected from."""
+
+    symbols: list[str]
+    universe: Universe | None = None
+    listing: pl.DataFrame | None = None
+    partial: str = ""
+    """Why the symbols may be only part of what is followed (the watchlist is empty, or the
+    listing cannot be read), so that nothing registered is removed; empty when they are all."""
+
+    def describe(self) -> str:
+        if self.universe is None:
+            return "the watchlist"
+        return f"the watchlist and the universe ({UNIVERSE_VAR}={self.universe.describe()})"
+
+    def listings_of(self, symbols: Sequence[str]) -> dict[str, SymbolListing]:
+        """The newest listing of each of ``symbols`` that has one."""
+        return newest_listings(self.listing, symbols) if symbols else {}
+
+
+def followed(watchlist: WatchlistResource, duckdb: MarketDuckDB) -> Followed:
+    """The watchlist, and with ``MARKET_UNIVERSE`` set the symbols its listings select (read
+    from the ``listings`` table; none before the first listing is loaded)."""
+    wanted = watchlist.wanted()
+    universe = watchlist.selection()
+    if universe is None:
+        return Followed(wanted)
+    table = listings_table(duckdb.store()).read()
+    if table is None:
+        why = "the listing cannot be read (none loaded yet, or a load holds it)"
+        return Followed(wanted, universe, partial=why)
+    known = set(wanted)
+    symbols = wanted + [s for s in universe.select(table) if s not in known]
+    why = "" if wanted else "the watchlist is empty"
+    return Followed(symbols, universe, table, partial=why)
 
 
 follow_raw_data = AutomationConditionSensorDefinition(

@@ -23,6 +23,7 @@ from market_pipeline.defs.checks import (
     CHECK_SPECS,
     actions_check_results,
     check_results,
+    session_check_results,
     unexplained_move_result,
 )
 from market_pipeline.defs.outcomes import (
@@ -129,6 +130,8 @@ def symbol_pipeline(
     if ACTIONS in stages:
         loaded = outcome.results(ActionsLoaded).values()
         yield from actions_check_results(checks, {a.symbol: a.reject_counts for a in loaded})
+    if OHLCV in stages:  # over the whole table, after the load, whatever failed besides
+        yield from session_check_results(checks, duckdb.store(), context.log.warning)
     if outcome.failures:
         raise failure(outcome)
 

@@ -18,7 +18,15 @@ from dagster import ConfigurableResource, DynamicPartitionsDefinition
 from pydantic import Field, field_validator
 
 from market_core.symbols import normalize_symbol
-from market_pipeline.defs.settings import env_fields, is_unresolved, stripped_or
+from market_pipeline.defs.settings import (
+    UNIVERSE_VAR,
+    env_fields,
+    is_unresolved,
+    parse_universe,
+    stripped_or,
+)
+from market_pipeline.listings.plan import REFRESH_DAYS
+from market_pipeline.listings.universe import Universe
 
 DEFAULT_WATCHLIST = Path(__file__).resolve().parents[1] / "watchlist.txt"
 
@@ -46,6 +54,8 @@ class WatchlistResource(ConfigurableResource):
         "symbols": "MARKET_SYMBOLS",
         "path": "MARKET_WATCHLIST",
         "history_start": "MARKET_HISTORY_START",
+        "universe": UNIVERSE_VAR,
+        "listings_refresh_days": "MARKET_LISTINGS_REFRESH_DAYS",
     }
 
     symbols: str | None = Field(
@@ -57,6 +67,18 @@ class WatchlistResource(ConfigurableResource):
     history_start: str | None = Field(
         default=None,
         description="MARKET_HISTORY_START: ISO date; older bars are not kept (unset = all).",
+    )
+
+    universe: str | None = Field(
+        default=None,
+        description="MARKET_UNIVERSE: the listings whose symbols are followed beside the "
+        "watchlist, e.g. exchange=NYSE,NASDAQ;asset_type=Stock;status=active (unset = the "
+        "watchlist alone).",
+    )
+    listings_refresh_days: int = Field(
+        default=REFRESH_DAYS,
+        description="MARKET_LISTINGS_REFRESH_DAYS: with a universe, LISTING_STATUS is fetched "
+        "on the first run, then again once the listing is this many days old (0 = only by hand).",
     )
 
     @classmethod
@@ -81,6 +103,28 @@ class WatchlistResource(ConfigurableResource):
                 "MARKET_HISTORY_START (history_start) must be an ISO date such as 2020-01-31, "
                 f"got {value!r}"
             ) from None
+
+    @field_validator("universe", mode="before")
+    @classmethod
+    def _universe(cls, value: object) -> object:
+        value = stripped_or(value, None)
+        if isinstance(value, str) and not is_unresolved(value):
+            parse_universe(value)
+        return value
+
+    @field_validator("listings_refresh_days")
+    @classmethod
+    def _refresh_days(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(
+                "MARKET_LISTINGS_REFRESH_DAYS (listings_refresh_days) must be 0 (only by hand) "
+                f"or more, got {value}"
+            )
+        return value
+
+    def selection(self) -> Universe | None:
+        """The universe ``MARKET_UNIVERSE`` selects, or ``None`` when it is unset."""
+        return parse_universe(self.universe) if self.universe else None
 
     def wanted(self) -> list[str]:
         """``MARKET_SYMBOLS`` if set, else the watchlist file.

@@ -18,6 +18,9 @@ from typing import Any
 from dagster import DagsterInvalidConfigError, EnvVar
 from pydantic import BaseModel, ValidationError
 
+from market_core.schema import LISTING_ASSET_TYPES, LISTING_STATUSES
+from market_pipeline.listings.universe import EXCHANGES, Universe
+
 
 def env_fields(
     model: type[BaseModel], variables: Mapping[str, str], env: Mapping[str, str] = os.environ
@@ -75,3 +78,67 @@ def _sentence(message: str) -> str:
         if "Error: " in line and "env variable" in line:
             return line.split("Error: ", 1)[1].strip()
     return message.split("\n\n", 1)[0].strip()
+
+
+UNIVERSE_VAR = "MARKET_UNIVERSE"
+UNIVERSE_SYNTAX = (
+    "key=value[,value...] parts joined by ';', keys exchange ("
+    + ", ".join(EXCHANGES)
+    + "), asset_type ("
+    + ", ".join(LISTING_ASSET_TYPES)
+    + ") and status (active, delisted or all), e.g. exchange=NYSE,NASDAQ;asset_type=Stock;"
+    "status=active"
+)
+
+
+def parse_universe(text: str) -> Universe | None:
+    """``MARKET_UNIVERSE`` as a ``Universe`` (``None`` when blank), or a ``ValueError`` that
+    names the variable, the part at fault and the syntax.
+
+    Keys and values are case-insensitive; a key left out selects every value (status: active).
+    """
+    if not text.strip():
+        return None
+    chosen: dict[str, frozenset[str]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        key, _, values = (s.strip() for s in part.partition("="))
+        key = key.lower()
+        if not _:
+            raise _universe_error(text, f"{part!r} is not key=value")
+        if key not in _UNIVERSE_KEYS:
+            raise _universe_error(text, f"unknown key {key!r}")
+        if key in chosen:
+            raise _universe_error(text, f"{key} is given twice")
+        words = [" ".join(v.split()) for v in values.split(",")]
+        if not all(words):
+            raise _universe_error(text, f"{key} has an empty value")
+        known = _UNIVERSE_KEYS[key]
+        unknown = [w for w in words if w.lower() not in known]
+        if unknown:
+            raise _universe_error(
+                text,
+                f"{key} does not know {', '.join(map(repr, unknown))} ({'/'.join(known.values())})",
+            )
+        chosen[key] = frozenset(known[w.lower()] for w in words)
+    if not chosen:
+        raise _universe_error(text, "no key=value part")
+    statuses = chosen.get("status", frozenset({"active"}))
+    if "all" in statuses:
+        statuses = frozenset(LISTING_STATUSES)
+    return Universe(
+        chosen.get("exchange", frozenset()), chosen.get("asset_type", frozenset()), statuses
+    )
+
+
+_UNIVERSE_KEYS: dict[str, dict[str, str]] = {
+    "exchange": {e.lower(): e for e in EXCHANGES},
+    "asset_type": {a.lower(): a for a in LISTING_ASSET_TYPES},
+    "status": {s: s for s in (*LISTING_STATUSES, "all")},
+}
+"""Each key's accepted words (lower-case) and the value they stand for."""
+
+
+def _universe_error(text: str, problem: str) -> ValueError:
+    return ValueError(
+        f"{UNIVERSE_VAR} (universe): {problem}; got {text!r}. The syntax: {UNIVERSE_SYNTAX}"
+    )

@@ -89,6 +89,26 @@ class FetchedIntraday:
 
 ActionsFunction = Literal["SPLITS", "DIVIDENDS"]
 Datatype = Literal["json", "csv"]
+ListingState = Literal["active", "delisted"]
+LISTING_STATES: tuple[ListingState, ...] = ("active", "delisted")
+LISTING_FUNCTION = "LISTING_STATUS"
+LISTING_HEADER: tuple[str, ...] = (
+    "symbol", "name", "exchange", "assetType", "ipoDate", "delistingDate", "status",
+)  # fmt: skip
+"""The columns of a LISTING_STATUS answer, as Alpha Vantage names them."""
+_MESSAGE_KEYS = frozenset({"Error Message", "Note", "Information"})
+
+
+@dataclass(frozen=True)
+class FetchedListing:
+    """A LISTING_STATUS answer that is CSV under the listing's header: its header and rows as
+    received (a short or long row kept as sent), with where and when (never the key)."""
+
+    state: ListingState
+    header: tuple[str, ...]
+    rows: list[list[str]]
+    source: str
+    fetched_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -299,6 +319,49 @@ class AlphaVantageClient:
         payload, source, fetched_at = self._get(symbol, query, who=f"{symbol}: {function}")
         rows = classify_actions(symbol, function, payload, api_key=self._key)
         return FetchedActions(symbol, function, rows, source, fetched_at)
+
+    def fetch_listing_status(self, state: ListingState) -> FetchedListing:
+        """The LISTING_STATUS answer for ``state``: one call on the same permits, retried,
+        classified and redacted like ``fetch_daily``. The answer is CSV; errors are JSON."""
+        if state not in LISTING_STATES:
+            raise ValueError(f"state must be one of {LISTING_STATES}, got {state!r}")
+        return self._retrying()(self._fetch_listing_once, state)
+
+    def _fetch_listing_once(self, state: ListingState) -> FetchedListing:
+        query = {"function": LISTING_FUNCTION, "state": state}
+        who = f"{LISTING_FUNCTION} state={state}"
+        payload, source, fetched_at = self._get(
+            LISTING_FUNCTION, query, who=who, decode=self._decode_listing
+        )
+        header, rows = payload
+        return FetchedListing(state, header, rows, source, fetched_at)
+
+    def _decode_listing(
+        self, who: str, response: requests.Response
+    ) -> tuple[tuple[str, ...], list[list[str]]]:
+        """The header and the rows of a CSV answer, or the error a JSON answer stands for.
+
+        A body that stops inside a row (no line end, fewer fields than the header) is cut off:
+        refused whole, so that half a listing never replaces the last good one."""
+        if response.content.lstrip()[:1] in (b"{", b"["):
+            payload = self._decode(who, response)
+            if isinstance(payload, Mapping) and (not payload or _MESSAGE_KEYS & payload.keys()):
+                classify(who, payload, api_key=self._key)  # raises the message's error
+            raise MalformedResponseError(f"{who}: Alpha Vantage answered JSON, not the CSV listing")
+        self._decode_status(who, response)
+        text = response.content.decode("utf-8-sig", errors="replace")
+        rows = list(csv.reader(io.StringIO(text)))
+        header = tuple(h.strip() for h in rows[0]) if rows else ()
+        if not set(LISTING_HEADER) <= set(header):
+            head = redact(text[:80], self._key).replace("\n", " ")
+            kind = "an HTML page" if "<" in head[:20] else "CSV without the listing's columns"
+            raise MalformedResponseError(f"{who}: Alpha Vantage answered {kind} (starts {head!r})")
+        body = [row for row in rows[1:] if row]
+        if body and not text.endswith(("\n", "\r")) and len(body[-1]) < len(header):
+            raise MalformedResponseError(
+                f"{who}: the answer stops inside its row {len(body)} (cut off)"
+            )
+        return header, body
 
     def fetch_intraday(
         self,

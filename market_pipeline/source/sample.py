@@ -5,8 +5,10 @@ actions, intraday): docs/design/pipeline-internals.md.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
+import io
 import json
 import math
 import random
@@ -273,6 +275,62 @@ def intraday_payload(
     return intraday_payload_from_bars(symbol, interval, outputsize, bars)
 
 
+LISTING_HEADER = "symbol,name,exchange,assetType,ipoDate,delistingDate,status"
+LISTINGS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "active": (
+        ("A", "Agilent Technologies Inc", "NYSE", "Stock", "1999-11-18", "null", "Active"),
+        ("AAC", "Ares Acquisition Corporation - Class A", "NYSE", "Stock", "2021-03-25", "null",
+         "Active"),
+        ("AAC-U", "Ares Acquisition Corporation - Units (1 Ord Share Class A & 1/5 War)", "NYSE",
+         "Stock", "2021-02-02", "null", "Active"),
+        ("AAPL", "Apple Inc", "NASDAQ", "Stock", "1980-12-12", "null", "Active"),
+        ("AMZN", "Amazon.com Inc", "NASDAQ", "Stock", "1997-05-15", "null", "Active"),
+        ("BRK-B", "Berkshire Hathaway Inc - Class B", "NYSE", "Stock", "1996-05-09", "null",
+         "Active"),
+        ("GOOGL", "Alphabet Inc - Class A", "NASDAQ", "Stock", "2004-08-19", "null", "Active"),
+        ("IBM", "International Business Machines Corp", "NYSE", "Stock", "1962-01-02", "null",
+         "Active"),
+        ("IMO", "Imperial Oil Ltd", "NYSE MKT", "Stock", "1980-03-17", "null", "Active"),
+        ("MSFT", "Microsoft Corporation", "NASDAQ", "Stock", "1986-03-13", "null", "Active"),
+        ("NEE", "NextEra Energy Inc", "NYSE", "Stock", "1980-03-17", "null", "Active"),
+        ("NEE 6.219", "NextEra Energy Inc - 6.219% Corporate Units", "NYSE", "Stock",
+         "2022-09-16", "null", "Active"),
+        ("NVDA", "NVIDIA Corp", "NASDAQ", "Stock", "1999-01-22", "null", "Active"),
+        ("QQQ", "Invesco QQQ Trust Series 1", "NASDAQ", "ETF", "1999-03-10", "null", "Active"),
+        ("SO", "Southern Company", "NYSE", "Stock", "1980-03-17", "null", "Active"),
+        ("SO 6.75 08-01-22", "Southern Co - 6.75% Equity Units 2019", "NYSE", "Stock",
+         "2019-08-05", "null", "Active"),
+        ("SPY", "SPDR S&P 500 ETF Trust", "NYSE ARCA", "ETF", "1993-01-29", "null", "Active"),
+        ("TSLA", "Tesla Inc", "NASDAQ", "Stock", "2010-06-29", "null", "Active"),
+        ("XOM", "Exxon Mobil Corp", "NYSE", "Stock", "1978-01-13", "null", "Active"),
+    ),
+    "delisted": (
+        ("AAC", "AAC Holdings Inc", "NYSE", "Stock", "2014-10-02", "2020-01-14", "Delisted"),
+        ("ATVI", "Activision Blizzard Inc", "NASDAQ", "Stock", "1993-10-25", "2023-10-13",
+         "Delisted"),
+        ("CHNG 6", "Change Healthcare Inc - 6.00% Tangible Equity Units", "NASDAQ", "Stock",
+         "2019-06-27", "2022-07-01", "Delisted"),
+        ("TWTR", "Twitter Inc", "NYSE", "Stock", "2013-11-07", "2022-11-08", "Delisted"),
+        ("XLNX", "Xilinx Inc", "NASDAQ", "Stock", "1990-06-12", "2022-02-14", "Delisted"),
+        ("YHOO", "Yahoo Inc", "NASDAQ", "Stock", "1996-04-12", "2017-06-16", "Delisted"),
+    ),
+}  # fmt: skip
+"""The sample's LISTING_STATUS rows, modelled on the vendor's answers (illustrative, not a
+copy of one): ``null`` dates, the odd entries that are no ticker (``NEE 6.219``,
+``SO 6.75 08-01-22``, ``CHNG 6``), delisted symbols old and recent, and one ticker reused by a
+later company (``AAC``: two IPO dates)."""
+
+
+def listing_csv(state: str) -> str:
+    """The CSV Alpha Vantage returns for LISTING_STATUS (``state`` active or delisted):
+    a header, then one row per listing, CRLF line ends, fields quoted only where needed."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(LISTING_HEADER.split(","))
+    writer.writerows(LISTINGS.get(state, ()))
+    return out.getvalue()
+
+
 def answer(query: dict[str, str]) -> dict[str, Any]:
     """What Alpha Vantage would answer for a query string (the parts the pipeline uses)."""
     function, symbol = query.get("function"), query.get("symbol", "").upper()
@@ -303,8 +361,12 @@ class SampleAdapter(BaseAdapter):
         query = {k: v[-1] for k, v in parse_qs(urlsplit(request.url or "").query).items()}
         response = requests.Response()
         response.status_code = 200
-        response.headers["Content-Type"] = "application/json"
-        response._content = json.dumps(answer(query)).encode()
+        if query.get("function") == "LISTING_STATUS":
+            response.headers["Content-Type"] = "application/x-download"
+            response._content = listing_csv(query.get("state", "active").lower()).encode()
+        else:
+            response.headers["Content-Type"] = "application/json"
+            response._content = json.dumps(answer(query)).encode()
         response.encoding = "utf-8"
         response.url = request.url or ""
         response.request = request

@@ -18,10 +18,11 @@ def test_schedule_and_sensors_run_by_default_and_target_the_pipeline() -> None:
     assert schedule.job_name == "ingest_job"
     assert schedule.default_status == DefaultScheduleStatus.RUNNING
     sensors = {s.name: s for s in repo.sensor_defs}
-    assert set(sensors) == {"watchlist", "follow_raw_data", "intraday"}, "no implicit one"
+    assert set(sensors) == {"watchlist", "follow_raw_data", "intraday", "listings_refresh"}
     assert all(s.default_status == DefaultSensorStatus.RUNNING for s in sensors.values())
     assert sensors["watchlist"].job_name == "ingest_job"
     assert sensors["intraday"].job_name == "intraday_job"
+    assert sensors["listings_refresh"].job_name == "listings_job"
     graph = location.resolve_asset_graph()
     followed = sensors["follow_raw_data"].asset_selection.resolve(graph)  # type: ignore[union-attr]
     assert followed == {

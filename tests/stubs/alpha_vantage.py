@@ -28,26 +28,40 @@ the ``outputsize`` it sent, ``""`` for none.
 with ``stub.set_intraday``. ``AlphaVantageStub(premium_intraday=False)`` answers every intraday
 request as a free key gets it: the "premium endpoint" ``Information``. Requests record their
 ``interval``, ``extended_hours`` and ``datatype``.
+
+``LISTING_STATUS`` answers CSV as the vendor sends it (a header, ``null`` for no date,
+``Active``/``Delisted``, CRLF line ends, ``application/x-download``); errors stay JSON. Its queue
+is per state (``stub.script_listings("active", "http_503")``); ``ok`` is the sample's listing,
+or the rows set with ``stub.set_listings`` (tuples of the seven fields, written as CSV, or the
+body as text). Besides the messages, HTTP statuses, transport faults, ``html`` and ``truncated``
+(the body stops inside a row), it knows ``bad_header`` (CSV under other columns),
+``header_only`` (no row) and ``empty_dates`` (an empty field for "no date", as some mirrors
+send). Requests record their ``state``.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
 import socket
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from market_pipeline.source.sample import (
+    LISTING_HEADER,
     daily_payload,
     dividends_payload,
     intraday_payload,
     intraday_payload_from_bars,
+    listing_csv,
     splits_payload,
 )
 
@@ -97,6 +111,7 @@ class Request:
     interval: str = ""
     extended_hours: str = ""
     datatype: str = ""
+    state: str = ""
 
 
 def payload_from_bars(symbol: str, bars: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -115,6 +130,33 @@ def payload_from_bars(symbol: str, bars: list[tuple[str, dict[str, Any]]]) -> di
 
 INTRADAY = "TIME_SERIES_INTRADAY"
 CSV_HEADER = "timestamp,open,high,low,close,volume"
+LISTING = "LISTING_STATUS"
+
+
+def listing_text(rows: Sequence[Sequence[str]]) -> str:
+    """A LISTING_STATUS body for rows of the seven fields, as the vendor writes its CSV."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(LISTING_HEADER.split(","))
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def listing_body(behaviour: str, good: str) -> str:
+    """The CSV ``behaviour`` makes of the good listing ``good`` (CSV text)."""
+    if behaviour == "ok":
+        return good
+    if behaviour == "bad_header":
+        return good.replace(LISTING_HEADER, "ticker,company,market,type,listed,delisted,state", 1)
+    if behaviour == "header_only":
+        return LISTING_HEADER + "\r\n"
+    if behaviour == "empty_dates":
+        return good.replace(",null,", ",,")
+    if behaviour == "truncated":  # stops inside a row, as a body cut in transit does
+        lines = good.split("\r\n")
+        middle = len(lines) // 2
+        return "\r\n".join(lines[:middle]) + "\r\n" + lines[middle][: len(lines[middle]) // 3]
+    raise ValueError(f"unknown behaviour {behaviour!r} for {LISTING}")
 
 
 def intraday_csv(payload: dict[str, Any], interval: str) -> str:
@@ -160,6 +202,8 @@ class AlphaVantageStub:
         self._actions: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._intraday_scripts: dict[str, deque[str]] = defaultdict(deque)
         self._intraday: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
+        self._listing_scripts: dict[str, deque[str]] = defaultdict(deque)
+        self._listings: dict[str, str] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -208,6 +252,26 @@ class AlphaVantageStub:
         intraday answer of this symbol and interval carries, as given."""
         with self._lock:
             self._intraday[symbol.upper(), interval] = bars
+
+    def script_listings(self, state: str, *behaviours: str) -> None:
+        """Queue behaviours for the LISTING_STATUS answers of ``state`` (active, delisted)."""
+        with self._lock:
+            self._listing_scripts[state.lower()].extend(behaviours)
+
+    def set_listings(self, state: str, rows: Sequence[Sequence[str]] | str) -> None:
+        """What an ``ok`` LISTING_STATUS answer of ``state`` carries: rows of the seven fields
+        (``"null"`` for no date), or the whole body as text."""
+        with self._lock:
+            self._listings[state.lower()] = rows if isinstance(rows, str) else listing_text(rows)
+
+    def listing_for(self, behaviour: str, state: str, key: str) -> tuple[str, str]:
+        """(content type, body) of a LISTING_STATUS answer."""
+        if behaviour in MESSAGES:
+            body = json.dumps(MESSAGES[behaviour]).replace("{key}", key)
+            return "application/json", body
+        with self._lock:
+            good = self._listings.get(state)
+        return "application/x-download", listing_body(behaviour, good or listing_csv(state))
 
     def intraday_body_for(self, behaviour: str, query: dict[str, str], key: str) -> Any:
         symbol, interval = query.get("symbol", "").upper(), query.get("interval", "")
@@ -310,6 +374,9 @@ class AlphaVantageStub:
                 if query.get("function", "").upper() == INTRADAY:
                     self._answer_intraday(query)
                     return
+                if query.get("function", "").upper() == LISTING:
+                    self._answer_listings(query)
+                    return
                 symbol = query.get("symbol", "").upper()
                 outputsize = query.get("outputsize", "compact")
                 key = query.get("apikey", "")
@@ -375,6 +442,23 @@ class AlphaVantageStub:
                     self._send(200, text.encode(), "application/x-download")
                     return
                 self._finish(behaviour, json.dumps(body).encode())
+
+            def _answer_listings(self, query: dict[str, str]) -> None:
+                state, key = query.get("state", "active").lower(), query.get("apikey", "")
+                request = Request(time.time(), "", "", key or None, LISTING, state=state)
+                with stub._lock:
+                    stub.requests.append(request)
+                    queue = stub._listing_scripts[state]
+                    behaviour = queue.popleft() if queue else "ok"
+                if self._fault(behaviour):
+                    return
+                plain = "ok" if behaviour in ("cut_body", "timeout") else behaviour
+                content_type, body = stub.listing_for(plain, state, key)
+                if behaviour == "cut_body":
+                    self._send(200, body.encode(), content_type, send=len(body) // 2)
+                    self.close_connection = True
+                    return
+                self._send(200, body.encode(), content_type)
 
             def _fault(self, behaviour: str) -> bool:
                 """Answer a transport, HTTP or HTML fault; False when the body is JSON."""
