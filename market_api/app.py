@@ -9,7 +9,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 
-from market_api.bars.routes import HealthController, InstrumentController
+from market_api.bars.routes import BarsController, HealthController, InstrumentController
 from market_api.bars.service import MarketService
 from market_api.http.docs import openapi_config
 from market_api.http.errors import EXCEPTION_HANDLERS
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> CacheFirst:
         return hub
 
     app = Litestar(
-        route_handlers=[HealthController, InstrumentController, StreamController],
+        route_handlers=[HealthController, InstrumentController, BarsController, StreamController],
         dependencies={
             "service": Provide(provide_service, sync_to_thread=False),
             "hub": Provide(provide_hub, sync_to_thread=False),
@@ -47,8 +47,9 @@ def create_app(settings: Settings | None = None) -> CacheFirst:
             title="market-data API",
             version="1.0.0",
             description=(
-                "Daily OHLCV bars loaded by the market pipeline, served from DuckDB. Every GET "
-                "also answers HEAD: the same status and headers, no body."
+                "Daily OHLCV bars loaded by the market pipeline, served from DuckDB, as JSON, "
+                "CSV, Arrow or Parquet. Every GET also answers HEAD: the same status and "
+                "headers, no body."
             ),
         ),
         state=State({"service": service, "hub": hub}),

@@ -11,11 +11,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from market_core.env import env_float, env_int
+from market_core.env import SettingsError, env_float, env_int
 from market_core.home import DataHome
 
 MAX_LIMIT = 100_000
 """The largest ``limit`` a client may ask for: more than any symbol's daily history."""
+
+TOKEN_SECRET_VAR = "MARKET_API_TOKEN_SECRET"
+"""The key that signs page tokens; every replica behind one balancer needs the same one."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,15 @@ class Settings:
     """How often the stream's poller compares the data version (a few ``stat`` calls)."""
     stream_retry_after_seconds: int = 5
     """The ``Retry-After`` of the 503 beyond ``stream_max_clients``."""
+    cache_answer_bytes: int = 1024 * 1024
+    """The largest answer the LRU keeps; a bigger one is streamed to the client and not kept,
+    so no answer is ever whole in memory (``http/fastpath.py``)."""
+    batch_rows: int = 65_536
+    """Bars per query of a streamed answer (``/bars``, Arrow, Parquet): the memory one answer
+    holds at a time, about 4 MB."""
+    token_secret: str | None = field(default=None, repr=False)
+    """Signs page tokens (``bars/tokens.py``); unset, a random key kept in the shared folder (or
+    the data home) stands in. Never logged."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -71,4 +83,17 @@ class Settings:
             stream_queue_commits=env_int(
                 env, "MARKET_API_STREAM_QUEUE_COMMITS", cls.stream_queue_commits, minimum=1
             ),
+            cache_answer_bytes=env_int(
+                env, "MARKET_API_CACHE_ANSWER_BYTES", cls.cache_answer_bytes, minimum=0
+            ),
+            batch_rows=env_int(env, "MARKET_API_BATCH_ROWS", cls.batch_rows, minimum=1),
+            token_secret=_secret(env),
         )
+
+
+def _secret(env: Mapping[str, str]) -> str | None:
+    """``MARKET_API_TOKEN_SECRET``, at least 16 characters; the message never shows it."""
+    secret = env.get(TOKEN_SECRET_VAR, "").strip()
+    if secret and len(secret) < 16:
+        raise SettingsError(f"{TOKEN_SECRET_VAR} must be at least 16 characters long")
+    return secret or None

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import duckdb
@@ -67,6 +67,24 @@ class FactorCache:
                 while len(self._some) > self.max_entries:
                     self._some.popitem(last=False)
         return steps
+
+    def many(
+        self, cur: duckdb.DuckDBPyConnection, symbols: Sequence[str] | None, version: str | None
+    ) -> dict[str, FactorSteps]:
+        """The steps of ``symbols`` (sorted; None: every symbol) with events under ``version``:
+        from memory once every symbol's are, else in one query on ``cur`` (and every symbol's
+        computation started, as ``get`` does)."""
+        with self._lock:
+            if version != self._version:
+                self._switch(version)
+            every = self._all
+            if every is None:
+                self._start_build()
+        if every is None:
+            return steps_of(cur, symbols)
+        if symbols is None:
+            return every
+        return {symbol: every[symbol] for symbol in symbols if symbol in every}
 
     def follow(self, version: str | None) -> None:
         """The data version changed (or not): drop the old steps; if adjusted questions were
@@ -127,3 +145,15 @@ class FactorCache:
             part = self._run(version, lambda cur: queries.factor_steps_between(cur, first, last))  # noqa: B023
             steps.update(part)
         return steps
+
+
+def steps_of(
+    cur: duckdb.DuckDBPyConnection, symbols: Sequence[str] | None
+) -> dict[str, FactorSteps]:
+    """The steps of ``symbols`` (sorted; None: every symbol) with events, in one query."""
+    if symbols is None:
+        return queries.factor_steps_between(cur, "", "\U0010ffff")
+    if not symbols:
+        return {}
+    found = queries.factor_steps_between(cur, symbols[0], symbols[-1])
+    return {symbol: found[symbol] for symbol in symbols if symbol in found}

@@ -15,9 +15,16 @@ from litestar.params import Parameter
 
 from market_api.bars.schemas import Adjustment, Interval
 from market_api.http.errors import InvalidParameter
+from market_api.http.negotiation import Format
 from market_api.settings import MAX_LIMIT
 from market_core.exchange import EXCHANGE_TZ
 from market_core.symbols import SYMBOL_PATTERN, SYMBOL_RULE, InvalidSymbolError, normalize_symbol
+
+MAX_SYMBOLS = 1000
+"""Most symbols one ``/bars`` request names."""
+DEFAULT_PAGE_LIMIT = 10_000
+MAX_PAGE_LIMIT = 1_000_000
+"""Most bars in one page of ``/bars``: its answer streams, so the bound is on time, not memory."""
 
 
 def parse_symbol(raw: str) -> str:
@@ -72,20 +79,64 @@ def parse_moment(name: str, raw: str | None) -> date | None:
         raise InvalidParameter(name, f"{name} {raw!r} is not {MOMENT_RULE}") from None
 
 
+AS_OF_RULE = ("an RFC 3339 timestamp",)
+
+
+def query_values(request: Request[Any, Any, Any]) -> dict[str, list[str]]:
+    """Every value of every query parameter, as sent (empty ones included)."""
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    values: dict[str, list[str]] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        values.setdefault(name, []).append(value)
+    return values
+
+
 def check_once(request: Request[Any, Any, Any], name: str, allowed: Iterable[str]) -> None:
     """Refuse ``name`` given twice or given empty, both of which Litestar lets pass (the last
     copy wins; an empty value counts as absent, so the default would answer): ``raw`` and
     ``all`` asked together, or an empty value, have no right answer."""
-    query = request.scope.get("query_string", b"").decode("latin-1")
-    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == name]
-    if len(values) > 1:
-        raise InvalidParameter(name, f"{name} given more than once; give it at most once")
-    if values and not values[0]:
-        raise InvalidParameter(name, f"{name} is empty; give one of {', '.join(allowed)}")
+    check_given_once(query_values(request), {name: tuple(allowed)})
+
+
+def check_given_once(
+    values: dict[str, list[str]], rules: dict[str, tuple[str, ...] | None]
+) -> None:
+    """``check_once`` of each parameter ``rules`` names; one whose rule is None may be empty
+    (a ``start`` left empty is absent, as it has always been)."""
+    for name, allowed in rules.items():
+        given = values.get(name, ())
+        if len(given) > 1:
+            raise InvalidParameter(name, f"{name} given more than once; give it at most once")
+        if given and not given[0] and allowed is not None:
+            choice = f"one of {', '.join(allowed)}" if len(allowed) > 1 else allowed[0]
+            raise InvalidParameter(name, f"{name} is empty; give {choice}")
+
+
+def parse_symbols(raw: str | None) -> tuple[str, ...] | None:
+    """``symbols`` of ``/bars``: comma-separated, each by the symbol rule, at most
+    ``MAX_SYMBOLS`` entries; None (every symbol) when left out. Exactly what ``SYMBOLS_PATTERN``
+    states, so the OpenAPI schema promises what is served."""
+    if raw is None:
+        return None
+    parts = raw.split(",")
+    if len(parts) > MAX_SYMBOLS:
+        raise InvalidParameter(
+            "symbols", f"{len(parts)} symbols given; at most {MAX_SYMBOLS} per request"
+        )
+    symbols: list[str] = []
+    for part in parts:
+        if not _SYMBOL_ENTRY.fullmatch(part):
+            raise InvalidParameter("symbols", f"symbols: {part!r} is not {SYMBOL_RULE}")
+        symbols.append(parse_symbol(part))
+    return tuple(symbols)
 
 
 # The stored symbol's pattern, in either case: the schema then promises exactly what is served.
 SYMBOL_ANY_CASE = SYMBOL_PATTERN.replace("A-Z", "A-Za-z")
+_ENTRY = SYMBOL_ANY_CASE.removeprefix("^").removesuffix("$")
+_SYMBOL_ENTRY = re.compile(_ENTRY)
+SYMBOLS_PATTERN = f"^{_ENTRY}(,{_ENTRY}){{0,{MAX_SYMBOLS - 1}}}$"
+"""``symbols`` as ``parse_symbols`` takes it: 1 to ``MAX_SYMBOLS`` symbols, no spaces."""
 Symbol = Annotated[
     str,
     Parameter(
@@ -155,6 +206,45 @@ AsOf = Annotated[
             "without an offset, UTC): the bars of the newest lake snapshot committed by then. "
             "Only with the shared lake (multi-machine mode); the single-file mode answers 400. "
             "A time before the lake's oldest kept snapshot is a 400; at most once."
+        ),
+    ),
+]
+Symbols = Annotated[
+    str | None,
+    Parameter(
+        description=(
+            f"Comma-separated symbols, case-insensitive, each once or more, at most "
+            f"{MAX_SYMBOLS}, no spaces; left out, every symbol with bars. Unknown ones are "
+            "listed in missing_symbols (JSON) or the Missing-Symbols header"
+        ),
+        schema_extra={"pattern": SYMBOLS_PATTERN},
+        examples=[Example(value="AAPL,MSFT")],
+    ),
+]
+PageLimit = Annotated[
+    int,
+    Parameter(
+        ge=1,
+        le=MAX_PAGE_LIMIT,
+        description="Bars per page; the next page is at next_page_token",
+        default=DEFAULT_PAGE_LIMIT,
+    ),
+]
+PageTokenParam = Annotated[
+    str | None,
+    Parameter(
+        description=(
+            "next_page_token of the previous page, exactly as it came, with the same symbols, "
+            "start, end, interval, adjustment and as_of (limit and format may change)"
+        ),
+    ),
+]
+FormatParam = Annotated[
+    Format | None,
+    Parameter(
+        description=(
+            "The answer's format, for clients that cannot send Accept (a URL given to "
+            "pl.read_parquet or pd.read_csv); wins over Accept"
         ),
     ),
 ]

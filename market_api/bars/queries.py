@@ -41,24 +41,27 @@ SELECT day, open, high, low, close, volume FROM (
 
 # A bucket's open is the open of its first trading day, its close the close of its last; its
 # timestamp is its first trading day (not the Monday or the 1st, which may be a holiday).
-_BUCKET_SQL = """
-SELECT day, open, high, low, close, volume FROM (
-    SELECT
-        CAST(min(timestamp) AS DATE) AS day,
-        arg_min(open, timestamp) AS open,
+BUCKET_COLUMNS = """arg_min(open, timestamp) AS open,
         max(high) AS high,
         min(low) AS low,
         arg_max(close, timestamp) AS close,
-        CAST(sum(volume) AS BIGINT) AS volume
-    FROM {table}
-    WHERE {range}
-    GROUP BY date_trunc('{unit}', timestamp)
+        CAST(sum(volume) AS BIGINT) AS volume"""
+"""A bucket's prices and volume from the daily bars in it (here and in ``bulk.py``)."""
+
+_BUCKET_SQL = f"""
+SELECT day, open, high, low, close, volume FROM (
+    SELECT
+        CAST(min(timestamp) AS DATE) AS day,
+        {BUCKET_COLUMNS}
+    FROM {{table}}
+    WHERE {{range}}
+    GROUP BY date_trunc('{{unit}}', timestamp)
     ORDER BY day DESC
     LIMIT $limit
 ) ORDER BY day
 """
 
-_UNITS = {Interval.WEEK: "week", Interval.MONTH: "month"}
+UNITS = {Interval.WEEK: "week", Interval.MONTH: "month"}
 """'week' truncates to the ISO week's Monday, 'month' to the calendar month's first day."""
 
 _STATS_TEMPLATE = """
@@ -147,14 +150,19 @@ class FactorSteps:
         last = bisect_left(self.ex_us, _micros(high)) + 1
         return FactorSteps(self.ex_us[first:last], self.s[first:last], self.d[first:last])
 
-    def params(self, adjustment: Adjustment) -> dict[str, object]:
-        ones = [1.0] * len(self.ex_us)
+    def factors(self, adjustment: Adjustment) -> tuple[array[float], array[float]]:
+        """S and D of each step as ``adjustment`` applies them (1 for the kind it leaves)."""
+        ones = array("d", [1.0]) * len(self.ex_us)
         splits = adjustment in (Adjustment.SPLIT, Adjustment.ALL)
         dividends = adjustment in (Adjustment.DIVIDEND, Adjustment.ALL)
+        return (self.s if splits else ones), (self.d if dividends else ones)
+
+    def params(self, adjustment: Adjustment) -> dict[str, object]:
+        split, dividend = self.factors(adjustment)
         return {
             "ex_at": [_EPOCH + us * _MICROSECOND for us in self.ex_us],
-            "s": self.s.tolist() if splits else ones,
-            "d": self.d.tolist() if dividends else ones,
+            "s": split.tolist(),
+            "d": dividend.tolist(),
         }
 
     def apply(self, rows: Sequence[BarRow], adjustment: Adjustment) -> list[BarRow]:
@@ -199,6 +207,14 @@ NO_STEPS = FactorSteps()
 """A symbol without events: every factor 1."""
 
 
+ADJUSTED_COLUMNS = """open / s * d AS open,
+        high / s * d AS high,
+        low / s * d AS low,
+        close / s * d AS close,
+        CAST(round_even(volume * s, 0) AS BIGINT) AS volume"""
+"""A bar's prices and volume adjusted by its factors ``s`` and ``d`` (here and in ``bulk.py``);
+``FactorSteps.apply`` is the same formula in Python."""
+
 # The bars in the range, each with the factors of the first step after it: k counts the
 # ex-dates <= t, so k + 1 indexes the first one after (1-based; past the end the list gives
 # NULL, i.e. 1). Weekly and monthly buckets and the stats are built from it; daily bars take
@@ -213,21 +229,14 @@ factored AS (
     SELECT *, coalesce($s[k], 1.0) AS s, coalesce($d[k], 1.0) AS d FROM indexed
 ),
 adjusted AS (
-    SELECT
-        timestamp,
-        open / s * d AS open,
-        high / s * d AS high,
-        low / s * d AS low,
-        close / s * d AS close,
-        CAST(round_even(volume * s, 0) AS BIGINT) AS volume
-    FROM factored
+    SELECT timestamp, {ADJUSTED_COLUMNS} FROM factored
 )"""
 
 
 def _buckets_sql(interval: Interval, adjusted: bool) -> str:
     if not adjusted:
-        return _BUCKET_SQL.format(table=TABLE, range=_RANGE, unit=_UNITS[interval])
-    return _ADJUSTED_CTE + _BUCKET_SQL.format(table="adjusted", range="true", unit=_UNITS[interval])
+        return _BUCKET_SQL.format(table=TABLE, range=_RANGE, unit=UNITS[interval])
+    return _ADJUSTED_CTE + _BUCKET_SQL.format(table="adjusted", range="true", unit=UNITS[interval])
 
 
 def _stats_sql(adjusted: bool) -> str:
@@ -238,7 +247,7 @@ def _stats_sql(adjusted: bool) -> str:
 
 _BUCKETS_SQL: dict[tuple[Interval, bool], str] = {
     (interval, adjusted): _buckets_sql(interval, adjusted)
-    for interval in _UNITS
+    for interval in UNITS
     for adjusted in (False, True)
 }
 _STATS_SQL: dict[bool, str] = {adjusted: _stats_sql(adjusted) for adjusted in (False, True)}
@@ -424,11 +433,18 @@ def symbol_known(cur: duckdb.DuckDBPyConnection, symbol: str) -> bool:
     return bool(row and row[0])
 
 
-def _range_params(symbol: str, start: date | None, end: date | None) -> dict[str, object]:
+def day_range(start: date | None, end: date | None) -> tuple[datetime, datetime]:
+    """``[low, high)`` of a daily question: from ``start``'s midnight to the midnight after
+    ``end`` (half-open, so every bar of the end date is in and zone maps can prune)."""
     low = datetime.min if start is None else datetime.combine(start, time())
     high = (
         datetime.max
         if end is None or end == date.max
         else datetime.combine(end + timedelta(days=1), time())
     )
+    return low, high
+
+
+def _range_params(symbol: str, start: date | None, end: date | None) -> dict[str, object]:
+    low, high = day_range(start, end)
     return {"symbol": symbol, "low": low, "high": high}

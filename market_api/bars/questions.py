@@ -6,6 +6,7 @@ loop never runs SQL nor encodes a large body.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import ClassVar, Protocol, cast
@@ -13,7 +14,7 @@ from typing import ClassVar, Protocol, cast
 import duckdb
 
 from market_api.bars import queries
-from market_api.bars.factors import FactorCache
+from market_api.bars.factors import FactorCache, steps_of
 from market_api.bars.params import check_range, parse_symbol
 from market_api.bars.schemas import (
     Adjustment,
@@ -57,6 +58,19 @@ class Read:
         if self.factors is None:
             return queries.factor_steps(cur, symbol)
         return self.factors.get(cur, symbol, self.version)
+
+    def steps_of(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        symbols: Sequence[str] | None,
+        adjustment: Adjustment,
+    ) -> dict[str, queries.FactorSteps]:
+        """``steps`` of many symbols (sorted; None: all), those without events left out."""
+        if adjustment is Adjustment.RAW:
+            return {}
+        if self.factors is None:
+            return steps_of(cur, symbols)
+        return self.factors.many(cur, symbols, self.version)
 
 
 class Question(Protocol):
@@ -114,16 +128,8 @@ class BarsQuestion:
         adjustment: Adjustment = Adjustment.RAW,
         as_of: datetime | None = None,
     ) -> BarsQuestion:
-        """A ``datetime`` bound of a daily, weekly or monthly question counts as its date:
-        those bars are dated by their day, so ``end=2024-01-02T10:00`` still includes the bar
-        of January 2 (and the cache key, not the question, differs from ``end=2024-01-02``)."""
-        if interval.intraday:
-            low, high = queries.intraday_range(start, end)
-            if low >= high and high != datetime.max:  # the end of time is inclusive too
-                raise InvalidParameter("start", f"start {start} is after end {end}")
-        else:
-            start, end = _day(start), _day(end)
-            check_range(start, end)
+        """The range as ``bar_range`` reads it."""
+        start, end = bar_range(interval, start, end)
         if limit is not None and not 1 <= limit <= MAX_LIMIT:
             raise InvalidParameter("limit", f"limit must be between 1 and {MAX_LIMIT}")
         return cls(parse_symbol(symbol), interval, start, end, limit, adjustment, as_of)
@@ -163,6 +169,25 @@ class BarsQuestion:
             return intraday_bars_csv(rows)
         bars = [Bar(*row) for row in rows]
         return json_encoder.encode(OhlcvSeries(self.symbol, self.interval, self.adjustment, bars))
+
+
+def bar_range(
+    interval: Interval, start: date | None, end: date | None
+) -> tuple[date | None, date | None]:
+    """``start`` and ``end`` of a bar question, checked in order (400 naming ``start``).
+
+    A ``datetime`` bound of a daily, weekly or monthly question counts as its date: those bars
+    are dated by their day, so ``end=2024-01-02T10:00`` still includes the bar of January 2
+    (and the cache key, not the question, differs from ``end=2024-01-02``). An intraday one
+    is exact (``queries.intraday_range``)."""
+    if interval.intraday:
+        low, high = queries.intraday_range(start, end)
+        if low >= high and high != datetime.max:  # the end of time is inclusive too
+            raise InvalidParameter("start", f"start {start} is after end {end}")
+        return start, end
+    start, end = _day(start), _day(end)
+    check_range(start, end)
+    return start, end
 
 
 def _day(moment: date | None) -> date | None:

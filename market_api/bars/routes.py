@@ -7,25 +7,42 @@ OpenAPI schema states them; everything else happens in ``MarketService``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import ResponseHeader
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Schema
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Schema,
+)
 
+from market_api.bars.bulk import BulkQuestion
 from market_api.bars.params import (
+    AS_OF_RULE,
+    DEFAULT_PAGE_LIMIT,
     AdjustmentParam,
     AsOf,
     End,
     EndMoment,
+    FormatParam,
     IntervalParam,
     Limit,
+    PageLimit,
+    PageTokenParam,
     Start,
     StartMoment,
     Symbol,
+    Symbols,
+    check_given_once,
     check_once,
     parse_moment,
+    parse_symbols,
+    query_values,
 )
 from market_api.bars.questions import (
     ActionsQuestion,
@@ -36,7 +53,9 @@ from market_api.bars.questions import (
 )
 from market_api.bars.schemas import (
     CSV_COLUMNS,
+    LONG_COLUMNS,
     Adjustment,
+    BarsPage,
     CorporateActions,
     Health,
     InstrumentList,
@@ -45,7 +64,8 @@ from market_api.bars.schemas import (
 )
 from market_api.bars.schemas import Stats as StatsBody
 from market_api.bars.service import MarketService
-from market_api.http.errors import ErrorBody
+from market_api.http.errors import PAGE_TOKEN, ErrorBody
+from market_api.http.negotiation import ARROW_STREAM, FORMAT_PARAM, FORMATS, PARQUET
 
 _CACHE_HEADERS = [
     ResponseHeader(
@@ -81,20 +101,50 @@ _ACTIONS_ERRORS = {
 }
 
 
+def _alternatives(columns: tuple[str, ...], example_row: str) -> dict[str, OpenAPIMediaType]:
+    """The 200 answer's other formats, chosen by ``Accept`` or ``format``."""
+    header = ",".join(columns)
+    typed = (
+        f"Columns {', '.join(columns)}: the timestamp a date (daily, weekly, monthly) or a "
+        "timestamp[us, America/New_York] (intraday), prices float64, volume int64"
+    )
+
+    def binary(what: str) -> OpenAPIMediaType:
+        return OpenAPIMediaType(
+            schema=Schema(
+                type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description=f"{what}. {typed}"
+            )
+        )
+
+    return {
+        "text/csv": OpenAPIMediaType(
+            schema=Schema(type=None, description=f"Header row {header}, then one bar per line"),
+            example=f"{header}\r\n{example_row}",
+        ),
+        ARROW_STREAM: binary("Arrow IPC stream"),
+        PARQUET: binary("Parquet file"),
+    }
+
+
 @dataclass
 class BarsOperation(Operation):
-    """Documents the CSV alternative of the 200 answer, chosen with ``Accept: text/csv``."""
+    """Documents the CSV, Arrow and Parquet alternatives of the 200 answer."""
+
+    columns: ClassVar[tuple[str, ...]] = CSV_COLUMNS
+    example_row: ClassVar[str] = "2024-01-02,187.15,188.44,183.89,185.64,82488700"
 
     def __post_init__(self) -> None:
         ok = self.responses.get("200") if self.responses else None
         if isinstance(ok, OpenAPIResponse) and ok.content is not None:
-            ok.content["text/csv"] = OpenAPIMediaType(
-                schema=Schema(
-                    type=None,
-                    description=f"Header row {','.join(CSV_COLUMNS)}, then one bar per line",
-                ),
-                example=f"{','.join(CSV_COLUMNS)}\r\n2024-01-02,187.15,188.44,183.89,185.64,82488700",
-            )
+            ok.content.update(_alternatives(self.columns, self.example_row))
+
+
+@dataclass
+class LongBarsOperation(BarsOperation):
+    """``/bars``: the same alternatives in the long form, ``symbol`` first."""
+
+    columns: ClassVar[tuple[str, ...]] = LONG_COLUMNS
+    example_row: ClassVar[str] = "AAPL,2024-01-02,187.15,188.44,183.89,185.64,82488700"
 
 
 class HealthController(Controller):
@@ -141,7 +191,9 @@ class InstrumentController(Controller):
             "its day's. `limit` keeps the newest N bars. "
             "With `adjustment`, the daily bars are adjusted first and the weekly and monthly "
             "ones built from them. With `as_of` (shared lake only), bars and corporate actions "
-            "are read as they stood then. Send `Accept: text/csv` for CSV with the same columns."
+            "are read as they stood then. Send `Accept: text/csv` for CSV with the same columns, "
+            "`application/vnd.apache.arrow.stream` or `application/vnd.apache.parquet` for Arrow "
+            "or Parquet (typed columns, streamed), or name the format with `format`."
         ),
         response_headers=_CACHE_HEADERS,
         responses=_SYMBOL_ERRORS,
@@ -158,9 +210,12 @@ class InstrumentController(Controller):
         limit: Limit = None,
         adjustment: AdjustmentParam = Adjustment.RAW,
         as_of: AsOf = None,
+        format: FormatParam = None,
     ) -> Response[OhlcvSeries]:
-        check_once(request, "adjustment", Adjustment)
-        check_once(request, "as_of", ("an RFC 3339 timestamp",))
+        check_given_once(
+            query_values(request),
+            {"adjustment": tuple(Adjustment), "as_of": AS_OF_RULE, FORMAT_PARAM: FORMATS},
+        )
         first, last = parse_moment("start", start), parse_moment("end", end)
         question = BarsQuestion.parse(
             symbol, interval, first, last, limit, adjustment, service.check_as_of(as_of)
@@ -206,3 +261,81 @@ class InstrumentController(Controller):
         end: End = None,
     ) -> Response[CorporateActions]:
         return await service.respond(request, ActionsQuestion.parse(symbol, start, end))
+
+
+_BARS_ERRORS = {
+    304: _NOT_MODIFIED,
+    400: _error(
+        "A parameter is malformed, out of range or given twice, start is after end, over "
+        "1000 symbols, or page_token was altered or belongs to another query; `parameter` "
+        "names it"
+    ),
+    404: _error("None of the symbols has bars stored; `detail` names them"),
+    410: _error(
+        "The data changed since page_token was cut (single-file mode): start again without it"
+    ),
+    503: _UNAVAILABLE,
+}
+_MISSING_HEADER = ResponseHeader(
+    name="Missing-Symbols",
+    documentation_only=True,
+    required=False,
+    description="The asked symbols with no bars stored, comma-separated (when there are any)",
+)
+_BARS_RULES: dict[str, tuple[str, ...] | None] = {
+    "symbols": ("comma-separated symbols, or leave it out for every symbol",),
+    "start": None,
+    "end": None,
+    "interval": tuple(Interval),
+    "adjustment": tuple(Adjustment),
+    "as_of": AS_OF_RULE,
+    "limit": ("a number of bars",),
+    PAGE_TOKEN: ("the next_page_token of the previous page",),
+    FORMAT_PARAM: FORMATS,
+}
+
+
+class BarsController(Controller):
+    path = "/bars"
+    tags = ["bars"]
+
+    @get(
+        "/",
+        summary="Bars of many symbols, by symbol then timestamp, in pages",
+        description=(
+            "Up to 1000 symbols (left out: every symbol with bars), with the parameters of "
+            "/instruments/{symbol}/ohlcv; each bar has that answer's keys. The whole market on "
+            "one day: `?start=D&end=D`. A page holds `limit` bars; `next_page_token` continues "
+            "it and reads the same data as the first page (the lake's snapshot; in the "
+            "single-file mode a load in between is a 410). Unknown symbols are listed in "
+            "`missing_symbols` and the Missing-Symbols header. CSV, Arrow and Parquet are the "
+            "long form, one row a bar: symbol,timestamp,open,high,low,close,volume."
+        ),
+        response_headers=[*_CACHE_HEADERS, _MISSING_HEADER],
+        responses=_BARS_ERRORS,
+        operation_class=LongBarsOperation,
+    )
+    async def bars(
+        self,
+        request: Request[Any, Any, Any],
+        service: MarketService,
+        symbols: Symbols = None,
+        start: StartMoment = None,
+        end: EndMoment = None,
+        interval: IntervalParam = Interval.DAY,
+        adjustment: AdjustmentParam = Adjustment.RAW,
+        as_of: AsOf = None,
+        limit: PageLimit = DEFAULT_PAGE_LIMIT,
+        page_token: PageTokenParam = None,
+        format: FormatParam = None,
+    ) -> Response[BarsPage]:
+        check_given_once(query_values(request), _BARS_RULES)
+        question = BulkQuestion.parse(
+            parse_symbols(symbols),
+            interval,
+            parse_moment("start", start),
+            parse_moment("end", end),
+            adjustment,
+            service.check_as_of(as_of),
+        )
+        return await service.respond_bars(request, question, limit, page_token)

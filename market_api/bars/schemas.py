@@ -14,7 +14,9 @@ from enum import StrEnum
 from typing import Literal, cast
 
 import msgspec
+import pyarrow as pa
 
+from market_core.exchange import EXCHANGE_TZ
 from market_core.schema import INTRADAY_INTERVALS
 
 
@@ -139,6 +141,37 @@ BarRow = tuple[date, float, float, float, float, int]
 ``datetime`` (exchange-local, aware for the wire: ``queries.intraday_bars``)."""
 
 CSV_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
+LONG_COLUMNS: tuple[str, ...] = ("symbol", *CSV_COLUMNS)
+"""The long form of many symbols' bars (``/bars`` as CSV, Arrow, Parquet): a row a bar."""
+
+
+class BarsPage(msgspec.Struct, gc=False):
+    """One page of ``GET /bars`` as JSON (streamed; this Struct states its shape)."""
+
+    interval: Interval
+    adjustment: Adjustment
+    bars: dict[str, list[Bar]]
+    """Per symbol with bars in the page, ascending by timestamp; symbols in order."""
+    next_page_token: str | None
+    """Pass it as ``page_token`` for the next page; null on the last one."""
+    missing_symbols: list[str]
+    """Asked symbols with no bars stored at all (the others are answered)."""
+
+
+def arrow_schema(interval: Interval, with_symbol: bool) -> pa.Schema:
+    """The typed columns of the Arrow and Parquet answers: the day as a date (daily, weekly,
+    monthly) or the bar's start as a New York timestamp (intraday), float64 prices, int64
+    volume; ``symbol`` first in the long form."""
+    moment = pa.timestamp("us", tz=EXCHANGE_TZ.key) if interval.intraday else pa.date32()
+    fields = [
+        pa.field("timestamp", moment),
+        *(pa.field(name, pa.float64()) for name in ("open", "high", "low", "close")),
+        pa.field("volume", pa.int64()),
+    ]
+    if with_symbol:
+        fields.insert(0, pa.field("symbol", pa.string()))
+    return pa.schema(fields)
+
 
 json_encoder = msgspec.json.Encoder()
 

@@ -2,7 +2,8 @@
 
 An entry is keyed by the request as it arrived (path, query string, negotiated format), so the
 fast path finds it with one dict lookup. docs/design/api-internals.md ("The response cache")
-says why, and how a miss computed under an old version is kept out.
+says why, and how a miss computed under an old version is kept out. An answer bigger than
+``max_answer_bytes`` is streamed past the cache, never kept.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ VARY = "accept"
 CACHEABLE_HEADERS = {"cache-control": CACHE_CONTROL, "vary": VARY}
 """What a route's 200 answer carries for the fast path to store it."""
 _ENTRY_OVERHEAD = 512  # the entry object, its key, dict slots: a generous flat estimate
+_BUILT = frozenset({b"content-type", b"content-length", b"etag", b"cache-control", b"vary"})
+"""The headers ``build_response`` writes itself; a route's others (``missing-symbols``) ride
+along in the entry."""
 
 
 @dataclass(eq=False)
@@ -38,36 +42,63 @@ class CachedResponse:
 
 
 def build_response(
-    key: CacheKey, body: bytes, content_type: bytes, version: str | None
+    key: CacheKey,
+    body: bytes,
+    content_type: bytes,
+    version: str | None,
+    etag: bytes | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> CachedResponse:
-    """Wrap an encoded body with its headers; the ETag hashes data version, media type and body.
+    """Wrap an encoded body with its headers; the ETag hashes data version, media type and body,
+    unless the route sent one (``question_etag``: a streamed answer cannot be hashed first).
 
     The body is part of the hash so that an ETag never outlives its content, even in the few
     milliseconds between a commit and the version that announces it."""
-    digest = hashlib.blake2b(digest_size=12)
-    digest.update((version or "-").encode())
-    digest.update(content_type)
-    digest.update(body)
-    etag = b'"' + digest.hexdigest().encode() + b'"'
+    if etag is None:
+        digest = hashlib.blake2b(digest_size=12)
+        digest.update((version or "-").encode())
+        digest.update(content_type)
+        digest.update(body)
+        etag = b'"' + digest.hexdigest().encode() + b'"'
     shared = [(b"etag", etag), (b"cache-control", CACHE_CONTROL.encode()), (b"vary", VARY.encode())]
     headers = [
         (b"content-type", content_type),
         (b"content-length", str(len(body)).encode()),
         *shared,
+        *[(name, value) for name, value in extra or () if name not in _BUILT],
     ]
     header_bytes = sum(len(name) + len(value) for name, value in headers + shared)
     size = len(body) + header_bytes + len(key[0]) + len(key[1]) + _ENTRY_OVERHEAD
     return CachedResponse(key, body, etag, headers, shared, size)
 
 
+def question_etag(version: str | None, media_type: str, question: str) -> str:
+    """The ETag of an answer known before its body: data version, media type and the normalized
+    question (``aapl`` and ``AAPL`` are one), so a streamed answer needs no hashing of its bytes
+    and a 304 needs no query. Its content is fixed by those three: a page reads one version."""
+    digest = hashlib.blake2b(digest_size=12)
+    for part in (version or "-", media_type, question):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return f'"q{digest.hexdigest()}"'
+
+
 class ResponseCache:
-    """Thread-safe LRU bounded in entries and bytes; emptied when the data version changes."""
+    """Thread-safe LRU bounded in entries and bytes; emptied when the data version changes.
+
+    An answer over ``max_answer_bytes`` is never stored: the fast path streams it to the client
+    instead of holding it whole (``http/fastpath.py``)."""
 
     def __init__(
-        self, max_entries: int, max_bytes: int, data_version: Callable[[], str | None]
+        self,
+        max_entries: int,
+        max_bytes: int,
+        data_version: Callable[[], str | None],
+        max_answer_bytes: int = 1024 * 1024,
     ) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        self.max_answer_bytes = max_answer_bytes
         self._data_version = data_version
         self._lock = threading.Lock()
         self._entries: OrderedDict[CacheKey, CachedResponse] = OrderedDict()
@@ -98,6 +129,8 @@ class ResponseCache:
         """Store ``entry`` unless the data changed since ``generation`` or it cannot fit."""
         with self._lock:
             if generation != self._generation or entry.size > self.max_bytes:
+                return False
+            if len(entry.body) > self.max_answer_bytes:
                 return False
             if self.max_entries == 0:
                 return False

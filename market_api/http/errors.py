@@ -22,12 +22,21 @@ from market_api.readers.errors import (
     SnapshotNotFound,
     StoreUnavailable,
     UnknownSymbol,
+    VersionGone,
 )
 
 log = logging.getLogger(__name__)
 
 AS_OF = "as_of"
 """The query parameter of time travel, named in its errors."""
+
+PAGE_TOKEN = "page_token"
+"""The query parameter that continues a paged answer, named in its errors."""
+
+PAGE_EXPIRED = (
+    "the data changed since this page token was cut, so its next page would mix old and new "
+    "bars; start again: ask without page_token"
+)
 
 NO_HISTORY = (
     "as_of needs the shared lake, which keeps every snapshot (set MARKET_POSTGRES_URL and "
@@ -40,7 +49,7 @@ class ErrorBody(msgspec.Struct):
     error: str
     detail: str
     parameter: str | None
-    """The query or path parameter at fault (400 only)."""
+    """The query or path parameter at fault (400; 410 names ``page_token``)."""
 
 
 class ApiError(Exception):
@@ -57,20 +66,31 @@ class ApiError(Exception):
         self.detail = detail
 
 
-class InvalidParameter(ApiError):
-    """A parameter the client sent cannot be used; ``parameter`` names it in the body."""
-
-    status_code = 400
-    error = "invalid_parameter"
+class ParameterError(ApiError):
+    """An answer about one parameter the client sent; ``parameter`` names it in the body."""
 
     def __init__(self, parameter: str, detail: str) -> None:
         super().__init__(detail)
         self.parameter = parameter
 
 
+class InvalidParameter(ParameterError):
+    """A parameter the client sent cannot be used."""
+
+    status_code = 400
+    error = "invalid_parameter"
+
+
 class NotFound(ApiError):
     status_code = 404
     error = "unknown_symbol"
+
+
+class Gone(ParameterError):
+    """A page token whose data is no longer stored."""
+
+    status_code = 410
+    error = "page_expired"
 
 
 class Unavailable(ApiError):
@@ -95,6 +115,8 @@ def as_api_error(exc: ReadError) -> ApiError:
             return InvalidParameter(AS_OF, NO_HISTORY)
         case SnapshotNotFound():
             return InvalidParameter(AS_OF, f"{AS_OF} {exc.detail}")
+        case VersionGone():
+            return Gone(PAGE_TOKEN, f"{PAGE_EXPIRED} ({exc.detail})")
     return ApiError(exc.detail)
 
 

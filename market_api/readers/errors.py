@@ -30,9 +30,20 @@ class UnknownSymbol(ReadError):
     """Nothing of ``stored`` is kept for ``symbol`` (several symbols: comma-separated)."""
 
     def __init__(self, symbol: str, stored: str = "bars") -> None:
-        super().__init__(f"{symbol}: no {stored} stored for this symbol")
+        which = "these symbols" if "," in symbol else "this symbol"
+        super().__init__(f"{symbol}: no {stored} stored for {which}")
         self.symbol = symbol
         self.stored = stored
+
+
+class VersionGone(ReadError):
+    """The data of ``version`` can no longer be read: the file was loaded since (it keeps only
+    its latest data), or the lake's snapshot was expired. A read that must see one version
+    throughout (the pages of one query) cannot go on."""
+
+    def __init__(self, version: str | None) -> None:
+        super().__init__(f"the data of version {version} is no longer stored")
+        self.version = version
 
 
 class HistoryNotKept(ReadError):

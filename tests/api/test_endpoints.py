@@ -340,7 +340,8 @@ def test_openapi_describes_the_contract(client: ApiClient) -> None:
             "/instruments/{symbol}/stats"} <= set(schema["paths"])  # fmt: skip
     ohlcv = schema["paths"]["/instruments/{symbol}/ohlcv"]["get"]
     assert {p["name"] for p in ohlcv["parameters"]} == {"symbol", "start", "end", "interval",
-                                                        "limit", "adjustment", "as_of"}  # fmt: skip
+                                                        "limit", "adjustment", "as_of",
+                                                        "format"}  # fmt: skip
     content = ohlcv["responses"]["200"]["content"]
     assert content["application/json"]["schema"]["$ref"].endswith("/OhlcvSeries")
     assert "text/csv" in content

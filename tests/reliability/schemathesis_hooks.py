@@ -10,7 +10,8 @@ neither becomes a fixed date here, and ``tests/api/test_intraday.py`` tests the 
 ``as_of`` (time travel) is answered only by the shared lake, and only for times after its oldest
 kept snapshot; the API served here is the single-file mode, where the schema's description says
 every ``as_of`` is a 400. Neither can be stated in OpenAPI, so the schema under test leaves it
-out (``tests/api/test_as_of.py`` and ``tests/cluster/test_lake_api.py`` test it).
+out (``tests/api/test_as_of.py`` and ``tests/cluster/test_lake_api.py`` test it). So is
+``page_token``: a valid one only comes from a previous answer (``tests/api/test_bulk_bars.py``).
 """
 
 from __future__ import annotations
@@ -61,5 +62,7 @@ def before_load_schema(context: Any, raw_schema: dict[str, Any]) -> None:
         for operation in methods.values():
             if isinstance(operation, dict) and "parameters" in operation:
                 operation["parameters"] = [
-                    p for p in operation["parameters"] if p.get("name") != "as_of"
+                    p
+                    for p in operation["parameters"]
+                    if p.get("name") not in ("as_of", "page_token")
                 ]

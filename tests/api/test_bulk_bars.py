@@ -1,0 +1,447 @@
+"""``GET /bars``: many symbols in one answer, in pages that stay on one data version.
+
+The served API reads a real DuckDB file holding the daily bars of the API fixtures, the intraday
+bars of ``test_intraday`` and corporate actions (a split of AAPL, a dividend of MSFT), so every
+interval and adjustment is asked. It reads in batches of 7 bars and keeps answers of at most
+4 KiB in its cache: most pages here are several queries, and most answers stream past the cache.
+Every bar of ``/bars`` is compared with the single-symbol answer's, which the other API tests
+check against the table.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pyarrow.parquet as pq
+import pytest
+import requests
+
+from market_api.bars.bulk import BulkQuestion, Page, plan
+from market_api.bars.schemas import Adjustment, Interval
+from market_api.bars.tokens import KEY_FILE, PageToken, TokenSigner, signing_key
+from market_api.http.errors import InvalidParameter
+from market_api.http.ranges import ByteRange, RangeSlicer, parse_range
+from market_api.readers.errors import StoreUnavailable, VersionGone
+from market_api.settings import Settings
+from market_core.env import SettingsError
+from market_core.home import DataHome
+from tests.api.conftest import Dataset, MakeClient, service_of
+from tests.api.test_adjustments import dividend
+from tests.api.test_handoff import wait_for
+from tests.api.test_intraday import EVENTS, ROWS, copy_home, load_intraday
+from tests.api.writer import load
+from tests.served_api import serve
+
+Row = tuple[Any, ...]
+"""symbol, timestamp (as in JSON), open, high, low, close, volume."""
+
+MSFT_DIVIDEND = dividend("MSFT", date(2024, 2, 15), 0.5)
+MAX_PAGES = 2000
+"""Bound of every loop that follows tokens: a broken token would otherwise loop for ever."""
+
+
+@pytest.fixture(scope="module")
+def home(template: Dataset, tmp_path_factory: pytest.TempPathFactory) -> DataHome:
+    """Daily bars of AAPL, MSFT, BRK.B; intraday bars of AAPL and IONLY; a split of AAPL on
+    2024-03-05 and a dividend of MSFT on 2024-02-15 (read-only for the module's tests)."""
+    home = copy_home(template, tmp_path_factory.mktemp("bulk") / "home")
+    load_intraday(home, ROWS, [*EVENTS, MSFT_DIVIDEND])
+    return home
+
+
+@pytest.fixture(scope="module")
+def served(home: DataHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("bulk-log") / "granian.log"
+    with serve(home, log, MARKET_API_BATCH_ROWS="7", MARKET_API_CACHE_ANSWER_BYTES="4096",
+               MARKET_API_CACHE_ENTRIES="100") as api:  # fmt: skip
+        yield api.base
+
+
+def get(base: str, path: str, **headers: str) -> requests.Response:
+    return requests.get(f"{base}{path}", headers=headers, timeout=30)
+
+
+def rows_of(page: dict[str, Any]) -> list[Row]:
+    return [
+        (symbol, bar["timestamp"], bar["open"], bar["high"], bar["low"], bar["close"],
+         bar["volume"])
+        for symbol, bars in page["bars"].items()
+        for bar in bars
+    ]  # fmt: skip
+
+
+def follow(base: str, query: str, limit: int) -> tuple[list[Row], int]:
+    """Every page of ``query`` at ``limit``, following ``next_page_token``: rows and pages."""
+    rows: list[Row] = []
+    token: str | None = None
+    for pages in range(1, MAX_PAGES):
+        more = "" if token is None else f"&page_token={quote(token)}"
+        response = get(base, f"/bars?{query}&limit={limit}{more}")
+        assert response.status_code == 200, response.text
+        page = response.json()
+        got = rows_of(page)
+        assert 0 < len(got) <= limit or (not got and page["next_page_token"] is None)
+        rows += got
+        token = page["next_page_token"]
+        if token is None:
+            return rows, pages
+    raise AssertionError(f"{query}: more than {MAX_PAGES} pages")
+
+
+QUESTIONS = [
+    "",
+    "symbols=msft,AAPL,brk.b&adjustment=all",
+    "symbols=AAPL,MSFT&interval=1w&adjustment=split",
+    "interval=1mo&start=2023-12-15&end=2024-03-20&adjustment=dividend",
+    "symbols=AAPL,IONLY&interval=1min&adjustment=split&start=2024-03-04T15:00&end=2024-03-05T10:00",
+    "interval=15min",
+]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("query", QUESTIONS)
+def test_pages_followed_to_the_end_give_exactly_the_rows_of_one_unpaged_query(
+    served: str, query: str
+) -> None:
+    whole = get(served, f"/bars?{query}&limit=1000000").json()
+    assert whole["next_page_token"] is None
+    expected = rows_of(whole)
+    assert expected == sorted(expected, key=lambda row: (row[0], row[1]))  # symbol, then time
+    assert len(expected) > 7  # several batches, so several queries, even unpaged
+    for limit in (3, 7, 8, 40):
+        rows, pages = follow(served, query, limit)
+        assert rows == expected, (query, limit)
+        assert pages == -(-len(expected) // limit)  # the last full page says it is the last
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("query", QUESTIONS)
+def test_each_bar_is_the_single_symbol_answer_s(served: str, query: str) -> None:
+    """Same keys, same values to the last bit, for every interval and adjustment."""
+    page = get(served, f"/bars?{query}&limit=1000000").json()
+    single_query = "&".join(p for p in query.split("&") if p and not p.startswith("symbols="))
+    assert page["bars"]
+    for symbol, bars in page["bars"].items():
+        one = get(served, f"/instruments/{symbol}/ohlcv?{single_query}").json()
+        assert bars == one["bars"], symbol
+        assert (page["interval"], page["adjustment"]) == (one["interval"], one["adjustment"])
+
+
+@pytest.mark.e2e
+def test_the_whole_market_on_one_day(served: str, home: DataHome) -> None:
+    page = get(served, "/bars?start=2024-03-01&end=2024-03-01").json()
+    days = {symbol: [bar["timestamp"] for bar in bars] for symbol, bars in page["bars"].items()}
+    assert days == {"AAPL": ["2024-03-01"], "BRK.B": ["2024-03-01"], "MSFT": ["2024-03-01"]}
+    assert page["next_page_token"] is None
+    assert page["missing_symbols"] == []
+    assert list(page) == ["interval", "adjustment", "bars", "next_page_token", "missing_symbols"]
+
+
+@pytest.mark.e2e
+def test_unknown_symbols_are_listed_and_the_known_ones_answered(served: str) -> None:
+    page = get(served, "/bars?symbols=ZZZ,aapl,NOPE&start=2024-03-01&end=2024-03-04").json()
+    assert list(page["bars"]) == ["AAPL"]
+    assert page["missing_symbols"] == ["NOPE", "ZZZ"]
+    for fmt in ("csv", "arrow", "parquet", "json"):
+        answer = get(served, f"/bars?symbols=ZZZ,aapl,NOPE&format={fmt}")
+        assert answer.status_code == 200
+        assert answer.headers["missing-symbols"] == "NOPE,ZZZ"
+    assert "missing-symbols" not in get(served, "/bars?symbols=AAPL&format=csv").headers
+    # A known symbol without bars in the range is not missing: it is answered with none.
+    empty = get(served, "/bars?symbols=BRK.B,MSFT&start=2024-04-01&end=2024-04-30").json()
+    assert (empty["bars"], empty["missing_symbols"]) == ({}, [])
+    none_known = get(served, "/bars?symbols=ZZZ,NOPE&format=parquet")
+    assert none_known.status_code == 404
+    assert none_known.json()["detail"].startswith("NOPE,ZZZ: no bars stored")
+
+
+def flip(text: str, at: int) -> str:
+    return text[:at] + ("A" if text[at] != "A" else "B") + text[at + 1 :]
+
+
+@pytest.mark.e2e
+def test_tampered_and_foreign_tokens_get_a_400_naming_page_token(served: str) -> None:
+    query = "symbols=AAPL,MSFT&adjustment=split"
+    token = get(served, f"/bars?{query}&limit=5").json()["next_page_token"]
+    assert get(served, f"/bars?{query}&limit=5&page_token={quote(token)}").status_code == 200
+    payload_end = token.index(".")
+    tampered = [flip(token, 3), flip(token, payload_end - 2), flip(token, len(token) - 2),
+                token[:-3], token.replace(".", ""), token + ".x", "x" * 40, "é.é"]  # fmt: skip
+    for bad in tampered:
+        answer = get(served, f"/bars?{query}&limit=5&page_token={quote(bad)}")
+        assert answer.status_code == 400, bad
+        assert answer.json()["parameter"] == "page_token"
+        assert "not one this API issued" in answer.json()["detail"]
+    foreign = ["symbols=AAPL&adjustment=split", "symbols=AAPL,MSFT", "symbols=AAPL,MSFT,ZZZ",
+               "symbols=AAPL,MSFT&adjustment=split&start=2023-11-02",
+               "symbols=AAPL,MSFT&adjustment=split&interval=1w"]  # fmt: skip
+    for other in foreign:
+        answer = get(served, f"/bars?{other}&page_token={quote(token)}")
+        assert answer.status_code == 400, other
+        assert answer.json()["parameter"] == "page_token"
+        assert "another query" in answer.json()["detail"]
+    # The same query spelled otherwise, at another limit and format, is the same query.
+    same = get(served, f"/bars?symbols=msft,aapl&adjustment=split&limit=2&format=csv"
+                       f"&page_token={quote(token)}")  # fmt: skip
+    assert same.status_code == 200
+    assert same.text.splitlines()[1].startswith("AAPL,2023-11-08,")
+
+
+@pytest.mark.e2e
+def test_replicas_on_one_data_home_share_the_key_and_a_secret_replaces_it(
+    served: str, home: DataHome, tmp_path: Path
+) -> None:
+    """A second replica on the same data home accepts the first's tokens (the key file in the
+    data home); one with ``MARKET_API_TOKEN_SECRET`` set refuses them, and its secret shows
+    nowhere, neither in answers nor in its log."""
+    query = "symbols=AAPL&limit=4"
+    token = get(served, f"/bars?{query}").json()["next_page_token"]
+    expected = get(served, f"/bars?{query}&page_token={quote(token)}").content
+    assert (home.state_dir / KEY_FILE).stat().st_mode & 0o077 == 0
+    with serve(home, tmp_path / "b.log") as replica:
+        assert get(replica.base, f"/bars?{query}&page_token={quote(token)}").content == expected
+    secret = "another-replica-secret-0123456789"
+    with serve(home, tmp_path / "c.log", MARKET_API_TOKEN_SECRET=secret) as other:
+        refused = get(other.base, f"/bars?{query}&page_token={quote(token)}")
+        assert refused.status_code == 400
+        assert refused.json()["parameter"] == "page_token"
+        own = get(other.base, f"/bars?{query}").json()["next_page_token"]
+        second = get(other.base, f"/bars?{query}&page_token={quote(own)}").json()
+        assert second["bars"] == json.loads(expected)["bars"]
+        assert secret not in refused.text + own
+    assert secret not in (tmp_path / "c.log").read_text()
+
+
+BAD = [
+    ("symbols=", "symbols"),
+    ("symbols=AAPL,,MSFT", "symbols"),
+    ("symbols=AAPL,%20MSFT", "symbols"),
+    ("symbols=%C4%B1bm", "symbols"),  # a dotless i: upper-cased it would read IBM
+    ("symbols=ABCDEFGHIJKLM", "symbols"),
+    ("symbols=" + ",".join(f"S{i}" for i in range(1001)), "symbols"),
+    ("symbols=AAPL&symbols=MSFT", "symbols"),
+    ("start=2024-13-01", "start"),
+    ("start=20240102", "start"),
+    ("end=yesterday", "end"),
+    ("start=2024-03-02&end=2024-03-01", "start"),
+    ("interval=1min&start=2024-03-04T10:00&end=2024-03-04T09:59", "start"),
+    ("start=2024-01-02&start=2024-01-03", "start"),
+    ("end=2024-01-02&end=2024-01-03", "end"),
+    ("interval=2d", "interval"),
+    ("interval=", "interval"),
+    ("interval=1d&interval=1w", "interval"),
+    ("adjustment=half", "adjustment"),
+    ("adjustment=", "adjustment"),
+    ("adjustment=raw&adjustment=all", "adjustment"),
+    ("as_of=2024-01-01T00:00:00Z", "as_of"),  # the single-file mode keeps no history
+    ("as_of=garbage", "as_of"),
+    ("limit=0", "limit"),
+    ("limit=1000001", "limit"),
+    ("limit=ten", "limit"),
+    ("limit=", "limit"),
+    ("limit=5&limit=6", "limit"),
+    ("page_token=", "page_token"),
+    ("page_token=abc", "page_token"),
+    ("page_token=a.b&page_token=c.d", "page_token"),
+    ("format=xml", "format"),
+    ("format=", "format"),
+    ("format=csv&format=json", "format"),
+]
+
+
+@pytest.mark.e2e
+def test_every_bad_parameter_gets_a_400_naming_it(served: str) -> None:
+    session = requests.Session()
+    for query, parameter in BAD:
+        answer = session.get(f"{served}/bars?{query}", timeout=30)
+        assert answer.status_code == 400, (query, answer.status_code, answer.text[:300])
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.json()["parameter"] == parameter, (query, answer.json())
+    for query in ("format=xml", "format=csv&format=json", "format="):
+        answer = session.get(f"{served}/instruments/AAPL/ohlcv?{query}", timeout=30)
+        assert answer.status_code == 400, query
+        assert answer.json()["parameter"] == "format"
+
+
+@pytest.mark.e2e
+def test_etag_and_304_on_cached_and_streamed_pages(served: str) -> None:
+    for query in ("symbols=AAPL&limit=3", "interval=1min&limit=1000"):  # cached; streamed
+        first = get(served, f"/bars?{query}")
+        etag = first.headers["etag"]
+        assert first.headers["cache-control"] == "public, max-age=0, must-revalidate"
+        for _ in range(2):
+            again = get(served, f"/bars?{query}", **{"If-None-Match": etag})
+            assert again.status_code == 304, query
+            assert again.content == b""
+        assert get(served, f"/bars?{query.lower()}").headers["etag"] == etag
+        assert get(served, f"/bars?{query}&format=arrow").headers["etag"] != etag
+    tags = {get(served, f"/bars?symbols=AAPL&limit={n}").headers["etag"] for n in (3, 4)}
+    assert len(tags) == 2
+    head = requests.head(f"{served}/bars?symbols=AAPL&limit=3", timeout=30)
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["etag"] == get(served, "/bars?symbols=AAPL&limit=3").headers["etag"]
+
+
+@pytest.mark.e2e
+def test_byte_ranges_of_a_parquet_answer_rebuild_it(served: str) -> None:
+    """What polars asks of a URL: a suffix range for the footer, then ranges for row groups;
+    the same for an answer from the cache and one streamed past it."""
+    for query in ("symbols=BRK.B&format=parquet&limit=3", "format=parquet&limit=500"):
+        whole = get(served, f"/bars?{query}").content
+        assert whole[:4] == b"PAR1"
+        pieces = [
+            get(served, f"/bars?{query}", Range=f"bytes={a}-{a + 999}")
+            for a in range(0, len(whole), 1000)
+        ]
+        assert all(p.status_code == 206 for p in pieces), query
+        assert b"".join(p.content for p in pieces) == whole
+        assert (
+            pieces[0].headers["content-range"] == f"bytes 0-{min(999, len(whole) - 1)}/{len(whole)}"
+        )
+        tail = get(served, f"/bars?{query}", Range="bytes=-8")
+        assert (tail.status_code, tail.content) == (206, whole[-8:])
+        beyond = get(served, f"/bars?{query}", Range=f"bytes={len(whole)}-")
+        assert beyond.status_code == 416
+        assert beyond.headers["content-range"] == f"bytes */{len(whole)}"
+        assert pq.read_table(io.BytesIO(whole)).num_rows > 0
+
+
+@pytest.mark.e2e
+def test_a_load_between_pages_is_a_410_naming_page_token(dataset: Dataset, tmp_path: Path) -> None:
+    with serve(dataset.home, tmp_path / "granian.log") as api:
+        first = get(api.base, "/bars?symbols=AAPL,MSFT&limit=5").json()
+        version = get(api.base, "/health").json()["data_version"]
+        token = first["next_page_token"]
+        new_bar = (datetime(2024, 5, 1), "AAPL", 1.0, 2.0, 0.5, 1.5, 10)
+        load(dataset.home, [new_bar])
+        wait_for(lambda: get(api.base, "/health").json()["data_version"] != version,
+                 "the API sees the load", limit=30)  # fmt: skip
+        gone = get(api.base, f"/bars?symbols=AAPL,MSFT&limit=5&page_token={quote(token)}")
+        assert gone.status_code == 410, gone.text
+        assert gone.json()["parameter"] == "page_token"
+        assert "start again" in gone.json()["detail"]
+        rows, _ = follow(api.base, "symbols=AAPL,MSFT", 50)
+        assert ("AAPL", "2024-05-01", 1.0, 2.0, 0.5, 1.5, 10) in rows
+
+
+def test_a_load_while_an_answer_streams_ends_it_as_an_error(
+    dataset: Dataset, make_client: MakeClient
+) -> None:
+    """The batches after a load would be new data: without a page token the answer stops with
+    a retryable 503's error, with one the page is gone; never a mix of old and new rows."""
+    client = make_client(dataset.home, batch_rows=2)
+    service = service_of(client)
+    question = BulkQuestion.parse(("AAPL", "MSFT"), Interval.DAY, None, None, Adjustment.RAW)
+    version = service.reader.data_version()
+    answers = [
+        service._bars_answer(question, question.digest(), Page(10), "json", version)
+        for _ in range(2)
+    ]
+    for answer in answers:
+        assert b'"AAPL":[{"timestamp":"2023-11-01"' in answer.first()
+    load(dataset.home, [(datetime(2024, 5, 1), "AAPL", 1.0, 2.0, 0.5, 1.5, 10)])
+    wait_for(lambda: service.reader.data_version() != version, "a new version", limit=30)
+    with pytest.raises(StoreUnavailable, match="changed while this answer was read"):
+        service._next(answers[0], pinned=False)
+    with pytest.raises(VersionGone):
+        service._next(answers[1], pinned=True)
+
+
+def test_answers_over_the_bound_stream_past_the_cache(
+    dataset: Dataset, make_client: MakeClient
+) -> None:
+    client = make_client(dataset.home, cache_answer_bytes=2048, batch_rows=50)
+    cache = service_of(client).cache
+    small = client.get("/bars?symbols=BRK.B&limit=2")
+    assert len(small.content) <= 2048
+    assert len(cache) == 1
+    for path in ("/bars?limit=1000000", "/bars?format=arrow", "/instruments/AAPL/ohlcv"):
+        large = client.get(path)
+        assert large.status_code == 200
+        assert len(large.content) > 2048
+        assert len(cache) == 1, path  # served, never kept
+        assert client.get(path, headers={"If-None-Match": large.headers["etag"]}).status_code == 304
+    page = client.get("/bars?limit=1000000").json()
+    assert sum(map(len, page["bars"].values())) == sum(map(len, dataset.rows.values()))
+
+
+def test_settings_of_bulk_reads() -> None:
+    settings = Settings.from_env(
+        {"MARKET_API_CACHE_ANSWER_BYTES": "2_048", "MARKET_API_BATCH_ROWS": "100",
+         "MARKET_API_TOKEN_SECRET": "  sixteen-chars-at-least  "}
+    )  # fmt: skip
+    assert (settings.cache_answer_bytes, settings.batch_rows) == (2048, 100)
+    assert settings.token_secret == "sixteen-chars-at-least"
+    assert "sixteen" not in repr(settings)
+    assert Settings.from_env({}).token_secret is None
+    with pytest.raises(SettingsError, match="MARKET_API_TOKEN_SECRET") as refused:
+        Settings.from_env({"MARKET_API_TOKEN_SECRET": "short-secret"})
+    assert "short-secret" not in str(refused.value)
+    with pytest.raises(SettingsError, match="MARKET_API_BATCH_ROWS"):
+        Settings.from_env({"MARKET_API_BATCH_ROWS": "0"})
+
+
+def test_the_key_file_is_made_once_and_read_by_every_replica(tmp_path: Path) -> None:
+    home = DataHome(tmp_path / "home")
+    keys: list[bytes] = []
+    threads = [threading.Thread(target=lambda: keys.append(signing_key(None, home)))
+               for _ in range(8)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(keys)) == 1 and len(keys) == 8
+    assert [p.name for p in home.state_dir.iterdir()] == [KEY_FILE]
+    shared = replace(home, shared=tmp_path / "shared")
+    elsewhere = replace(DataHome(tmp_path / "other"), shared=tmp_path / "shared")
+    assert signing_key(None, shared) == signing_key(None, elsewhere) != keys[0]
+    assert signing_key("x" * 20, home) == signing_key("x" * 20, elsewhere) != keys[0]
+
+
+def test_tokens_are_bound_to_their_key_and_their_query() -> None:
+    signer = TokenSigner(b"k" * 32)
+    token = PageToken("v1", "q" * 32, ("BRK.B", datetime(2024, 3, 4, 9, 30)))
+    text = signer.sign(token)
+    assert signer.verify(text, "q" * 32) == token
+    assert "BRK" not in text  # opaque, if not secret
+    for key, query, parameter in (
+        (b"o" * 32, "q" * 32, "not one"),
+        (b"k" * 32, "r" * 32, "another"),
+    ):
+        with pytest.raises(InvalidParameter, match=parameter) as refused:
+            TokenSigner(key).verify(text, query)
+        assert refused.value.parameter == "page_token"
+
+
+def test_symbol_spans_hold_at_most_a_batch() -> None:
+    counts = [("A", 3), ("B", 4), ("C", 1), ("D", 9), ("E", 2), ("F", 2)]
+    assert plan(counts, 7) == [("A", "B"), ("C", "C"), ("D", "D"), ("E", "F")]
+    assert plan([], 7) == []
+    assert plan(counts, 100) == [("A", "F")]
+
+
+def test_byte_ranges() -> None:
+    assert parse_range(b"bytes=-262144") == ByteRange(None, None, 262144)
+    assert parse_range(b"bytes=5-") == ByteRange(5, None)
+    assert parse_range(b"bytes=5-9") == ByteRange(5, 9)
+    for ignored in (None, b"", b"bytes=9-5", b"bytes=0-1,4-5", b"items=0-1", b"bytes=-"):
+        assert parse_range(ignored) is None
+    body = bytes(range(100)) * 3
+    for wanted in (ByteRange(None, None, 7), ByteRange(250, None), ByteRange(3, 260),
+                   ByteRange(0, 0), ByteRange(None, None, 1000)):  # fmt: skip
+        slicer = RangeSlicer(wanted)
+        for at in range(0, len(body), 13):
+            slicer.feed(body[at : at + 13])
+        span = wanted.resolve(len(body))
+        assert span is not None
+        assert slicer.result() == (*span, body[span[0] : span[1] + 1])
+    assert ByteRange(300, None).resolve(300) is None
+    assert ByteRange(None, None, 0).resolve(300) is None
