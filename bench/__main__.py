@@ -93,6 +93,12 @@ def _stream(plan: Plan) -> Result:
     return stream.push_stream(plan.symbols, plan.reps, plan.quick)
 
 
+def _bulk(plan: Plan) -> Result:
+    from bench import bulk
+
+    return bulk.bulk_bars(plan.symbols, plan.reps, plan.seconds)
+
+
 BENCHMARKS: dict[str, Callable[[Plan], Result]] = {
     "api-hit": _api_hit,
     "api-miss": _api_miss,
@@ -103,6 +109,7 @@ BENCHMARKS: dict[str, Callable[[Plan], Result]] = {
     "lake-api": _lake_api,
     "stream": _stream,
     "celery-backfill": _celery_backfill,
+    "bulk": _bulk,
 }
 
 
