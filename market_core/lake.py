@@ -299,14 +299,30 @@ def write_lock(
         conn.close()
 
 
+def catalog_reachable(settings: LakeSettings) -> bool:
+    """Whether the catalog's PostgreSQL takes a connection and answers now: a reader asks after
+    a failed read, to tell a lost catalog from a failure of its own."""
+    try:
+        with psycopg.connect(
+            settings.conninfo, autocommit=True, connect_timeout=CATALOG_CONNECT_TIMEOUT_SECONDS
+        ) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True
+
+
 def _lost_creation_race(reason: str) -> bool:
     """Another process created the fresh catalog while this one tried to: it is there now."""
     return "initialize DuckLake" in reason and "already exists" in reason
 
 
-def _attach(conn: duckdb.DuckDBPyConnection, settings: LakeSettings, *, read_only: bool) -> None:
-    """Attach and ``USE`` the lake. The first attach of a fresh catalog creates it; several
-    processes doing that at once (a cluster starting) all but one fail, and try again."""
+def _attach(
+    conn: duckdb.DuckDBPyConnection, settings: LakeSettings, *, read_only: bool, use: bool = True
+) -> None:
+    """Attach and (with ``use``) ``USE`` the lake. The first attach of a fresh catalog creates
+    it; several processes doing that at once (a cluster starting) all but one fail, and try
+    again."""
     options = f"DATA_PATH {_quote(settings.data_path)}" + (", READ_ONLY" if read_only else "")
     target = _quote(f"ducklake:postgres:{settings.conninfo}")
     for attempt in range(CREATION_ATTEMPTS):
@@ -317,7 +333,8 @@ def _attach(conn: duckdb.DuckDBPyConnection, settings: LakeSettings, *, read_onl
             # raised outside the handler so that not even __context__ holds the original.
             reason = settings.redact(str(exc))
         else:
-            conn.execute(f"USE {LAKE_ALIAS}")
+            if use:
+                conn.execute(f"USE {LAKE_ALIAS}")
             return
         if not _lost_creation_race(reason):
             break
@@ -398,6 +415,15 @@ def connect(settings: LakeSettings, *, read_only: bool = False) -> duckdb.DuckDB
         conn.close()
         raise
     return conn
+
+
+def attach_read_only(conn: duckdb.DuckDBPyConnection, settings: LakeSettings) -> None:
+    """Attach the lake read-only to ``conn`` as ``LAKE_ALIAS``, leaving ``conn``'s own database
+    the default: an API replica's local copy (a DuckDB file) reads the lake's changes through
+    it. The lake and its tables must exist (``connect`` makes them)."""
+    install_extensions(conn, settings.extensions_dir())
+    _cache_immutable_files(conn)
+    _attach(conn, settings, read_only=True, use=False)
 
 
 def _cache_immutable_files(conn: duckdb.DuckDBPyConnection) -> None:

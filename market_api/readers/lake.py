@@ -1,9 +1,12 @@
-"""The lake reader: the shared DuckLake attached read-only, each cursor pinned to a snapshot.
+"""The lake reader: the shared DuckLake attached read-only, each cursor pinned to a snapshot,
+and a local copy of the lake (``replica.LakeCopy``) that answers the copy's snapshot.
 
-The lake's current snapshot id is the data version. Every query of one answer reads the snapshot
-its version names, through temporary views that shadow the tables on the cursor; ``as_of`` is
-the same pin at an older snapshot. The why is in docs/design/api-internals.md ("The lake
-reader").
+The lake's current snapshot id is the data version; once the copy has caught up, the version is
+the copy's snapshot and questions of it read the copy, without the catalog. Every query of one
+answer reads the snapshot its version names: on the copy, which its follower never changes
+while a question runs, or on the lake through temporary views that shadow the tables on the
+cursor; ``as_of``, and a version the copy has moved past (a page token's), read the lake. The
+why is in docs/design/api-internals.md ("The lake reader", "The lake's local copy").
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TypeVar
 
 import duckdb
@@ -23,6 +27,8 @@ from market_api.readers.errors import SnapshotNotFound, StoreUnavailable
 from market_api.readers.interface import Query
 from market_api.readers.locks import ReadWriteLock
 from market_api.readers.outage import Outage
+from market_api.readers.replica import COPY_FOLDER, LakeCopy, NotHere
+from market_core.home import DataHome
 from market_core.lake import LAKE_ALIAS, LakeError, LakeSettings, connect, snapshot_id
 from market_core.schema import (
     ACTIONS_TABLE,
@@ -99,7 +105,10 @@ _UNREACHED = _Unreachable()
 
 class LakeReader:
     """The ``Reader`` of the lake: one in-memory DuckDB connection with the lake attached
-    read-only, its cursors pinned to snapshots."""
+    read-only, its cursors pinned to snapshots, and the local copy in front of it.
+
+    ``copy_folder``: where the copy lives (``$MARKET_DATA_HOME/lake_copy`` if None);
+    ``keep_copy=False`` reads the lake for every question."""
 
     def __init__(
         self,
@@ -109,6 +118,8 @@ class LakeReader:
         retry_after_seconds: int = 1,
         refresh_seconds: float = 0.1,
         reconnect_seconds: float = 1.0,
+        copy_folder: Path | None = None,
+        keep_copy: bool = True,
     ) -> None:
         self._settings = (
             settings
@@ -134,6 +145,11 @@ class LakeReader:
         self._refreshed_at = float("-inf")
         self._connect_after = float("-inf")
         self._shut_down = False
+        self._copy = (
+            LakeCopy(self._settings, copy_folder or DataHome.from_env().root / COPY_FOLDER)
+            if keep_copy
+            else None
+        )
 
     @property
     def is_open(self) -> bool:
@@ -141,16 +157,21 @@ class LakeReader:
         return self._conn is not None
 
     def data_version(self) -> str | None:
-        """The newest snapshot id ``poll`` saw (``None`` until the lake was first reached)."""
-        version = self._version
+        """The copy's snapshot while it serves, else the newest snapshot id ``poll`` saw
+        (``None`` until the lake was first reached)."""
+        copied = None if self._copy is None else self._copy.serving()
+        version = self._version if copied is None else copied
         return None if version is None else str(version)
 
     def poll(self) -> None:
-        """Learn the lake's newest snapshot (at most every ``refresh_seconds``); from the
-        background thread. A failure keeps the last known version and is retried."""
+        """Learn the lake's newest snapshot (at most every ``refresh_seconds``) and ask the
+        copy to follow; from the background thread. A failure keeps the last known version and
+        is retried."""
         if self._shut_down or time.monotonic() - self._refreshed_at < self._refresh_seconds:
             return
-        self._attempt(self._refresh)
+        newest = self._attempt(self._refresh)
+        if self._copy is not None and isinstance(newest, int):
+            self._copy.want(newest)
 
     def check_as_of(self, as_of: datetime) -> None:
         """The lake keeps its snapshots: any time may be asked (one before the oldest raises
@@ -164,9 +185,17 @@ class LakeReader:
         """Run ``query`` with the tables of snapshot ``version`` (None: the newest), or with
         ``as_of`` of the newest snapshot committed by then, never one after ``version``.
 
-        A read that failed is tried again on a new connection, for up to ``wait_seconds``;
+        The copy answers when it holds that snapshot and the catalog was reachable at the last
+        look (while it is not, questions get a 503 as they always did). A read of the lake that
+        failed is tried again on a new connection, for up to ``wait_seconds``;
         ``StoreUnavailable`` as soon as the catalog refuses a new connection."""
         snapshot = None if version is None else int(version)
+        if as_of is None and self._copy is not None and self._conn is not None:
+            at = self._copy.serving() if snapshot is None else snapshot
+            if at is not None:
+                copied = self._copy.run(at, query)
+                if not isinstance(copied, NotHere):
+                    return copied
         deadline = time.monotonic() + self._wait_seconds
         while True:
             result = self._attempt(lambda cur: self._answer(snapshot, as_of, query, cur))
@@ -189,6 +218,8 @@ class LakeReader:
     def shutdown(self) -> None:
         """Close for good: waiting requests get a 503, nothing connects again."""
         self._shut_down = True
+        if self._copy is not None:
+            self._copy.stop()
         self.close()
 
     def _answer(
