@@ -17,7 +17,6 @@ from dagster import (
     DagsterInstance,
     DefaultSensorStatus,
     RunRequest,
-    build_resources,
     build_schedule_context,
     build_sensor_context,
     materialize,
@@ -30,12 +29,12 @@ from market_pipeline.defs.automation import daily_update, plan_update, watchlist
 from market_pipeline.defs.daily import symbol_pipeline
 from market_pipeline.defs.listings import listings, listings_refresh
 from market_pipeline.defs.resources import resources_from_env
-from market_pipeline.defs.settings import configuration_problems, parse_universe
+from market_pipeline.defs.settings import parse_universe
 from market_pipeline.listings.plan import SymbolListing
 from market_pipeline.listings.universe import Universe
 from tests.conftest import ENV_VARS
 from tests.orchestration.helpers import SensorTick, Tick, apply_partition_requests, ranges
-from tests.pipeline.helpers import materialized
+from tests.pipeline.helpers import materialized, resolution_problem
 from tests.stubs.alpha_vantage import AlphaVantageStub
 
 TRADING_DAY = dt.datetime(2025, 3, 4, 18, 30, tzinfo=EXCHANGE_TZ)  # a Tuesday
@@ -184,10 +183,7 @@ def test_an_empty_watchlist_beside_a_universe_unregisters_nothing(
 def test_a_bad_value_fails_resolution_naming_its_variable(
     home: DataHome, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, says: str
 ) -> None:
-    monkeypatch.setenv(variable, value)
-    with pytest.raises(Exception) as failed, build_resources(resources_from_env()):
-        pass
-    [problem] = configuration_problems(failed.value) or []
+    problem = resolution_problem(monkeypatch, variable, value)
     assert variable in problem and says in problem, problem
     if variable == "MARKET_UNIVERSE":
         assert "e.g. exchange=NYSE,NASDAQ;asset_type=Stock;status=active" in problem

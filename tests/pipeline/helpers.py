@@ -7,10 +7,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
-from dagster import ExecuteInProcessResult
+import pytest
+from dagster import ExecuteInProcessResult, build_resources
 from pyrate_limiter import RateItem
 
 from market_core.home import DataHome
+from market_pipeline.defs.resources import resources_from_env
+from market_pipeline.defs.settings import configuration_problems
 from market_pipeline.source.rate_limit import DAY_BUCKET, day_rate, open_bucket
 from tests.conftest import TEST_KEY
 
@@ -79,3 +82,12 @@ def spend(home: DataHome, per_day: int, stamps_ms: Sequence[int]) -> list[float]
     finally:
         bucket.close()
     return [stamp / 1000 for stamp in stamps_ms]
+
+
+def resolution_problem(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> str:
+    """The one configuration problem resolving the resources reports with ``variable=value``."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(Exception) as failed, build_resources(resources_from_env()):
+        pass
+    [problem] = configuration_problems(failed.value) or []
+    return problem

@@ -12,7 +12,7 @@ from market_core.home import DataHome
 from market_pipeline import definitions
 from market_pipeline.definitions import defs
 from market_pipeline.defs.resources import resources_from_env
-from market_pipeline.defs.settings import configuration_problems
+from tests.pipeline.helpers import resolution_problem
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,8 +84,5 @@ def test_set_variables_feed_the_resources_and_unset_ones_keep_the_field_defaults
 def test_a_bad_value_fails_resolution_naming_its_variable(
     home: DataHome, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, says: str
 ) -> None:
-    monkeypatch.setenv(variable, value)
-    with pytest.raises(Exception) as failed, build_resources(resources_from_env()):
-        pass
-    [problem] = configuration_problems(failed.value) or []
+    problem = resolution_problem(monkeypatch, variable, value)
     assert variable in problem and says in problem

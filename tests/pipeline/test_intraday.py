@@ -19,7 +19,6 @@ from market_pipeline.definitions import defs
 from market_pipeline.defs.intraday import intraday_pipeline
 from market_pipeline.defs.outcomes import INTRADAY_REFUSED, failure
 from market_pipeline.defs.resources import resources_from_env
-from market_pipeline.defs.settings import configuration_problems
 from market_pipeline.intraday.stages import raw_intraday_frame, validate_intraday
 from market_pipeline.runs.intraday import IntradayRunner, IntradaySettings
 from market_pipeline.runs.outcome import ErrorKind, NotAttempted, StageFailed
@@ -27,7 +26,7 @@ from market_pipeline.source.client import AlphaVantageClient, key_facts
 from market_pipeline.source.errors import PremiumOnlyError
 from market_pipeline.store.duckdb_file import DuckDBFileStore
 from tests.conftest import TEST_KEY, Run
-from tests.pipeline.helpers import failure_text, materialized, table_rows
+from tests.pipeline.helpers import failure_text, materialized, resolution_problem, table_rows
 from tests.stubs.alpha_vantage import AlphaVantageStub
 
 INTRADAY = "TIME_SERIES_INTRADAY"
@@ -370,10 +369,7 @@ def test_a_load_without_clean_files_fails_each_symbol_on_its_data(home: DataHome
 def test_a_bad_intraday_setting_fails_naming_its_variable(
     home: DataHome, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, says: str
 ) -> None:
-    monkeypatch.setenv(variable, value)
-    with pytest.raises(Exception) as failed, build_resources(resources_from_env()):
-        pass
-    [problem] = configuration_problems(failed.value) or []
+    problem = resolution_problem(monkeypatch, variable, value)
     assert variable in problem and says in problem
 
 
