@@ -224,6 +224,7 @@ def test_a_restarted_reader_brings_its_copy_forward(
     writer(lake).load([bars("NVDA", 4)])
 
     caplog.set_level(logging.INFO, logger="market_api.readers.replica")
+    caplog.clear()  # the first reader's lines, kept when an earlier test left the level at INFO
     copy_to_newest(lake, tmp_path / "copy")
     said = logged(caplog)
     assert any("opened; catching up" in line for line in said), said
@@ -241,6 +242,7 @@ def test_a_copy_whose_snapshot_expired_is_built_again(
     maintain(lake, "ducklake_expire_snapshots('lake', older_than => now())")
 
     caplog.set_level(logging.INFO, logger="market_api.readers.replica")
+    caplog.clear()  # the first reader's lines, kept when an earlier test left the level at INFO
     copy_to_newest(lake, tmp_path / "copy")
     said = logged(caplog)
     assert any("built again" in line for line in said), said
