@@ -44,7 +44,7 @@ from bench.api import api_home
 from bench.datagen import LAST_DAY, DataSet
 from bench.harness import BENCH_DIR, Goal, Result, ratios
 from bench.servers import Server
-from market_api.bars import bulk
+from market_api.bars import bulk, by_date
 from market_api.bars.pages import page_writer
 from market_api.bars.params import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT
 from market_api.bars.schemas import Adjustment, Interval
@@ -83,7 +83,7 @@ def bulk_bars(symbols: int, reps: int, seconds: float) -> Result:
     with on_cpu(servers.LOAD_CPU), servers.running(server):
         baskets = [basket_rep(server, data, basket, w) for w in windows]  # the first: warm-up
         add_basket(result, baskets[1:])
-        add_market_day(result, market_day(server, data, reps, seconds))
+        add_market_day(result, *market_day(server, data, reps, seconds))
     with on_cpu(servers.LOAD_CPU):
         add_memory(result, memory(data))
     result.goals = goals()
@@ -311,10 +311,25 @@ def whole_day(server: Server, data: DataSet) -> None:
         raise RuntimeError(f"{path}: not one bar of every symbol in one page")
 
 
+def copy_ready(server: Server) -> float:
+    """Seconds until the server's date-ordered copy (``by_date``), whose build the first
+    market-day question started, is there: the warm-up waits for it."""
+    folder = Path(server.env["MARKET_DATA_HOME"]) / by_date.FOLDER
+    started = time.perf_counter()
+    while not any(p for p in folder.glob("*.duckdb") if not p.name.endswith(by_date.BUILDING)):
+        if time.perf_counter() - started > LOOP_SECONDS:
+            raise RuntimeError(f"no date-ordered copy in {folder} after {LOOP_SECONDS:.0f} s")
+        time.sleep(0.05)
+    return time.perf_counter() - started
+
+
 def market_day(
     server: Server, data: DataSet, reps: int, seconds: float
-) -> dict[str, list[load.Run]]:
+) -> tuple[dict[str, list[load.Run]], float]:
     whole_day(server, data)
+    ready = copy_ready(server)
+    print(f"  market day: the date-ordered copy was ready {ready:.1f} s after the first "
+          "question", flush=True)  # fmt: skip
     seeds = iter(range(SEED + 1, SEED + 1000))
     runs: dict[str, list[load.Run]] = {}
     for fmt in ("json", "arrow"):  # warm-up: pools, first touches; unmeasured
@@ -330,10 +345,12 @@ def market_day(
         print(f"  market day rep {rep + 1}/{reps}: " + ", ".join(
             f"{fmt} p50 {r[-1].p50_ms:.1f} p99 {r[-1].p99_ms:.1f} ms" for fmt, r in runs.items()),
             flush=True)  # fmt: skip
-    return runs
+    return runs, ready
 
 
-def add_market_day(result: Result, runs: dict[str, list[load.Run]]) -> None:
+def add_market_day(result: Result, runs: dict[str, list[load.Run]], ready: float) -> None:
+    result.add("market day: date-ordered copy built (first question to ready)", "s", [ready],
+               better="lower")  # fmt: skip
     for fmt, label in (("json", "JSON"), ("arrow", "Arrow")):
         done = runs[fmt]
         result.add(f"market day {label} miss p50 @1", "ms", [r.p50_ms for r in done],
@@ -500,13 +517,16 @@ def notes() -> list[str]:
         "over the generated DuckDB file; the client (http.client, pyarrow reading the Arrow "
         "stream as it arrives) on CPU 0; loopback only.",
         "Basket: a seeded sample of 500 symbols, 5 years of daily bars, "
-        "`/bars?symbols=...&start&end&limit=1000000&format=arrow`: one page (Arrow answers "
-        "carry no next_page_token, so a bigger answer could not be followed in Arrow). Two "
+        "`/bars?symbols=...&start&end&limit=1000000&format=arrow`: one page. Two "
         "floors, each ending in Arrow IPC stream bytes written by the server's own writer, on "
         "a read-only connection like the server's, in a process on CPU 1: 'query', the page's "
-        "SQL as one query (`bulk.fetch` of every bar: `symbol IN (...)` and the window, "
-        "ORDER BY symbol, timestamp); 'batches', the server's read path itself (`BarBatches`: "
-        "a count per symbol, then a query per span of 65,536 bars) without HTTP. The goal is "
+        "SQL as one query (`bulk.fetch` of every bar: `list_contains(symbols, symbol)` and the "
+        "window, ORDER BY symbol, timestamp); 'batches', the server's read path itself "
+        "(`BarBatches`: spans of whole symbols of at most 131,072 bars, "
+        "`MARKET_API_BATCH_ROWS`, planned from the bars "
+        "per symbol and month of the data version, one query per span; here without the "
+        "month counts, so with the exact count query a first page at a new version falls "
+        "back to) without HTTP. The goal is "
         "judged against the faster of the two in each repetition. JSON: the 500 "
         "`/instruments/{symbol}/ohlcv` requests on one keep-alive connection, each parsed with "
         "`json.loads`. Ours and each floor run 3 times a repetition (the median counts), the "
@@ -514,10 +534,13 @@ def notes() -> list[str]:
         "every JSON answer is a miss; all answers must hold the same bars (count, volume sum).",
         "Market day: wrk, one connection, a seeded random day and a distinct `limit` between "
         "the symbol count and the default 10,000 per request (same work as the default "
-        "question, a new cache key each time).",
+        "question, a new cache key each time). The first such question starts the build of "
+        "the server's date-ordered copy of the data version (`market_api/bars/by_date.py`, "
+        "in a thread, on the server's core); the warm-up waits until its file is there "
+        "(the 'copy built' figure) before anything is measured.",
         "Memory: a fresh server; idle RSS after one small Arrow answer; then 5 million bars "
         "as windows of whole trading days of the whole market, each one page (at most "
-        "1,000,000 bars; Arrow pages carry no next_page_token to follow), read at full speed "
+        "1,000,000 bars), read at full speed "
         "and dropped, twice over; RSS of granian's main and worker process summed, sampled "
         "every 5 ms (psutil). 'VmHWM' is the kernel's peak per process, summed.",
     ]

@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs (it may be another one after a reuse)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -44,7 +45,7 @@ def owner_alive(pid: int, start: str | None) -> bool:
     """Whether the process that wrote an owner tag still runs: same pid, same start time.
 
     Only a start time that differs proves a reuse; one that cannot be read counts as alive."""
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return False
     if start is None or start == "x":
         return True

@@ -22,6 +22,7 @@ from typing import Any
 
 import duckdb
 import msgspec
+import numpy as np
 import pyarrow as pa
 
 from market_api.bars import queries
@@ -104,17 +105,28 @@ class Page:
     after: Key | None = None
 
 
-def _source_sql(question: BulkQuestion, span: bool, after: bool, adjusted: bool) -> str:
-    """The stored bars a batch reads: (symbol, timestamp, open, high, low, close, volume), the
-    adjusted ones through an ASOF join on each symbol's first factor step after the bar."""
+def _source_sql(
+    question: BulkQuestion, span: bool, after: bool, adjusted: bool, one: bool = False
+) -> str:
+    """The stored bars a query reads: (symbol, timestamp, open, high, low, close, volume), the
+    adjusted ones through an ASOF join on each symbol's first factor step after the bar.
+
+    ``one``: the symbol ``$key_symbol`` alone; ``span``: the symbols ``$first`` to ``$last``
+    (a range the zone maps of a table stored by symbol skip on), of them only those of
+    ``$span`` when the question names symbols (a list of a few dozen, where the question's
+    own list of up to 1,000 costs every batch query a larger lookup)."""
     intraday = question.interval.intraday
     where = ["timestamp >= $low", "timestamp < $high"]
     if intraday:
         where.append("interval = $interval")
-    if question.symbols is not None:
-        where.append("symbol IN (SELECT unnest($symbols))")
-    if span:
+    if one:
+        where.append("symbol = $key_symbol")
+    elif span:
         where.append("symbol >= $first AND symbol <= $last")
+        if question.symbols is not None:
+            where.append("list_contains($span, symbol)")
+    elif question.symbols is not None:
+        where.append("list_contains($symbols, symbol)")
     if after:
         where.append("symbol >= $after_symbol")
     raw = (
@@ -158,13 +170,28 @@ def batch_sql(question: BulkQuestion, span: bool, after: bool, adjusted: bool) -
 
 
 def counts_sql(question: BulkQuestion, after: bool) -> str:
-    """Stored bars per symbol after the key: what the batches are planned from (an upper bound
-    of a symbol's weekly or monthly buckets)."""
+    """Bars per symbol after the key, exactly (weekly and monthly: buckets): what a page is
+    planned from, its end included."""
     source = _source_sql(question, span=False, after=after, adjusted=False)
-    keyset = (
-        "WHERE symbol > $after_symbol OR timestamp > $after_at" if after else ""
-    )  # symbol >= $after_symbol is in the source
-    return f"SELECT symbol, count(*) FROM ({source}) {keyset} GROUP BY symbol ORDER BY symbol"
+    unit = queries.UNITS.get(question.interval)
+    count, moment, at = "count(*)", "timestamp", "$after_at"
+    if unit is not None:
+        moment, at = f"date_trunc('{unit}', timestamp)", f"date_trunc('{unit}', $after_at)"
+        count = f"count(DISTINCT {moment})"
+    keyset = f"WHERE symbol > $after_symbol OR {moment} > {at}" if after else ""
+    # symbol >= $after_symbol is in the source
+    return f"SELECT symbol, {count} FROM ({source}) {keyset} GROUP BY symbol ORDER BY symbol"
+
+
+def key_sql(question: BulkQuestion, after: bool) -> str:
+    """The key of the ``$skip + 1``-th bar of ``$key_symbol`` (after ``$after_at``: the page
+    starts inside that symbol)."""
+    source = _source_sql(question, span=False, after=False, adjusted=False, one=True)
+    keyset = "WHERE moment > $after_at" if after else ""
+    return (
+        f"SELECT moment FROM ({_keyed_sql(question, source)}) {keyset} "
+        "ORDER BY moment LIMIT 1 OFFSET $skip"
+    )
 
 
 def newest_sql(question: BulkQuestion) -> str:
@@ -231,6 +258,72 @@ class KnownSymbols:
         return found
 
 
+class MonthCounts:
+    """Stored daily bars per symbol and calendar month, of one data version: an upper bound of
+    any window's bars per symbol, summed from a small matrix where the exact count scans the
+    table (30-60 ms of a 500-symbol page on one core). A page whose bound fits its ``limit``
+    is planned from it: no count, no cut (``BarBatches``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._version: tuple[str | None] | None = None
+        self._rows: dict[str, int] = {}
+        self._first = 0
+        self._matrix = np.zeros((0, 0), dtype=np.int32)
+
+    def bounds(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        question: BulkQuestion,
+        version: str | None,
+        after: Key | None,
+    ) -> list[tuple[str, int]]:
+        """(symbol, at least its bars after ``after``) of ``question`` (daily bars, and the
+        weekly and monthly ones built from them), in symbol order."""
+        rows, first, matrix = self._of(cur, version)
+        low = 0 if question.start is None else _month(question.start) - first
+        high = matrix.shape[1] if question.end is None else _month(question.end) - first + 1
+        sums = matrix[:, max(low, 0) : max(high, 0)].sum(axis=1)
+        symbols = question.symbols if question.symbols is not None else sorted(rows)
+        found: list[tuple[str, int]] = []
+        for symbol in symbols:
+            row = rows.get(symbol)
+            if row is None or (after is not None and symbol < after[0]):
+                continue
+            count = int(sums[row])
+            if after is not None and symbol == after[0]:
+                since = max(low, _month(after[1]) - first, 0)
+                count = int(matrix[row, since : max(high, 0)].sum())
+            found.append((symbol, count))
+        return found
+
+    def _of(
+        self, cur: duckdb.DuckDBPyConnection, version: str | None
+    ) -> tuple[dict[str, int], int, np.ndarray]:
+        with self._lock:
+            if self._version == (version,):
+                return self._rows, self._first, self._matrix
+        found = cur.execute(MONTH_COUNTS_SQL).fetchnumpy()
+        symbols, months = found["symbol"], found["month"].astype(np.int64)
+        names, rows = np.unique(symbols, return_inverse=True)
+        first = int(months.min()) if len(months) else 0
+        width = int(months.max()) - first + 1 if len(months) else 0
+        matrix = np.zeros((len(names), width), dtype=np.int32)
+        np.add.at(matrix, (rows, months - first), found["bars"].astype(np.int32))
+        index = {str(name): row for row, name in enumerate(names)}
+        with self._lock:
+            self._version, self._rows, self._first, self._matrix = (version,), index, first, matrix
+        return index, first, matrix
+
+
+MONTH_COUNTS_SQL = f"""SELECT symbol, year(timestamp) * 12 + month(timestamp) - 1 AS month,
+    count(*) AS bars FROM {TABLE} GROUP BY ALL"""
+
+
+def _month(moment: date) -> int:
+    return moment.year * 12 + moment.month - 1
+
+
 def newest_start(cur: duckdb.DuckDBPyConnection, question: BulkQuestion, n: int) -> date | None:
     """Where the newest ``n`` bars of ``question`` begin (a datetime for intraday bars); None
     when there are no more than ``n``."""
@@ -250,27 +343,68 @@ def bar_counts(
     return [(symbol, int(count)) for symbol, count in found]
 
 
+def key_at(
+    cur: duckdb.DuckDBPyConnection, question: BulkQuestion, cut: tuple[str, int], after: Key | None
+) -> Key:
+    """The key of bar ``cut[1]`` (1-based) of symbol ``cut[0]`` after ``after``: where a page
+    planned by ``plan`` ends."""
+    symbol, nth = cut
+    inside = after is not None and after[0] == symbol
+    sql = key_sql(question, inside)
+    values: dict[str, object] = {"key_symbol": symbol, "skip": nth - 1}
+    if inside and after is not None:
+        values["after_at"] = after[1]
+    row = cur.execute(sql, _params(question, sql, **values)).fetchone()
+    if row is None:  # counted at this version a moment ago: cannot happen at one version
+        raise LookupError(f"{symbol}: no bar {nth}")
+    return symbol, row[0]
+
+
 def _after(after: Key | None) -> dict[str, object]:
     return {} if after is None else {"after_symbol": after[0], "after_at": after[1]}
 
 
-def plan(counts: Sequence[tuple[str, int]], batch_rows: int) -> list[tuple[str, str]]:
-    """Contiguous symbol spans of at most ``batch_rows`` bars each, in order; a symbol with
-    more is a span of its own, read in several batches. One query per span reads only its
-    symbols' rows, where a ``LIMIT`` over all of them would sort every later row again."""
-    spans: list[tuple[str, str]] = []
-    first = last = ""
-    total = 0
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Whole symbols (the last maybe cut by the page's end) read by one query per batch."""
+
+    symbols: tuple[str, ...]
+    rows: int
+    """Bars of the page in the span."""
+
+
+def plan(
+    counts: Sequence[tuple[str, int]], limit: int | None, batch_rows: int
+) -> tuple[list[Span], tuple[str, int] | None]:
+    """The page of ``limit`` bars (None: all) as contiguous symbol spans of at most
+    ``batch_rows`` bars each, in order (a symbol with more is a span of its own, read in
+    several batches), and the page's cut: (symbol, n) when more bars follow, the page ending at
+    that symbol's n-th bar. One query per span reads only its symbols' rows, where a ``LIMIT``
+    over all of them would sort every later row again; the cut known before the first byte
+    lets every format carry the next page's token in a header."""
+    spans: list[Span] = []
+    symbols: list[str] = []
+    rows = total = 0
+    last: tuple[str, int] | None = None
+    cut: tuple[str, int] | None = None
     for symbol, count in counts:
-        if total and total + count > batch_rows:
-            spans.append((first, last))
-            total = 0
-        if not total:
-            first = symbol
-        last, total = symbol, total + count
-    if total:
-        spans.append((first, last))
-    return spans
+        if count <= 0:
+            continue
+        if limit is not None and total >= limit:
+            cut = last
+            break
+        take = count if limit is None else min(count, limit - total)
+        if rows and rows + take > batch_rows:
+            spans.append(Span(tuple(symbols), rows))
+            symbols, rows = [], 0
+        symbols.append(symbol)
+        rows, total, last = rows + take, total + take, (symbol, take)
+        if take < count:
+            cut = last
+            break
+    if rows:
+        spans.append(Span(tuple(symbols), rows))
+    return spans, cut
 
 
 def steps_table(steps: Mapping[str, FactorSteps], adjustment: Adjustment) -> pa.Table:
@@ -297,18 +431,18 @@ def steps_table(steps: Mapping[str, FactorSteps], adjustment: Adjustment) -> pa.
 def fetch(
     cur: duckdb.DuckDBPyConnection,
     question: BulkQuestion,
-    span: tuple[str, str] | None,
+    span: Sequence[str] | None,
     after: Key | None,
     rows: int,
     steps: pa.Table | None,
 ) -> pa.Table:
-    """One batch: at most ``rows`` bars after ``after`` (within ``span``), typed as the Arrow
-    answers are (``schemas.arrow_schema``)."""
+    """One batch: at most ``rows`` bars after ``after`` (of the symbols of ``span``, in order),
+    typed as the Arrow answers are (``schemas.arrow_schema``)."""
     adjusted = steps is not None and steps.num_rows > 0
     sql = batch_sql(question, span is not None, after is not None, adjusted)
     values: dict[str, object] = {"rows": rows, **_after(after)}
     if span is not None:
-        values["first"], values["last"] = span
+        values["first"], values["last"], values["span"] = span[0], span[-1], list(span)
     if adjusted:
         cur.register(STEPS_VIEW, steps)
     try:
@@ -330,7 +464,9 @@ def last_key(table: pa.Table) -> Key:
 
 class BarBatches:
     """One page of a question, batch after batch, each query at the page's data version
-    (``pinned``); ``more`` and ``after`` say, once it is done, where the next page starts."""
+    (``pinned``). Once the first batch is read, ``end`` says where the next page starts (None:
+    this is the last page): a page of one batch reads one bar more than it sends, a longer one
+    is planned from its bars per symbol (``plan``) before it is read."""
 
     def __init__(
         self,
@@ -339,6 +475,7 @@ class BarBatches:
         page: Page,
         batch_rows: int,
         steps: pa.Table | None,
+        bounds: Callable[[Key | None], list[tuple[str, int]]] | None = None,
     ) -> None:
         self._pinned = pinned
         self.question = question
@@ -346,46 +483,61 @@ class BarBatches:
         self.after = page.after
         self._batch_rows = batch_rows
         self._steps = steps
-        self.more = False
-
-    def spans(self) -> list[tuple[str, str] | None]:
-        """The symbol spans to read: all at once when the page fits one batch."""
-        if self._limit is not None and self._limit < self._batch_rows:
-            return [None]
-        question, after = self.question, self.after
-        counts = self._pinned(lambda cur: bar_counts(cur, question, after))
-        return list(plan(counts, self._batch_rows))
+        self._bounds = bounds
+        """At least each symbol's bars after a key, without a scan (``MonthCounts``)."""
+        self.end: Key | None = None
+        """The key of the page's last bar when more bars follow it."""
 
     def __iter__(self) -> Iterator[pa.Table]:
-        remaining = self._limit
-        spans = self.spans()
-        for index, span in enumerate(spans):
-            while True:
-                want = self._batch_rows
-                if remaining is not None:
-                    want = min(want, remaining + 1)
-                table: pa.Table = self._pinned(
-                    partial(
-                        fetch,
-                        question=self.question,
-                        span=span,
-                        after=self.after,
-                        rows=want,
-                        steps=self._steps,
-                    )
-                )
-                got = table.num_rows
-                if remaining is not None and got > remaining:
-                    table, self.more = table.slice(0, remaining), True
-                if table.num_rows:
-                    self.after = last_key(table)
-                    yield table
-                if self.more:
-                    return
-                if remaining is not None:
-                    remaining -= table.num_rows
-                if got < want:
-                    break
-            if remaining == 0:
-                self.more = index + 1 < len(spans)
+        limit = self._limit
+        if limit is not None and limit < self._batch_rows:
+            yield from self._one(limit)
+            return
+        question, after = self.question, self.after
+        if self._bounds is not None:
+            bounds = self._bounds(after)
+            if limit is None or sum(count for _, count in bounds) <= limit:
+                for span in plan(bounds, None, self._batch_rows)[0]:
+                    yield from self._span(span)
                 return
+        counts = self._pinned(lambda cur: bar_counts(cur, question, after))
+        spans, cut = plan(counts, limit, self._batch_rows)
+        if cut is not None:
+            self.end = self._pinned(lambda cur: key_at(cur, question, cut, after))
+        for span in spans:
+            yield from self._span(span)
+
+    def _one(self, limit: int) -> Iterator[pa.Table]:
+        table = self._fetch(None, limit + 1)
+        if table.num_rows > limit:
+            table = table.slice(0, limit)
+            self.end = last_key(table)
+        if table.num_rows:
+            self.after = last_key(table)
+            yield table
+
+    def _span(self, span: Span) -> Iterator[pa.Table]:
+        remaining = span.rows
+        while remaining > 0:
+            want = min(self._batch_rows, remaining)
+            table = self._fetch(span.symbols, want)
+            if not table.num_rows:
+                return
+            self.after = last_key(table)
+            yield table
+            remaining -= table.num_rows
+            if table.num_rows < want:
+                return
+
+    def _fetch(self, span: Sequence[str] | None, rows: int) -> pa.Table:
+        table: pa.Table = self._pinned(
+            partial(
+                fetch,
+                question=self.question,
+                span=span,
+                after=self.after,
+                rows=rows,
+                steps=self._steps,
+            )
+        )
+        return table

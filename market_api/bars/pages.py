@@ -2,7 +2,8 @@
 
 JSON and CSV are written here, with the single-symbol answer's encoder and number formatting,
 so a bar reads the same in either; Arrow and Parquet by ``http.encoders``. ``StreamedAnswer``
-runs the batches (``bulk.BarBatches``) and says, at the end, where the next page starts.
+runs the batches (``bulk.BarBatches``); the next page's token is known once the first batch is
+read, before the first byte is sent (``next_page_token``).
 """
 
 from __future__ import annotations
@@ -137,33 +138,43 @@ def page_writer(
 
 class StreamedAnswer:
     """An answer's body in pieces: ``first`` (the head and the first batch, read before the
-    200 is sent, so that a failure there is still a proper error) and then ``rest``."""
+    200 is sent, so that a failure there is still a proper error, and so that the next page's
+    token is known for a header) and then ``rest``."""
 
     def __init__(
         self,
         batches: BarBatches,
         writer: PageWriter,
         missing: Sequence[str],
-        next_token: Callable[[Key], str],
+        next_token: Callable[[Key], str] | None,
     ) -> None:
         self._batches = batches
         self._iterator: Iterator[pa.Table] = iter(batches)
         self._writer = writer
         self.missing = tuple(missing)
         self._next_token = next_token
+        self.next_page_token: str | None = None
+        """Set by ``first``: the token of the next page, None on the last one."""
         self._done = False
 
     def first(self) -> bytes:
-        return self._writer.head() + (self.next() or b"")
+        head = self._writer.head()
+        piece = self._piece()
+        end = self._batches.end
+        if end is not None and self._next_token is not None:
+            self.next_page_token = self._next_token(end)
+        return head + (piece if piece is not None else self.next() or b"")
+
+    def _piece(self) -> bytes | None:
+        table = next(self._iterator, None)
+        return None if table is None else self._writer.encode(table)
 
     def next(self) -> bytes | None:
         """The next piece of the body (maybe empty), or None once the tail was given."""
         if self._done:
             return None
-        table = next(self._iterator, None)
-        if table is not None:
-            return self._writer.encode(table)
+        piece = self._piece()
+        if piece is not None:
+            return piece
         self._done = True
-        batches = self._batches
-        token = self._next_token(batches.after) if batches.more and batches.after else None
-        return self._writer.tail(token, self.missing)
+        return self._writer.tail(self.next_page_token, self.missing)

@@ -10,22 +10,35 @@ check against the table.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import requests
 
-from market_api.bars.bulk import BulkQuestion, Page, plan
-from market_api.bars.schemas import Adjustment, Interval
+from market_api.bars.bulk import (
+    BarBatches,
+    BulkQuestion,
+    Key,
+    MonthCounts,
+    Page,
+    Span,
+    plan,
+)
+from market_api.bars.by_date import FOLDER, DateOrdered, suits
+from market_api.bars.schemas import LONG_COLUMNS, Adjustment, Interval
 from market_api.bars.tokens import KEY_FILE, PageToken, TokenSigner, signing_key
 from market_api.http.errors import InvalidParameter
 from market_api.http.ranges import ByteRange, RangeSlicer, parse_range
@@ -33,6 +46,7 @@ from market_api.readers.errors import StoreUnavailable, VersionGone
 from market_api.settings import Settings
 from market_core.env import SettingsError
 from market_core.home import DataHome
+from market_core.schema import CREATE_TABLE_SQL, TABLE
 from tests.api.conftest import Dataset, MakeClient, service_of
 from tests.api.test_adjustments import dividend
 from tests.api.test_handoff import wait_for
@@ -91,6 +105,7 @@ def follow(base: str, query: str, limit: int) -> tuple[list[Row], int]:
         assert 0 < len(got) <= limit or (not got and page["next_page_token"] is None)
         rows += got
         token = page["next_page_token"]
+        assert response.headers.get("next-page-token") == token
         if token is None:
             return rows, pages
     raise AssertionError(f"{query}: more than {MAX_PAGES} pages")
@@ -122,6 +137,57 @@ def test_pages_followed_to_the_end_give_exactly_the_rows_of_one_unpaged_query(
         assert pages == -(-len(expected) // limit)  # the last full page says it is the last
 
 
+def long_rows(table: pa.Table) -> list[Row]:
+    """An Arrow or Parquet page's rows as ``rows_of`` gives the JSON ones."""
+    return [
+        tuple(value.isoformat() if isinstance(value, (date, datetime)) else value
+              for value in row.values())
+        for row in table.to_pylist()
+    ]  # fmt: skip
+
+
+def csv_rows(body: bytes) -> list[Row]:
+    lines = list(csv.reader(io.StringIO(body.decode())))
+    assert tuple(lines[0]) == LONG_COLUMNS
+    return [(s, t, float(o), float(h), float(lo), float(c), int(v)) for s, t, o, h, lo, c, v
+            in lines[1:]]  # fmt: skip
+
+
+READERS: dict[str, Callable[[bytes], list[Row]]] = {
+    "arrow": lambda body: long_rows(pa.ipc.open_stream(body).read_all()),
+    "parquet": lambda body: long_rows(pq.read_table(io.BytesIO(body))),
+    "csv": csv_rows,
+}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("fmt", list(READERS))
+@pytest.mark.parametrize("query", QUESTIONS[:2] + QUESTIONS[4:5])
+def test_arrow_parquet_and_csv_pages_are_followed_by_their_next_page_token_header(
+    served: str, query: str, fmt: str
+) -> None:
+    """The token of the next page is in the ``Next-Page-Token`` header, in every format."""
+    expected = rows_of(get(served, f"/bars?{query}&limit=1000000").json())
+    read = READERS[fmt]
+    for limit in (3, 8, 40):
+        rows: list[Row] = []
+        more, pages = "", 0
+        while pages < MAX_PAGES:
+            pages += 1
+            response = get(served, f"/bars?{query}&limit={limit}&format={fmt}{more}")
+            assert response.status_code == 200, response.text
+            got = read(response.content)
+            assert 0 < len(got) <= limit
+            rows += got
+            token = response.headers.get("next-page-token")
+            if token is None:
+                break
+            assert len(got) == limit
+            more = f"&page_token={quote(token)}"
+        assert rows == expected, (query, fmt, limit)
+        assert pages == -(-len(expected) // limit)
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("query", QUESTIONS)
 def test_each_bar_is_the_single_symbol_answer_s(served: str, query: str) -> None:
@@ -143,6 +209,72 @@ def test_the_whole_market_on_one_day(served: str, home: DataHome) -> None:
     assert page["next_page_token"] is None
     assert page["missing_symbols"] == []
     assert list(page) == ["interval", "adjustment", "bars", "next_page_token", "missing_symbols"]
+
+
+SHORT_WINDOWS = [
+    "start=2024-03-01&end=2024-03-01",
+    "start=2024-02-26&end=2024-03-08&adjustment=all",
+    "symbols=AAPL,MSFT&start=2024-02-20&end=2024-03-08&interval=1w&adjustment=split",
+]
+
+
+@pytest.mark.e2e
+def test_questions_of_a_few_days_give_the_same_bars_once_the_date_ordered_copy_is_there(
+    served: str, home: DataHome
+) -> None:
+    before = {query: get(served, f"/bars?{query}&limit=1000000").json() for query in SHORT_WINDOWS}
+    folder = home.root / FOLDER
+    wait_for(lambda: any(folder.glob("*-????????.duckdb")), "a date-ordered copy", limit=30)
+    for query in SHORT_WINDOWS:
+        assert get(served, f"/bars?{query}&limit=999999").json() == before[query]
+        assert follow(served, query, 3)[0] == rows_of(before[query])
+
+
+def test_the_date_ordered_copy_reads_as_the_store_and_a_newer_one_replaces_it(
+    home: DataHome, tmp_path: Path
+) -> None:
+    conn = duckdb.connect(str(home.duckdb_path), read_only=True)
+    dated = DateOrdered(tmp_path / FOLDER)
+
+    def store(query: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
+        return query(conn.cursor())
+
+    def built(version: str) -> bool:
+        return dated.runner(version, store) is not None
+
+    orphan = tmp_path / FOLDER / f"{os.getpid()}-0123abcd.duckdb"  # a restarted container's
+    orphan.parent.mkdir()
+    orphan.write_bytes(b"left behind")
+    try:
+        dated.want("v1", store)
+        wait_for(lambda: built("v1"), "the copy of v1", limit=30)
+        assert not orphan.exists()
+        for query in ("2024-03-01", "2024-02-20"):
+            start = date.fromisoformat(query)
+            question = BulkQuestion.parse(
+                None, Interval.DAY, start, date(2024, 3, 8), Adjustment.RAW
+            )
+            assert suits(question)
+            copy = dated.runner("v1", store)
+            assert copy is not None
+            for limit in (3, 1000):
+                expected = list(BarBatches(store, question, Page(limit), 7, None))
+                assert list(BarBatches(copy, question, Page(limit), 7, None)) == expected
+        old = dated.runner("v1", store)
+        dated.want("v2", store)
+        wait_for(lambda: built("v2"), "the copy of v2", limit=30)
+        assert not built("v1") and old is not None
+        assert old(lambda cur: cur is not None)  # an answer under way reads the store now
+        files = (tmp_path / FOLDER).glob
+        wait_for(lambda: len(list(files("*.duckdb*"))) == 1, "the older copy removed")
+    finally:
+        dated.close()
+        conn.close()
+    assert not list((tmp_path / FOLDER).glob("*.duckdb*"))
+    long = BulkQuestion.parse(
+        None, Interval.DAY, date(2024, 1, 1), date(2024, 3, 8), Adjustment.RAW
+    )
+    assert not suits(long)
 
 
 @pytest.mark.e2e
@@ -421,11 +553,16 @@ def test_tokens_are_bound_to_their_key_and_their_query() -> None:
         assert refused.value.parameter == "page_token"
 
 
-def test_symbol_spans_hold_at_most_a_batch() -> None:
-    counts = [("A", 3), ("B", 4), ("C", 1), ("D", 9), ("E", 2), ("F", 2)]
-    assert plan(counts, 7) == [("A", "B"), ("C", "C"), ("D", "D"), ("E", "F")]
-    assert plan([], 7) == []
-    assert plan(counts, 100) == [("A", "F")]
+def test_symbol_spans_hold_at_most_a_batch_and_the_page_ends_where_the_limit_does() -> None:
+    counts = [("A", 3), ("B", 4), ("C", 1), ("D", 9), ("E", 2), ("F", 2), ("G", 0)]
+    spans = [Span(("A", "B"), 7), Span(("C",), 1), Span(("D",), 9), Span(("E", "F"), 4)]
+    assert plan(counts, None, 7) == (spans, None)
+    assert plan(counts, 21, 7) == (spans, None)  # exactly every bar: no next page
+    assert plan([], 7, 7) == ([], None)
+    assert plan(counts, 100, 100) == ([Span(("A", "B", "C", "D", "E", "F"), 21)], None)
+    assert plan(counts, 10, 7) == ([Span(("A", "B"), 7), Span(("C", "D"), 3)], ("D", 2))
+    assert plan(counts, 8, 7) == ([Span(("A", "B"), 7), Span(("C",), 1)], ("C", 1))
+    assert plan(counts, 3, 7) == ([Span(("A",), 3)], ("A", 3))
 
 
 def test_byte_ranges() -> None:
@@ -445,3 +582,29 @@ def test_byte_ranges() -> None:
         assert slicer.result() == (*span, body[span[0] : span[1] + 1])
     assert ByteRange(300, None).resolve(300) is None
     assert ByteRange(None, None, 0).resolve(300) is None
+
+
+def test_month_counts_bound_each_symbol_s_bars_and_follow_the_data_version() -> None:
+    conn = duckdb.connect(":memory:")
+    conn.execute(CREATE_TABLE_SQL)
+    conn.execute(
+        f"INSERT INTO {TABLE} SELECT d, s, 1, 1, 1, 1, 1 FROM "
+        "range(TIMESTAMP '2024-01-01', TIMESTAMP '2024-04-01', INTERVAL 1 DAY) AS t(d), "
+        "(VALUES ('A'), ('B')) AS v(s) WHERE s = 'A' OR d >= TIMESTAMP '2024-02-01'"
+    )
+    months = MonthCounts()
+
+    def bounds(start: date, end: date, after: Key | None = None) -> list[tuple[str, int]]:
+        question = BulkQuestion.parse(None, Interval.DAY, start, end, Adjustment.RAW)
+        return months.bounds(conn, question, "v1", after)
+
+    assert bounds(date(2024, 1, 1), date(2024, 3, 31)) == [("A", 91), ("B", 60)]
+    assert bounds(date(2024, 1, 10), date(2024, 2, 3)) == [("A", 60), ("B", 29)]  # >= 25, 3
+    assert bounds(date(2024, 1, 1), date(2024, 3, 31), ("A", datetime(2024, 3, 2))) == [
+        ("A", 31), ("B", 60),
+    ]  # fmt: skip
+    assert bounds(date(2024, 1, 1), date(2024, 3, 31), ("B", datetime(2024, 2, 2))) == [("B", 60)]
+    conn.execute(f"DELETE FROM {TABLE} WHERE symbol = 'A'")
+    assert bounds(date(2024, 1, 1), date(2024, 3, 31))[0] == ("A", 91)  # same version, kept
+    question = BulkQuestion.parse(None, Interval.DAY, None, None, Adjustment.RAW)
+    assert months.bounds(conn, question, "v2", None) == [("B", 60)]

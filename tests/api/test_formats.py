@@ -75,7 +75,7 @@ EXTRA_EVENTS = [
 
 @pytest.fixture(scope="module")
 def served(template: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The API with its defaults (batches of 65,536 bars, answers up to 1 MiB cached)."""
+    """The API with its defaults (batches of 131,072 bars, answers up to 1 MiB cached)."""
     root = tmp_path_factory.mktemp("formats")
     home = copy_home(template, root / "home")
     load_many(home)
