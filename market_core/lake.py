@@ -34,8 +34,10 @@ from market_core.schema import (
     CREATE_CHANGES_SQL,
     CREATE_COMMITS_SQL,
     CREATE_INTRADAY_SQL,
+    CREATE_LISTINGS_SQL,
     CREATE_TABLE_SQL,
     INTRADAY_TABLE,
+    LISTINGS_TABLE,
     TABLE,
 )
 
@@ -77,6 +79,7 @@ LAKE_TABLES_SQL: tuple[tuple[str, str], ...] = (
     (INTRADAY_TABLE, _without_unique(CREATE_INTRADAY_SQL)),
     (CHANGES_TABLE, CREATE_CHANGES_SQL),  # the push stream's change log: no UNIQUE to strip
     (COMMITS_TABLE, CREATE_COMMITS_SQL),
+    (LISTINGS_TABLE, _without_unique(CREATE_LISTINGS_SQL)),
 )
 
 

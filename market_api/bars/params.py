@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 
 from litestar import Request
 from litestar.openapi.spec import Example
-from litestar.params import Parameter
+from litestar.params import Parameter, ParameterKwarg
 
 from market_api.bars.schemas import Adjustment, Interval
 from market_api.http.errors import InvalidParameter
@@ -221,23 +221,31 @@ Symbols = Annotated[
         examples=[Example(value="AAPL,MSFT")],
     ),
 ]
-PageLimit = Annotated[
-    int,
-    Parameter(
+
+
+def page_limit(what: str, maximum: int, default: int) -> ParameterKwarg:
+    """``limit`` of a paged answer: ``what`` per page."""
+    return Parameter(
         ge=1,
-        le=MAX_PAGE_LIMIT,
-        description="Bars per page; the next page is at next_page_token",
-        default=DEFAULT_PAGE_LIMIT,
-    ),
-]
-PageTokenParam = Annotated[
-    str | None,
-    Parameter(
+        le=maximum,
+        description=f"{what} per page; the next page is at next_page_token",
+        default=default,
+    )
+
+
+def page_token(same: str) -> ParameterKwarg:
+    """``page_token`` of a paged answer, valid with the ``same`` filters it was cut for."""
+    return Parameter(
         description=(
-            "next_page_token of the previous page, exactly as it came, with the same symbols, "
-            "start, end, interval, adjustment and as_of (limit and format may change)"
+            "next_page_token of the previous page (in the body or the Next-Page-Token "
+            f"header), exactly as it came, with the same {same} (limit and format may change)"
         ),
-    ),
+    )
+
+
+PageLimit = Annotated[int, page_limit("Bars", MAX_PAGE_LIMIT, DEFAULT_PAGE_LIMIT)]
+PageTokenParam = Annotated[
+    str | None, page_token("symbols, start, end, interval, adjustment and as_of")
 ]
 FormatParam = Annotated[
     Format | None,

@@ -32,6 +32,7 @@ from market_api.bars.schemas import (
     intraday_bars_csv,
     json_encoder,
 )
+from market_api.bars.summaries import SymbolSummaries
 from market_api.http.errors import InvalidParameter
 from market_api.http.negotiation import Format
 from market_api.readers.errors import UnknownSymbol
@@ -96,10 +97,12 @@ class HealthQuestion:
 
 @dataclass(frozen=True, slots=True)
 class InstrumentsQuestion:
+    summaries: SymbolSummaries
+    """The service's, computed once per data version."""
     formats: ClassVar[frozenset[Format]] = _JSON_ONLY
 
     def answer(self, cur: duckdb.DuckDBPyConnection, fmt: Format, read: Read) -> bytes:
-        rows = queries.instruments(cur)
+        rows = self.summaries.of(cur, read.version).rows
         return json_encoder.encode(InstrumentList([Instrument(*row) for row in rows]))
 
 

@@ -11,15 +11,6 @@ from typing import Any, ClassVar
 
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import ResponseHeader
-from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import (
-    OpenAPIFormat,
-    OpenAPIMediaType,
-    OpenAPIResponse,
-    OpenAPIType,
-    Operation,
-    Schema,
-)
 
 from market_api.bars.bulk import BulkQuestion
 from market_api.bars.params import (
@@ -64,79 +55,43 @@ from market_api.bars.schemas import (
 )
 from market_api.bars.schemas import Stats as StatsBody
 from market_api.bars.service import MarketService
-from market_api.http.errors import PAGE_TOKEN, ErrorBody
-from market_api.http.negotiation import ARROW_STREAM, FORMAT_PARAM, FORMATS, PARQUET
+from market_api.http.errors import PAGE_TOKEN
+from market_api.http.negotiation import FORMAT_PARAM, FORMATS
+from market_api.http.openapi import (
+    CACHE_HEADERS,
+    NEXT_PAGE_HEADER,
+    NOT_MODIFIED,
+    STALE_PAGE_TOKEN,
+    UNAVAILABLE,
+    AlternativesOperation,
+    error,
+)
 
-_CACHE_HEADERS = [
-    ResponseHeader(
-        name="ETag",
-        documentation_only=True,
-        description="Changes with the data version and the content; send it as If-None-Match.",
-    ),
-    ResponseHeader(
-        name="Cache-Control",
-        documentation_only=True,
-        description="public, max-age=0, must-revalidate",
-    ),
-]
-
-
-def _error(description: str) -> ResponseSpec:
-    return ResponseSpec(data_container=ErrorBody, description=description, generate_examples=False)
-
-
-_NOT_MODIFIED = ResponseSpec(data_container=None, description="The If-None-Match ETag is current")
-_UNAVAILABLE = _error("A load held the data for too long; retry after Retry-After seconds")
 _SYMBOL_ERRORS = {
-    304: _NOT_MODIFIED,
-    400: _error(
+    304: NOT_MODIFIED,
+    400: error(
         "A parameter is malformed or out of range, or start is after end; `parameter` names it"
     ),
-    404: _error("No bars are stored for this symbol"),
-    503: _UNAVAILABLE,
+    404: error("No bars are stored for this symbol"),
+    503: UNAVAILABLE,
 }
 _ACTIONS_ERRORS = {
     **_SYMBOL_ERRORS,
-    404: _error("Neither bars nor corporate actions are stored for this symbol"),
+    404: error("Neither bars nor corporate actions are stored for this symbol"),
 }
 
 
-def _alternatives(columns: tuple[str, ...], example_row: str) -> dict[str, OpenAPIMediaType]:
-    """The 200 answer's other formats, chosen by ``Accept`` or ``format``."""
-    header = ",".join(columns)
-    typed = (
-        f"Columns {', '.join(columns)}: the timestamp a date (daily, weekly, monthly) or a "
-        "timestamp[us, America/New_York] (intraday), prices float64, volume int64"
-    )
-
-    def binary(what: str) -> OpenAPIMediaType:
-        return OpenAPIMediaType(
-            schema=Schema(
-                type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description=f"{what}. {typed}"
-            )
-        )
-
-    return {
-        "text/csv": OpenAPIMediaType(
-            schema=Schema(type=None, description=f"Header row {header}, then one bar per line"),
-            example=f"{header}\r\n{example_row}",
-        ),
-        ARROW_STREAM: binary("Arrow IPC stream"),
-        PARQUET: binary("Parquet file"),
-    }
-
-
 @dataclass
-class BarsOperation(Operation):
-    """Documents the CSV, Arrow and Parquet alternatives of the 200 answer."""
+class BarsOperation(AlternativesOperation):
+    """``/instruments/{symbol}/ohlcv``: one bar per line."""
 
     columns: ClassVar[tuple[str, ...]] = CSV_COLUMNS
+    typed: ClassVar[str] = (
+        "the timestamp a date (daily, weekly, monthly) or a timestamp[us, America/New_York] "
+        "(intraday), prices float64, volume int64"
+    )
+    csv_row: ClassVar[str] = "one bar per line"
     example_row: ClassVar[str] = "2024-01-02,187.15,188.44,183.89,185.64,82488700"
-
-    def __post_init__(self) -> None:
-        ok = self.responses.get("200") if self.responses else None
-        if isinstance(ok, OpenAPIResponse) and ok.content is not None:
-            ok.content.update(_alternatives(self.columns, self.example_row))
 
 
 @dataclass
@@ -154,8 +109,8 @@ class HealthController(Controller):
     @get(
         "/",
         summary="Liveness, data version and newest bar",
-        response_headers=_CACHE_HEADERS,
-        responses={304: _NOT_MODIFIED, 503: _UNAVAILABLE},
+        response_headers=CACHE_HEADERS,
+        responses={304: NOT_MODIFIED, 503: UNAVAILABLE},
     )
     async def health(
         self, request: Request[Any, Any, Any], service: MarketService
@@ -170,14 +125,21 @@ class InstrumentController(Controller):
 
     @get(
         "/",
-        summary="Every symbol with its first and last date and bar count",
-        response_headers=_CACHE_HEADERS,
-        responses={304: _NOT_MODIFIED, 503: _UNAVAILABLE},
+        summary="Every symbol with bars: its span, bar count, listing and missing sessions",
+        description=(
+            "name, exchange, asset_type, status and delisting_date come from the listing the "
+            "symbol's bars belong to (null without one; a reused ticker: the latest listed on "
+            "or before the first bar, else the earliest). missing_sessions counts the NYSE "
+            "sessions without a bar from the first bar (or the ipo_date, if later) to the last "
+            "bar (or the delisting_date, if earlier)."
+        ),
+        response_headers=CACHE_HEADERS,
+        responses={304: NOT_MODIFIED, 503: UNAVAILABLE},
     )
     async def list_instruments(
         self, request: Request[Any, Any, Any], service: MarketService
     ) -> Response[InstrumentList]:
-        return await service.respond(request, InstrumentsQuestion())
+        return await service.respond(request, InstrumentsQuestion(service.summaries))
 
     @get(
         "/{symbol:str}/ohlcv",
@@ -195,7 +157,7 @@ class InstrumentController(Controller):
             "`application/vnd.apache.arrow.stream` or `application/vnd.apache.parquet` for Arrow "
             "or Parquet (typed columns, streamed), or name the format with `format`."
         ),
-        response_headers=_CACHE_HEADERS,
+        response_headers=CACHE_HEADERS,
         responses=_SYMBOL_ERRORS,
         operation_class=BarsOperation,
     )
@@ -225,7 +187,7 @@ class InstrumentController(Controller):
     @get(
         "/{symbol:str}/stats",
         summary="Summary statistics of one symbol's daily bars in [start, end]",
-        response_headers=_CACHE_HEADERS,
+        response_headers=CACHE_HEADERS,
         responses=_SYMBOL_ERRORS,
     )
     async def stats(
@@ -249,7 +211,7 @@ class InstrumentController(Controller):
             "share, below 1 for a reverse split) and dividend amounts as Alpha Vantage reports "
             "them; dates nobody recorded are null."
         ),
-        response_headers=_CACHE_HEADERS,
+        response_headers=CACHE_HEADERS,
         responses=_ACTIONS_ERRORS,
     )
     async def corporate_actions(
@@ -264,17 +226,15 @@ class InstrumentController(Controller):
 
 
 _BARS_ERRORS = {
-    304: _NOT_MODIFIED,
-    400: _error(
+    304: NOT_MODIFIED,
+    400: error(
         "A parameter is malformed, out of range or given twice, start is after end, over "
         "1000 symbols, or page_token was altered or belongs to another query; `parameter` "
         "names it"
     ),
-    404: _error("None of the symbols has bars stored; `detail` names them"),
-    410: _error(
-        "The data changed since page_token was cut (single-file mode): start again without it"
-    ),
-    503: _UNAVAILABLE,
+    404: error("None of the symbols has bars stored; `detail` names them"),
+    410: STALE_PAGE_TOKEN,
+    503: UNAVAILABLE,
 }
 _MISSING_HEADER = ResponseHeader(
     name="Missing-Symbols",
@@ -306,12 +266,13 @@ class BarsController(Controller):
             "Up to 1000 symbols (left out: every symbol with bars), with the parameters of "
             "/instruments/{symbol}/ohlcv; each bar has that answer's keys. The whole market on "
             "one day: `?start=D&end=D`. A page holds `limit` bars; `next_page_token` continues "
-            "it and reads the same data as the first page (the lake's snapshot; in the "
-            "single-file mode a load in between is a 410). Unknown symbols are listed in "
+            "it (also the Next-Page-Token header, in every format) and reads the same data as "
+            "the first page (the lake's snapshot; in the single-file mode a load in between is "
+            "a 410). Unknown symbols are listed in "
             "`missing_symbols` and the Missing-Symbols header. CSV, Arrow and Parquet are the "
             "long form, one row a bar: symbol,timestamp,open,high,low,close,volume."
         ),
-        response_headers=[*_CACHE_HEADERS, _MISSING_HEADER],
+        response_headers=[*CACHE_HEADERS, NEXT_PAGE_HEADER, _MISSING_HEADER],
         responses=_BARS_ERRORS,
         operation_class=LongBarsOperation,
     )

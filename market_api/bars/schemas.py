@@ -78,10 +78,22 @@ class OhlcvSeries(msgspec.Struct, gc=False):
 
 
 class Instrument(msgspec.Struct, gc=False):
+    """A symbol with bars. The listing fields are those of the ``listings`` row its bars
+    belong to (a reused ticker's: the latest listed on or before the first bar, else the
+    earliest, as the pipeline's session checks pick it); null without one."""
+
     symbol: str
     first_date: date
     last_date: date
     bar_count: int
+    name: str | None
+    exchange: str | None
+    asset_type: str | None
+    status: str | None
+    delisting_date: date | None
+    missing_sessions: int
+    """NYSE sessions without a bar from the first bar (or the listing's ipo_date, if later) to
+    the last bar (or its delisting_date, if earlier)."""
 
 
 class InstrumentList(msgspec.Struct, gc=False):

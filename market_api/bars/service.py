@@ -19,12 +19,13 @@ import duckdb
 from litestar import Request, Response
 from litestar.response import Stream
 
-from market_api.bars import bulk
+from market_api.bars import bulk, by_date
 from market_api.bars.bulk import BarBatches, BulkQuestion, Page
 from market_api.bars.factors import FactorCache
 from market_api.bars.pages import StreamedAnswer, page_writer
 from market_api.bars.questions import BarsQuestion, Question, Read
 from market_api.bars.schemas import Adjustment
+from market_api.bars.summaries import SymbolSummaries
 from market_api.bars.tokens import PageToken, TokenSigner, signing_key
 from market_api.http.cache import CACHEABLE_HEADERS, ResponseCache, question_etag
 from market_api.http.fastpath import etag_matches
@@ -46,6 +47,9 @@ STREAMED: frozenset[Format] = frozenset({"arrow", "parquet"})
 """The formats ``/instruments/{symbol}/ohlcv`` streams in batches (JSON and CSV it answers
 whole, as it always has)."""
 MISSING_SYMBOLS = "missing-symbols"
+NEXT_PAGE_TOKEN = "next-page-token"
+"""The header that carries a ``/bars`` page's ``next_page_token`` in every format (absent on
+the last page)."""
 CHANGED_WHILE_READ = "the data changed while this answer was read; ask again"
 _VERSION_TRIES = 3
 """How often an answer without a page token starts again when a load lands before its first
@@ -68,6 +72,9 @@ class MarketService:
         )
         self.factors = FactorCache(reader.run_at)
         self.symbols = bulk.KnownSymbols()
+        self.months = bulk.MonthCounts()
+        self.dated = by_date.DateOrdered(settings.home.root / by_date.FOLDER)
+        self.summaries = SymbolSummaries()
         self.signer = TokenSigner(signing_key(settings.token_secret, settings.home))
         self._keeps_history = keeps_history(reader)
         self._stop = threading.Event()
@@ -85,6 +92,7 @@ class MarketService:
         if self._watcher is not None:
             self._watcher.join(timeout=5)
             self._watcher = None
+        self.dated.close()
         self.reader.shutdown()
 
     def _watch(self) -> None:
@@ -191,6 +199,8 @@ class MarketService:
         headers = {**CACHEABLE_HEADERS, "etag": question_etag(version, media_type, tag)}
         if answer.missing:
             headers[MISSING_SYMBOLS] = ",".join(answer.missing)
+        if answer.next_page_token is not None:
+            headers[NEXT_PAGE_TOKEN] = answer.next_page_token
         return Stream(self._rest(answer, first, pinned), media_type=bare_type(fmt), headers=headers)
 
     def _first(
@@ -226,6 +236,7 @@ class MarketService:
         self, question: BulkQuestion, digest: str, page: Page, fmt: Format, version: str | None
     ) -> StreamedAnswer:
         run = self._pinned(version, question.as_of)
+        read = self._by_date_runner(question, version, run)
         missing: list[str] = []
         if question.symbols is not None:
             known = run(lambda cur: self.symbols.of(cur, question, version))
@@ -240,7 +251,7 @@ class MarketService:
                 question.adjustment,
                 question.as_of,
             )
-        batches = self._batches(run, question, page, version)
+        batches = self._batches(run, question, page, version, read)
         writer = page_writer(fmt, question.interval, question.adjustment, with_symbol=True)
 
         def next_token(after: bulk.Key) -> str:
@@ -260,17 +271,51 @@ class MarketService:
                 question = question.from_bar(first)
         batches = self._batches(run, question, Page(None), version)
         writer = page_writer(fmt, question.interval, question.adjustment, with_symbol=False)
-        return StreamedAnswer(batches, writer, (), lambda after: "")
+        return StreamedAnswer(batches, writer, (), None)
 
     def _batches(
-        self, run: bulk.Pinned, question: BulkQuestion, page: Page, version: str | None
+        self,
+        run: bulk.Pinned,
+        question: BulkQuestion,
+        page: Page,
+        version: str | None,
+        read_bars: bulk.Pinned | None = None,
     ) -> BarBatches:
+        """The page's batches, read by ``read_bars`` (the date-ordered copy) or ``run``."""
         steps = None
         if question.adjustment is not Adjustment.RAW:
             read = Read(version, self.factors if question.as_of is None else None)
             found = run(lambda cur: read.steps_of(cur, question.symbols, question.adjustment))
             steps = bulk.steps_table(found, question.adjustment)
-        return BarBatches(run, question, page, self.settings.batch_rows, steps)
+
+        def bounds(after: bulk.Key | None) -> list[tuple[str, int]]:
+            return run(lambda cur: self.months.bounds(cur, question, version, after))
+
+        daily = not question.interval.intraday and question.as_of is None
+        usable = daily and version == self.reader.data_version()  # not an older snapshot's
+        rows = self.settings.batch_rows
+        return BarBatches(read_bars or run, question, page, rows, steps, bounds if usable else None)
+
+    def _by_date_runner(
+        self, question: BulkQuestion, version: str | None, run: bulk.Pinned
+    ) -> bulk.Pinned:
+        """``run``, or the date-ordered copy of ``version`` for a question of a few days (one
+        is built for the next such question if it is not there yet)."""
+        if not by_date.suits(question) or version != self.reader.data_version():
+            return run
+        copy = self.dated.runner(version, run)
+        if copy is None:
+            self.dated.want(version, run)
+            return run
+        reader, strict = self.reader, not self._keeps_history
+
+        def checked(query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+            if strict and reader.data_version() != version:
+                raise VersionGone(version)
+            result: T = copy(query)
+            return result
+
+        return checked
 
     def _pinned(self, version: str | None, as_of: datetime | None) -> bulk.Pinned:
         """Runs a query on the data of ``version``; a store that keeps only its latest data

@@ -37,7 +37,9 @@ from market_core.schema import (
     CREATE_CHANGES_SQL,
     CREATE_COMMITS_SQL,
     CREATE_INTRADAY_SQL,
+    CREATE_LISTINGS_SQL,
     INTRADAY_TABLE,
+    LISTINGS_TABLE,
     TABLE,
 )
 
@@ -54,6 +56,7 @@ _OPTIONAL_TABLES = {
     INTRADAY_TABLE: CREATE_INTRADAY_SQL,
     CHANGES_TABLE: CREATE_CHANGES_SQL,
     COMMITS_TABLE: CREATE_COMMITS_SQL,
+    LISTINGS_TABLE: CREATE_LISTINGS_SQL,
 }
 """Tables a snapshot may lack: a lake made before they existed gets them at its first write by
 code that knows them (``market_core.lake.connect``), and a snapshot older than that never has

@@ -29,7 +29,15 @@ from market_core.lake import (
     attach_read_only,
     catalog_reachable,
 )
-from market_core.schema import ACTIONS_TABLE, CHANGES_TABLE, COMMITS_TABLE, INTRADAY_TABLE, TABLE
+from market_core.schema import (
+    ACTIONS_TABLE,
+    CHANGES_TABLE,
+    COMMITS_TABLE,
+    INTRADAY_TABLE,
+    LISTINGS_KEY,
+    LISTINGS_TABLE,
+    TABLE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +66,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     INTRADAY_TABLE: ("symbol", "interval", "timestamp"),
     CHANGES_TABLE: ("commit_id", "symbol", "interval", "timestamp"),
     COMMITS_TABLE: ("commit_id",),
+    LISTINGS_TABLE: LISTINGS_KEY,
 }
 """What identifies a row of each copied table: the writers' upsert keys (DuckLake enforces no
 UNIQUE, the writers' MERGE and write lock do), and for the change log a commit's bar. Rows are

@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import Stream
 
 from market_api.bars.params import AdjustmentParam, Symbol, check_once, parse_symbol
 from market_api.bars.schemas import Adjustment
-from market_api.http.errors import ErrorBody, InvalidParameter
+from market_api.http.errors import InvalidParameter
+from market_api.http.openapi import error
 from market_api.readers.errors import UnknownSymbol
 from market_api.stream.body import StreamBody
 from market_api.stream.changes import EventId, unknown_symbols
@@ -61,14 +61,10 @@ def parse_symbols(raw: str | None) -> tuple[str, ...]:
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-def _error(description: str) -> ResponseSpec:
-    return ResponseSpec(data_container=ErrorBody, description=description, generate_examples=False)
-
-
 _STREAM_ERRORS = {
-    400: _error("A parameter is malformed, an interval is not stored, or over 100 symbols"),
-    404: _error("No bars are stored for a symbol; `detail` names it"),
-    503: _error("As many streams are open as the server keeps; retry after Retry-After"),
+    400: error("A parameter is malformed, an interval is not stored, or over 100 symbols"),
+    404: error("No bars are stored for a symbol; `detail` names it"),
+    503: error("As many streams are open as the server keeps; retry after Retry-After"),
 }
 StreamInterval = Annotated[
     str,

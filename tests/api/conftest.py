@@ -132,6 +132,13 @@ def client(dataset: Dataset, make_client: MakeClient) -> ApiClient:
     return make_client(dataset.home)
 
 
+def assert_bad_parameter(response: Any, parameter: str) -> None:
+    """A 400 in the one error shape, naming ``parameter`` (a TestClient or requests answer)."""
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["parameter"] == parameter and body["error"] == "invalid_parameter", body
+
+
 def service_of(client: ApiClient) -> MarketService:
     return client.service
 

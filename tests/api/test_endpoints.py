@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import duckdb
+import exchange_calendars
 import pytest
 from litestar.testing import TestClient
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -70,15 +71,27 @@ def test_health_reports_version_and_newest_bar(client: ApiClient, dataset: Datas
     }
 
 
+def xnys_missing(days: list[date]) -> int:
+    """Sessions of exchange_calendars' XNYS from the first to the last day without one of
+    ``days``: the oracle of ``missing_sessions``."""
+    sessions = exchange_calendars.get_calendar("XNYS").sessions_in_range(days[0], days[-1])
+    return len({s.date() for s in sessions} - set(days))
+
+
 def test_instruments_lists_every_symbol(client: ApiClient, dataset: Dataset) -> None:
+    """Without a listings table the listing fields are null; the missing sessions count from
+    the first to the last bar (AAPL's two-week gap: 9 sessions)."""
     response = client.get("/instruments")
     assert response.status_code == 200
     expected = [
         {"symbol": symbol, "first_date": rows[0][0].date().isoformat(),
-         "last_date": rows[-1][0].date().isoformat(), "bar_count": len(rows)}
+         "last_date": rows[-1][0].date().isoformat(), "bar_count": len(rows),
+         "name": None, "exchange": None, "asset_type": None, "status": None,
+         "delisting_date": None, "missing_sessions": xnys_missing(dataset.dates(symbol))}
         for symbol, rows in sorted(dataset.rows.items())
     ]  # fmt: skip
     assert response.json() == {"instruments": expected}
+    assert expected[0]["symbol"] == "AAPL" and expected[0]["missing_sessions"] == 9
 
 
 def test_daily_bars_equal_the_table(client: ApiClient, dataset: Dataset) -> None:
@@ -351,6 +364,12 @@ def test_openapi_describes_the_contract(client: ApiClient) -> None:
     assert schema["components"]["schemas"]["Interval"]["enum"] == ["1d", "1w", "1mo", "1min",
                                                                    "5min", "15min", "30min",
                                                                    "60min"]  # fmt: skip
+    bars = schema["paths"]["/bars"]["get"]["responses"]["200"]
+    assert {"ETag", "Next-Page-Token", "Missing-Symbols"} <= set(bars["headers"])
+    assert {"text/csv", "application/vnd.apache.parquet"} <= set(bars["content"])
+    assert set(schema["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    # auth off (the default on loopback): no route asks for a key
+    assert not any("security" in ops["get"] for ops in schema["paths"].values())
 
 
 SYMBOL_CANDIDATES = ["A", "a", "aapl", "BRK.B", "brk-b", "9", "ABCDEFGHIJKL", "ABCDEFGHIJKLM",

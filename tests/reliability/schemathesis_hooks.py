@@ -12,6 +12,8 @@ kept snapshot; the API served here is the single-file mode, where the schema's d
 every ``as_of`` is a 400. Neither can be stated in OpenAPI, so the schema under test leaves it
 out (``tests/api/test_as_of.py`` and ``tests/cluster/test_lake_api.py`` test it). So is
 ``page_token``: a valid one only comes from a previous answer (``tests/api/test_bulk_bars.py``).
+``/calendar`` answers a bounded range of days; generated ranges are moved inside it here
+(``tests/api/test_calendar.py`` tests the refusals).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import schemathesis
 
 from market_api.bars.params import parse_moment
 from market_api.http.errors import InvalidParameter
+from market_api.universe.calendar import FIRST_DAY, LAST_DAY, MAX_DAYS
 
 _STAND_INS = {"start": "2024-01-02", "end": "2024-12-31"}
 """What a generated ``start`` or ``end`` that is no ISO date or date-time becomes."""
@@ -53,7 +56,28 @@ def map_query(context: Any, query: dict[str, Any] | None) -> dict[str, Any] | No
             moments[name] = _moment(name, stand_in)
     if len(moments) == 2 and moments["start"] > moments["end"]:
         query["start"], query["end"] = query["end"], query["start"]
+    operation = getattr(context, "operation", None)
+    if getattr(operation, "path", None) == "/calendar":
+        _within_the_calendar(query)
     return query
+
+
+def _within_the_calendar(query: dict[str, Any]) -> None:
+    """``/calendar`` answers the days from ``FIRST_DAY`` to ``LAST_DAY``, at most ``MAX_DAYS``
+    at once (its parameters' descriptions say so, OpenAPI cannot): generated dates are moved
+    inside, ``end`` brought within reach of ``start``."""
+    days: dict[str, dt.date] = {}
+    for name in ("start", "end"):
+        value = query.get(name)
+        if isinstance(value, str) and value:
+            try:
+                days[name] = min(max(dt.date.fromisoformat(value), FIRST_DAY), LAST_DAY)
+            except ValueError:
+                continue
+    if "start" in days and "end" in days:
+        days["end"] = min(days["end"], days["start"] + dt.timedelta(days=MAX_DAYS - 1))
+    for name, day in days.items():
+        query[name] = day.isoformat()
 
 
 @schemathesis.hook

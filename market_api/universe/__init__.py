@@ -1,0 +1,1 @@
+"""The universe: ``/listings`` (what trades and traded) and ``/calendar`` (the NYSE sessions)."""
