@@ -6,12 +6,20 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export MARKET_DATA_HOME := $(abspath $(or $(MARKET_DATA_HOME),$(CURDIR)/storage))
 export DAGSTER_HOME ?= $(MARKET_DATA_HOME)/dagster
+# Runs the daemon and the UI create plan a range with one event per asset (docs/pipeline.md).
+export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ?= true
 MARKET_API_PORT ?= 8000
+# Where the API listens and how (docs/serving.md): the same variables reach granian's flags here
+# and the API's own settings, which refuse what does not fit (auth off beyond loopback, unasked).
+export MARKET_API_HOST := $(or $(MARKET_API_HOST),127.0.0.1)
+export MARKET_API_WORKERS := $(or $(MARKET_API_WORKERS),1)
+API_TLS = $(if $(MARKET_API_TLS_CERT),--ssl-certificate "$(MARKET_API_TLS_CERT)") \
+	$(if $(MARKET_API_TLS_KEY),--ssl-keyfile "$(MARKET_API_TLS_KEY)")
 DAGSTER_PORT ?= 3000
 DAGSTER_DEV = $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
 
-.PHONY: setup instance run ingest retry-failed api dagster worker cluster test test-reliability \
-	test-cluster lint format bench lock
+.PHONY: setup instance run ingest retry-failed api api-key api-keys api-key-revoke dagster worker \
+	cluster test test-reliability test-cluster lint format bench lock
 
 setup: $(STAMP)
 
@@ -51,8 +59,19 @@ retry-failed: instance
 
 api: setup
 	@$(BIN)/python -m market_core.duckdb_migration
-	$(BIN)/granian --interface asgi --factory --host 127.0.0.1 --port $(MARKET_API_PORT) \
-		--workers 1 --no-ws market_api.app:create_app
+	$(BIN)/granian --interface asgi --factory --host $(MARKET_API_HOST) --port $(MARKET_API_PORT) \
+		--workers $(MARKET_API_WORKERS) --no-ws $(strip $(API_TLS) market_api.app:create_app)
+
+## API keys of this environment's API (its data home, or PostgreSQL in the several-machines mode):
+# api-key prints the new key once, alone on its last line; api-keys never shows a key.
+api-key: setup
+	@$(BIN)/python -m market_api.access.cli create "$(NAME)"
+
+api-keys: setup
+	@$(BIN)/python -m market_api.access.cli list
+
+api-key-revoke: setup
+	@$(BIN)/python -m market_api.access.cli revoke "$(NAME)"
 
 dagster: instance
 	$(DAGSTER_DEV)

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,9 +74,13 @@ def _json(stdout: str, tag: str) -> dict[str, Any]:
     return dict(json.loads(line.removeprefix(tag + " ")))
 
 
-def wrk(url: str, paths: Path, connections: int, seconds: float) -> Run:
-    """A run of fixed duration: throughput and latency percentiles."""
+def wrk(
+    url: str, paths: Path, connections: int, seconds: float, headers: Sequence[str] = ()
+) -> Run:
+    """A run of fixed duration: throughput and latency percentiles; ``headers`` ("Name: value")
+    go with every request."""
     argv = [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
+            *[arg for header in headers for arg in ("-H", header)],
             "-s", str(SCRIPT), url]  # fmt: skip
     data = _json(_wrk(paths, argv, seconds + 60, 0), "BENCH_JSON")
     run = Run(

@@ -37,6 +37,8 @@ class Server:
     env: dict[str, str]
     port: int
     process: subprocess.Popen[bytes] | None = None
+    cpu: str | None = SERVER_CPU
+    """The CPU it is pinned to; None: any (several workers on several cores)."""
 
     @property
     def url(self) -> str:
@@ -99,8 +101,9 @@ def _ready(server: Server) -> bool:
 def start(server: Server) -> None:
     env = {**os.environ, "PYTHONPATH": str(BENCH_DIR.parent), **server.env}
     log = (WORK_DIR / f"server-{server.name}.log").open("wb")
+    argv = pinned(server.cpu, server.argv) if server.cpu else server.argv
     server.process = subprocess.Popen(
-        pinned(SERVER_CPU, server.argv), env=env, stdout=log, stderr=subprocess.STDOUT,
+        argv, env=env, stdout=log, stderr=subprocess.STDOUT,
         cwd=BENCH_DIR.parent, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + START_TIMEOUT

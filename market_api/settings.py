@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
 
 from market_core.env import SettingsError, env_float, env_int
 from market_core.home import DataHome
@@ -19,6 +21,25 @@ MAX_LIMIT = 100_000
 
 TOKEN_SECRET_VAR = "MARKET_API_TOKEN_SECRET"
 """The key that signs page tokens; every replica behind one balancer needs the same one."""
+
+HOST_VAR = "MARKET_API_HOST"
+AUTH_VAR = "MARKET_API_AUTH"
+RATE_LIMIT_VAR = "MARKET_API_RATE_LIMIT"
+TLS_CERT_VAR = "MARKET_API_TLS_CERT"
+TLS_KEY_VAR = "MARKET_API_TLS_KEY"
+CORS_VAR = "MARKET_API_CORS_ORIGINS"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+_WINDOWS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+AuthMode = Literal["required", "off"]
+
+
+@dataclass(frozen=True)
+class Quota:
+    """``MARKET_API_RATE_LIMIT``: at most ``requests`` per window of ``seconds``."""
+
+    requests: int
+    seconds: int
 
 
 @dataclass(frozen=True)
@@ -52,17 +73,36 @@ class Settings:
     cache_answer_bytes: int = 1024 * 1024
     """The largest answer the LRU keeps; a bigger one is streamed to the client and not kept,
     so no answer is ever whole in memory (``http/fastpath.py``)."""
-    batch_rows: int = 65_536
+    batch_rows: int = 131_072
     """Bars per query of a streamed answer (``/bars``, Arrow, Parquet): the memory one answer
-    holds at a time, about 4 MB."""
+    holds at a time, about 8 MB (bench/FINDINGS.md, bulk reads, says why this size)."""
     token_secret: str | None = field(default=None, repr=False)
     """Signs page tokens (``bars/tokens.py``); unset, a random key kept in the shared folder (or
     the data home) stands in. Never logged."""
+    host: str = "127.0.0.1"
+    """The address granian binds (``MARKET_API_HOST``, passed by ``make api``); it decides the
+    default of ``auth``."""
+    workers: int = 1
+    """granian's worker processes (``MARKET_API_WORKERS``); each keeps its own cache."""
+    auth: AuthMode = "off"
+    """``required``: every route but the open ones wants an API key (``market_api.access``)."""
+    auth_explicit: bool = False
+    """``MARKET_API_AUTH`` was set, rather than derived from ``host``."""
+    rate_limit: Quota | None = None
+    """Requests per key (or per client address with auth off) per window, per replica."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    cors_origins: tuple[str, ...] = ()
+    """Origins a browser may call the API from (Litestar's CORS config); none by default."""
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        return cls(
+        base = cls(
             home=DataHome.from_env(),
             cache_entries=env_int(env, "MARKET_API_CACHE_ENTRIES", cls.cache_entries, minimum=0),
             cache_bytes=env_int(env, "MARKET_API_CACHE_BYTES", cls.cache_bytes, minimum=0),
@@ -89,6 +129,7 @@ class Settings:
             batch_rows=env_int(env, "MARKET_API_BATCH_ROWS", cls.batch_rows, minimum=1),
             token_secret=_secret(env),
         )
+        return _with_serving(base, env)
 
 
 def _secret(env: Mapping[str, str]) -> str | None:
@@ -97,3 +138,53 @@ def _secret(env: Mapping[str, str]) -> str | None:
     if secret and len(secret) < 16:
         raise SettingsError(f"{TOKEN_SECRET_VAR} must be at least 16 characters long")
     return secret or None
+
+
+def _with_serving(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """Where and how the API listens: host, workers, auth, rate limit, TLS, CORS."""
+    host = env.get(HOST_VAR, "").strip() or Settings.host
+    raw_auth = env.get(AUTH_VAR, "").strip().lower()
+    if raw_auth not in ("", "required", "off"):
+        raise SettingsError(f"{AUTH_VAR} must be 'required' or 'off', got {raw_auth!r}")
+    auth = raw_auth or ("off" if host in LOOPBACK_HOSTS else "required")
+    cert, key = _path(env, TLS_CERT_VAR), _path(env, TLS_KEY_VAR)
+    if (cert is None) != (key is None):
+        missing = TLS_KEY_VAR if key is None else TLS_CERT_VAR
+        raise SettingsError(f"{missing} must be set too: TLS needs both a certificate and a key")
+    origins = tuple(o.strip() for o in env.get(CORS_VAR, "").split(",") if o.strip())
+    return replace(
+        settings,
+        host=host,
+        workers=env_int(env, "MARKET_API_WORKERS", Settings.workers, minimum=1),
+        auth="required" if auth == "required" else "off",
+        auth_explicit=bool(raw_auth),
+        rate_limit=parse_quota(env.get(RATE_LIMIT_VAR, "")),
+        tls_cert=cert,
+        tls_key=key,
+        cors_origins=origins,
+    )
+
+
+def parse_quota(raw: str) -> Quota | None:
+    """``600/minute`` (or ``/second``, ``/hour``, ``/day``); empty or ``off``: no limit."""
+    text = raw.strip().lower().replace("_", "")
+    if text in ("", "off"):
+        return None
+    count, _, unit = text.partition("/")
+    window = _WINDOWS.get(unit.strip().removesuffix("s"))
+    if not count.strip().isdigit() or int(count) < 1 or window is None:
+        raise SettingsError(
+            f"{RATE_LIMIT_VAR} must look like 600/minute (a whole number of at least 1, then "
+            f"/second, /minute, /hour or /day), got {raw.strip()!r}"
+        )
+    return Quota(int(count), window)
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise SettingsError(f"{name} names no readable file: {raw}")
+    return path

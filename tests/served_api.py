@@ -34,14 +34,16 @@ def free_port() -> int:
         return port
 
 
-def make_api_command(port: int) -> list[str]:
-    """The `make api` recipe (from `make -n`), so this runs exactly what the Makefile runs."""
+def make_api_command(port: int, **api_env: str) -> list[str]:
+    """The `make api` recipe (from `make -n`, with ``api_env`` in its environment: the host,
+    workers and TLS files become flags), so this runs exactly what the Makefile runs."""
     if shutil.which("make") is None:
         return [str(GRANIAN), "--interface", "asgi", "--factory", "--host", "127.0.0.1",
                 "--port", str(port), "--workers", "1", "--no-ws",
                 "market_api.app:create_app"]  # fmt: skip
     # Without the flags of a make we may run under (`make test`): its jobserver is not ours.
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    env.update(api_env)
     dry = subprocess.run(
         ["make", "-s", "-n", "api", f"MARKET_API_PORT={port}"],
         cwd=REPO, env=env, capture_output=True, text=True, check=True,
@@ -78,20 +80,24 @@ class Served:
 
 @contextlib.contextmanager
 def serve(home: DataHome, log: Path, **env: str) -> Iterator[Served]:
-    """Start the API on ``home``; stop it (SIGTERM, then SIGKILL) on the way out."""
+    """Start the API on ``home``; stop it (SIGTERM, then SIGKILL) on the way out. With
+    ``MARKET_API_TLS_CERT`` in ``env`` it is https, that certificate trusted as its own CA."""
     port = free_port()
+    cert = env.get("MARKET_API_TLS_CERT")
+    scheme = "https" if cert else "http"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            make_api_command(port), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+            make_api_command(port, **env), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
             env=clean_env(MARKET_DATA_HOME=str(home.root), **env),
         )  # fmt: skip
-        served = Served(f"http://127.0.0.1:{port}", proc)
+        served = Served(f"{scheme}://127.0.0.1:{port}", proc)
         try:
             deadline = time.monotonic() + START_SECONDS
             while True:
                 assert proc.poll() is None, log.read_text()
                 with contextlib.suppress(requests.ConnectionError, requests.Timeout):
-                    if requests.get(f"{served.base}/health", timeout=5).status_code == 200:
+                    health = requests.get(f"{served.base}/health", timeout=5, verify=cert or True)
+                    if health.status_code == 200:
                         break
                 assert time.monotonic() < deadline, f"the API did not start: {log.read_text()}"
                 time.sleep(0.1)

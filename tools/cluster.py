@@ -47,6 +47,9 @@ API_MACHINES = ("api-1", "api-2")
 MACHINE_VARIABLES = ("MARKET_DATA_HOME", "DAGSTER_HOME", "MARKET_API_PORT", "DAGSTER_PORT")
 # The children get this long to stop, PostgreSQL and Redis a little more: within 10 s in all.
 CHILD_STOP_GRACE_SECONDS = 5.0
+API_ENV = (("MARKET_API_AUTH", "required"),)
+"""The replicas want a key, as any replica reached from other machines must (loopback alone
+would leave auth off): keys live in the catalog's PostgreSQL, so one key opens both."""
 READY_TIMEOUT_SECONDS = 180.0
 INSTANCE_TIMEOUT_SECONDS = 180.0
 REPO = Path(__file__).resolve().parents[1]
@@ -119,6 +122,8 @@ class Process:
     stop_signal: signal.Signals
     port: int | None = None
     supervised_as: type[Group] = Group
+    env: tuple[tuple[str, str], ...] = ()
+    """Variables of this process alone, on top of its machine's."""
 
 
 def machines(root: Path) -> list[Machine]:
@@ -146,14 +151,14 @@ def demo_processes(root: Path, dagster_port: int, api_port: int) -> list[Process
         )
     for name, port in (("api-1", api_port), ("api-2", api_port + 1)):
         command = [*granian, "--port", str(port), *api]
-        processes.append(Process(name, by_name[name], command, signal.SIGTERM, port))
+        processes.append(Process(name, by_name[name], command, signal.SIGTERM, port, env=API_ENV))
     return processes
 
 
 def spawn(process: Process, shared: Mapping[str, str]) -> Server:
     """Started in a group of its own (as ``serve.start`` does), with its machine's environment
     and its output in ``<data home>/logs/<name>.log``."""
-    env = process.machine.env(shared, os.environ)
+    env = {**process.machine.env(shared, os.environ), **dict(process.env)}
     with process.machine.log(process.name).open("ab") as log:
         popen = subprocess.Popen(
             process.command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -229,6 +234,11 @@ def print_banner(
     for api in apis:
         out(f"API:         http://127.0.0.1:{api.port}/instruments  ({api.name})")
     out(f"Logs:        {root}/machines/<machine>/logs/")
+    keyed = f"MARKET_POSTGRES_URL={postgres.url} MARKET_SHARED_HOME={shared}"
+    out("The API replicas want a key (/health and /schema do not); make one, shown once:")
+    out(f"  {keyed} make api-key NAME=demo")
+    out(f"  curl -H 'Authorization: Bearer <key>' http://127.0.0.1:{apis[0].port}/instruments")
+    out(f"  ({keyed} make api-keys lists them, make api-key-revoke NAME=demo revokes)")
     out("Load the watchlist from another 'machine' (another shell):")
     out(
         f"  MARKET_POSTGRES_URL={postgres.url} MARKET_SHARED_HOME={shared} "

@@ -39,6 +39,8 @@ class CachedResponse:
     """The full header list of the 200 answer, as it is sent."""
     not_modified_headers: list[tuple[bytes, bytes]]
     size: int
+    route: str = ""
+    """The route template Litestar matched when the answer was made (the metrics' label)."""
 
 
 def build_response(
@@ -105,6 +107,8 @@ class ResponseCache:
         self._bytes = 0
         self._version = data_version()
         self._generation = 0
+        self.hits = self.misses = self.hit_bytes = 0
+        """Lookups that found an answer, that did not, and the found answers' body bytes."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -123,6 +127,10 @@ class ResponseCache:
             entry = self._entries.get(key)
             if entry is not None:
                 self._entries.move_to_end(key)
+                self.hits += 1
+                self.hit_bytes += len(entry.body)
+            else:
+                self.misses += 1
             return entry
 
     def put(self, entry: CachedResponse, generation: int) -> bool:

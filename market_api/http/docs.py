@@ -9,6 +9,13 @@ from typing import Any
 
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin, YamlRenderPlugin
+from litestar.openapi.spec import (
+    Components,
+    OpenAPI,
+    OpenAPIResponse,
+    SecurityRequirement,
+    SecurityScheme,
+)
 from litestar.router import Router
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
@@ -16,6 +23,41 @@ from swagger_ui_bundle import swagger_ui_path
 DOCS_PATH = "/schema"
 ASSETS = "/swagger-ui"
 """Swagger UI's files, below ``DOCS_PATH``."""
+
+SECURITY_SCHEMES = {
+    "bearer": SecurityScheme(
+        type="http",
+        scheme="bearer",
+        description="An API key as 'Authorization: Bearer <key>'",
+    ),
+    "apiKey": SecurityScheme(
+        type="apiKey",
+        name="X-API-Key",
+        security_scheme_in="header",
+        description="An API key as 'X-API-Key: <key>'",
+    ),
+}
+KEY_REQUIRED: list[SecurityRequirement] = [{"bearer": []}, {"apiKey": []}]
+"""Either scheme; put on the guarded routes only when ``MARKET_API_AUTH=required``."""
+
+
+def key_required(auth_required: bool) -> list[SecurityRequirement] | None:
+    """The security of the routes the gate guards (all but /health, /ready and the docs)."""
+    return KEY_REQUIRED if auth_required else None
+
+
+def document_unauthorized(openapi: OpenAPI) -> None:
+    """A 401 on every operation with ``security``: the gate's answer to a missing or bad key."""
+    for item in (openapi.paths or {}).values():
+        operation = item.get
+        if operation is None or not operation.security or operation.responses is None:
+            continue
+        error = next((r for r in operation.responses.values() if isinstance(r, OpenAPIResponse)
+                      and r.content and operation.responses.get("200") is not r), None)  # fmt: skip
+        operation.responses["401"] = OpenAPIResponse(
+            description="The API key is missing, malformed, unknown or revoked",
+            content=error.content if error is not None else None,
+        )
 
 
 class LocalSwaggerPlugin(SwaggerRenderPlugin):
@@ -46,6 +88,7 @@ def openapi_config(title: str, version: str, description: str) -> OpenAPIConfig:
         version=version,
         description=description,
         path=DOCS_PATH,
+        components=Components(security_schemes=dict(SECURITY_SCHEMES)),
         render_plugins=[
             LocalSwaggerPlugin(),
             YamlRenderPlugin(),

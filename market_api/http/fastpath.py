@@ -10,9 +10,9 @@ response cache.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 import msgspec
 from litestar import Litestar
@@ -65,18 +65,41 @@ class Conditions:
         return self.byte_range if etag is not None and self.if_range.strip() == etag else None
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A request the guard answers itself: ``error`` (and ``headers``) through ``send``."""
+
+    send: Send
+    error: ApiError
+    headers: Sequence[tuple[bytes, bytes]] = ()
+
+
+class Guard(Protocol):
+    """What every HTTP request meets first, hits included (``market_api.access``: the key,
+    the rate limit, CORS headers): the ``send`` to answer with, or a refusal."""
+
+    def admit(self, scope: Scope, send: Send) -> Send | Refused: ...
+
+
 class CacheFirst:
     """The ASGI app ``create_app()`` returns: cached GETs (and HEADs) answered here, the rest by
     Litestar (``app``), whose cacheable answers are stored on the way out."""
 
-    def __init__(self, app: Litestar, cache: ResponseCache) -> None:
+    def __init__(self, app: Litestar, cache: ResponseCache, guard: Guard | None = None) -> None:
         self.app = app
         self.cache = cache
+        self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan: Litestar starts and stops the service
             await self.app(scope, receive, send)
             return
+        if self.guard is not None:
+            admitted = self.guard.admit(scope, send)
+            if isinstance(admitted, Refused):
+                await send_error(admitted.send, admitted.error, admitted.headers)
+                return
+            send = admitted
         method = scope["method"]  # type: ignore[typeddict-item]
         if is_stream(scope["path"]):  # a push stream: nothing to cache, nothing to store
             await self.app(scope, receive, send)
@@ -104,6 +127,7 @@ class CacheFirst:
         if entry is None:
             await self._fetch(key, scope, receive, send, asked)
             return
+        scope["path_template"] = entry.route  # the route it was stored by (``market_api.ops``)
         await send_cached(send, entry, asked)
 
     async def _fetch(
@@ -120,16 +144,21 @@ class CacheFirst:
                 key, b"".join(capture.body), capture.content_type, version, capture.etag,
                 capture.headers,
             )  # fmt: skip
+            entry.route = routed.get("path_template", "")
             self.cache.put(entry, generation)
             await send_cached(send, entry, asked)
 
         capture = Capture(send, self.cache.max_answer_bytes, asked, complete)
+        routed = as_asked(scope, key[2])
         try:
-            await self.app(as_asked(scope, key[2]), receive, capture)
+            await self.app(routed, receive, capture)
         except Exception as exc:
             if not await capture.failed(exc):
                 raise
             log.info("%s answered %s after its start: %s", scope["path"], type(exc).__name__, exc)
+        finally:  # the route Litestar matched, for the metrics (``market_api.ops``)
+            if "path_template" in routed:
+                scope["path_template"] = routed["path_template"]
 
 
 def is_stream(path: str) -> bool:
@@ -139,8 +168,9 @@ def is_stream(path: str) -> bool:
 
 def as_asked(scope: Scope, fmt: Format) -> Scope:
     """The miss as Litestar sees it: a GET (also for a HEAD) accepting just the negotiated
-    format, so the answer is the one stored under the key."""
-    headers = [(name, value) for name, value in scope["headers"] if name != b"accept"]
+    format, so the answer is the one stored under the key. Without ``Origin``: CORS headers
+    depend on the caller, so the guard adds them to every answer, stored ones included."""
+    headers = [(n, v) for n, v in scope["headers"] if n != b"accept" and n != b"origin"]
     headers.append((b"accept", MEDIA_TYPES[fmt].encode()))
     return cast(Scope, {**scope, "method": "GET", "headers": headers})
 
@@ -301,7 +331,9 @@ async def send_partial(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def send_error(send: Send, error: ApiError) -> None:
+async def send_error(
+    send: Send, error: ApiError, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     """The one error shape (``http/errors.py``), sent from here where Litestar cannot."""
     body = msgspec.json.encode(
         ErrorBody(error.status_code, error.error, error.detail, error.parameter)
@@ -310,6 +342,7 @@ async def send_error(send: Send, error: ApiError) -> None:
                (b"content-length", str(len(body)).encode())]  # fmt: skip
     if error.retry_after_seconds is not None:
         headers.append((b"retry-after", str(error.retry_after_seconds).encode()))
+    headers.extend(extra)
     await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 

@@ -1,0 +1,1 @@
+"""What operators ask of a replica: ``/metrics`` (Prometheus) and ``/ready`` (readiness)."""
