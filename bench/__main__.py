@@ -99,6 +99,20 @@ def _bulk(plan: Plan) -> Result:
     return bulk.bulk_bars(plan.symbols, plan.reps, plan.seconds)
 
 
+def _serving(plan: Plan) -> Result:
+    from bench import serving
+
+    return serving.serving(plan.symbols, plan.reps, plan.seconds)
+
+
+def _universe(plan: Plan) -> Result:
+    from bench import universe
+
+    symbols = plan.symbols * 10
+    sizes = (plan.symbols,) if plan.quick else (plan.symbols, symbols)
+    return universe.universe(symbols, min(plan.reps, 2), sizes)
+
+
 BENCHMARKS: dict[str, Callable[[Plan], Result]] = {
     "api-hit": _api_hit,
     "api-miss": _api_miss,
@@ -110,6 +124,8 @@ BENCHMARKS: dict[str, Callable[[Plan], Result]] = {
     "stream": _stream,
     "celery-backfill": _celery_backfill,
     "bulk": _bulk,
+    "universe": _universe,
+    "serving": _serving,
 }
 
 

@@ -22,7 +22,7 @@ def main() -> int:
         runner = BatchRunner(
             home=duckdb.home,
             client=source.client(),
-            duckdb=duckdb,
+            duckdb=duckdb.store(),
             stages=ALL_STAGES,
             settings=BatchSettings(outputsize=source.outputsize, rules=Rules()),
             log=lambda _: None,

@@ -10,6 +10,8 @@ the project's Alpha Vantage stub (``tests/stubs/alpha_vantage.py``, on loopback,
 * direct: ``python -m bench.direct_backfill``: the same resources and ``BatchRunner``, no Dagster.
 
 The difference, divided by the number of symbols, is the orchestration's overhead per symbol.
+Then each side runs once more over the home it left: the daily update (the same symbols, one
+answer each, corporate actions not due: three materializations a symbol instead of five).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from market_core.home import DataHome
 from tests.stubs.alpha_vantage import AlphaVantageStub
 
 TIMEOUT = 900.0
+"""Per process at 1000 symbols; a larger run gets proportionally more (``_timeout``)."""
 STEP_DONE = re.compile(r'Finished execution of step "symbol_pipeline" in ([0-9.]+)(m?s)')
 BARS_PER_SYMBOL = 97
 """A compact sample answer holds 100 bars, three of them broken on purpose (rejected)."""
@@ -42,10 +45,12 @@ def step_seconds(log: str) -> float:
 
 
 def _run(
-    module: str, home: DataHome, stub: AlphaVantageStub, symbols: list[str]
+    module: str, home: DataHome, stub: AlphaVantageStub, symbols: list[str], fresh: bool = True
 ) -> tuple[float, str]:
-    shutil.rmtree(home.root, ignore_errors=True)
-    home.root.mkdir(parents=True)
+    """One process over ``home``: emptied first, or (``fresh=False``) as the last run left it."""
+    if fresh:
+        shutil.rmtree(home.root, ignore_errors=True)
+        home.root.mkdir(parents=True)
     env = {
         **os.environ,
         "PYTHONPATH": str(BENCH_DIR.parent),
@@ -57,11 +62,12 @@ def _run(
         "ALPHAVANTAGE_OUTPUTSIZE": "compact",
         **{f"ALPHAVANTAGE_REQUESTS_PER_{s}": "0" for s in ("SECOND", "MINUTE", "DAY")},
     }
-    log = WORK_DIR / f"{module.rsplit('.', 1)[-1]}.log"
+    log = WORK_DIR / f"{module.rsplit('.', 1)[-1]}-{len(symbols)}.log"
     start = time.perf_counter()
     with log.open("wb") as out:
         done = subprocess.run([sys.executable, "-m", module], env=env, stdout=out,
-                              stderr=subprocess.STDOUT, timeout=TIMEOUT, check=False)  # fmt: skip
+                              stderr=subprocess.STDOUT, timeout=_timeout(len(symbols)),
+                              check=False)  # fmt: skip
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{module} exited {done.returncode}; see {log}")
@@ -72,19 +78,43 @@ def _run(
     return elapsed, log.read_text(encoding="utf-8", errors="replace")
 
 
-def backfill(count: int, reps: int) -> Result:
+def _timeout(count: int) -> float:
+    return TIMEOUT * max(1.0, count / 1000)
+
+
+DAGSTER, DIRECT = "market_pipeline.cli.ingest", "bench.direct_backfill"
+
+
+def side_by_side(stub: AlphaVantageStub, count: int) -> tuple[float, float, float]:
+    """One repetition: (Dagster wall, its step as logged, direct wall) for ``count`` symbols."""
     symbols = symbol_names(count)
-    dagster, direct, step = [], [], []
+    dagster, log = _run(DAGSTER, DataHome(WORK_DIR / "orch-dagster"), stub, symbols)
+    direct, _ = _run(DIRECT, DataHome(WORK_DIR / "orch-direct"), stub, symbols)
+    return dagster, step_seconds(log), direct
+
+
+def daily_side_by_side(stub: AlphaVantageStub, count: int) -> tuple[float, float]:
+    """The next run over the homes ``side_by_side`` left: the daily update (one new answer per
+    symbol, corporate actions not due): (Dagster wall, direct wall)."""
+    symbols = symbol_names(count)
+    dagster, _ = _run(DAGSTER, DataHome(WORK_DIR / "orch-dagster"), stub, symbols, fresh=False)
+    direct, _ = _run(DIRECT, DataHome(WORK_DIR / "orch-direct"), stub, symbols, fresh=False)
+    return dagster, direct
+
+
+def backfill(count: int, reps: int) -> Result:
+    dagster, direct, step, daily, daily_direct = [], [], [], [], []
     with AlphaVantageStub() as stub:
         for rep in range(reps):
-            seconds, log = _run("market_pipeline.cli.ingest", DataHome(WORK_DIR / "orch-dagster"),
-                                stub, symbols)  # fmt: skip
-            dagster.append(seconds)
-            step.append(step_seconds(log))
-            seconds, _ = _run("bench.direct_backfill", DataHome(WORK_DIR / "orch-direct"),
-                              stub, symbols)  # fmt: skip
-            direct.append(seconds)
-            print(f"  rep {rep + 1}/{reps}: dagster {dagster[-1]:.1f}s, direct {direct[-1]:.1f}s")
+            wall, logged, plain = side_by_side(stub, count)
+            dagster.append(wall)
+            step.append(logged)
+            direct.append(plain)
+            wall, plain = daily_side_by_side(stub, count)
+            daily.append(wall)
+            daily_direct.append(plain)
+            print(f"  rep {rep + 1}/{reps}: dagster {dagster[-1]:.1f}s, direct {direct[-1]:.1f}s; "
+                  f"daily: dagster {daily[-1]:.1f}s, direct {daily_direct[-1]:.1f}s")  # fmt: skip
     result = Result("orchestration", "Orchestration: 1000-symbol backfill (benchmark 6)")
     result.add("Dagster backfill (make ingest), wall", "s", dagster, better="lower")
     result.add("Dagster step symbol_pipeline (its own log)", "s", step, better="lower")
@@ -94,12 +124,20 @@ def backfill(count: int, reps: int) -> Result:
     result.add("ratio Dagster / direct", "x", ratios(dagster, direct), better="lower")
     result.add("Dagster backfill per symbol", "ms", [d * 1000 / count for d in dagster],
                better="lower")  # fmt: skip
+    result.add("daily update (next run, actions not due): make ingest, wall", "s", daily,
+               better="lower")  # fmt: skip
+    result.add("daily update: direct BatchRunner, wall", "s", daily_direct, better="lower")
+    result.add("daily update: orchestration overhead per symbol", "ms",
+               [(d - x) * 1000 / count for d, x in zip(daily, daily_direct, strict=True)],
+               better="lower")  # fmt: skip
     result.params = {"symbols": count, "outputsize": "compact", "bars_per_answer": 100}
     result.goals = [
         Goal(f"{count}-symbol backfill < 5 minutes", "Dagster backfill (make ingest), wall",
              "<", 300.0),
-        Goal("Orchestration overhead < 50 ms per symbol", "orchestration overhead per symbol",
-             "<", 50.0),
+        Goal("Orchestration overhead <= 20 ms per symbol (issue 20)",
+             "orchestration overhead per symbol", "<=", 20.0),
+        Goal("Daily update: orchestration overhead <= 20 ms per symbol (issue 20)",
+             "daily update: orchestration overhead per symbol", "<=", 20.0),
     ]  # fmt: skip
     result.notes = [
         "Wall time from process start to exit, both sides (interpreter start and imports "

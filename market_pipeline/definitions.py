@@ -16,6 +16,7 @@ from market_pipeline.defs.automation import (
 )
 from market_pipeline.defs.daily import ingest_job, symbol_pipeline
 from market_pipeline.defs.executor import executor_from_env
+from market_pipeline.defs.freshness import freshness_job, freshness_schedule, ohlcv_freshness
 from market_pipeline.defs.intraday import intraday_job, intraday_pipeline
 from market_pipeline.defs.intraday_sensor import intraday_sensor
 from market_pipeline.defs.listings import listings, listings_job, listings_refresh
@@ -30,8 +31,9 @@ def defs() -> Definitions:
     maintenance_jobs, maintenance_schedules = maintenance_definitions()
     return Definitions(
         assets=[symbol_pipeline, intraday_pipeline, listings],
-        jobs=[ingest_job, intraday_job, listings_job, *maintenance_jobs],
-        schedules=[daily_update, *maintenance_schedules],
+        asset_checks=[ohlcv_freshness],
+        jobs=[ingest_job, intraday_job, listings_job, freshness_job, *maintenance_jobs],
+        schedules=[daily_update, freshness_schedule, *maintenance_schedules],
         sensors=[watchlist_sensor, follow_raw_data, intraday_sensor, listings_refresh],
         resources=resources_from_env(),
         executor=executor_from_env(),

@@ -1,4 +1,5 @@
-"""``make ingest``: register the watchlist and materialize the graph, headless.
+"""``make ingest``: register the watchlist (and, with ``MARKET_UNIVERSE`` set, the listings it
+selects) and materialize the graph, headless.
 
 Runs the location's ``ingest_job`` on the data home's instance, so runs and checks show in the
 UI afterwards. Dynamic partitions run as contiguous ranges, so the wanted symbols become as few
@@ -32,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from market_core.symbols import InvalidSymbolError
 from market_pipeline.cli.instance import instance_lock, open_instance
 from market_pipeline.definitions import defs
-from market_pipeline.defs.automation import INGEST_JOB
+from market_pipeline.defs.automation import INGEST_JOB, complete_histories, followed
 from market_pipeline.defs.executor import celery_workers, executor_from_env
 from market_pipeline.defs.partitions import (
     PARTITIONS,
@@ -41,6 +42,7 @@ from market_pipeline.defs.partitions import (
     range_tags,
     split_block,
 )
+from market_pipeline.defs.planned import one_planned_event_per_asset
 from market_pipeline.defs.resources import AlphaVantageResource, MarketDuckDB
 from market_pipeline.defs.settings import configuration_problems
 
@@ -78,6 +80,30 @@ def _configuration_error(exc: Exception) -> Exception:
     """``exc`` as the variables it names, or itself if it is not about the configuration."""
     problems = configuration_problems(exc)
     return exc if problems is None else ConfigurationError("; ".join(problems))
+
+
+def _followed(watchlist: WatchlistResource, duckdb: MarketDuckDB) -> list[str]:
+    """The watchlist, then the symbols ``MARKET_UNIVERSE`` selects from the loaded listing, as
+    the watchlist sensor follows them; a delisted symbol whose history is complete is left out
+    (it is never fetched again). Without a universe, the watchlist alone, as before."""
+    if watchlist.selection() is None:
+        return watchlist.wanted()
+    follow = followed(watchlist, duckdb)
+    if follow.listing is None:
+        print(
+            f"ingest: {follow.partial}: the watchlist alone; the listings asset loads it "
+            "(the listings_refresh sensor runs it under `make run`)",
+            file=sys.stderr,
+        )
+        return follow.symbols
+    complete = set(complete_histories(duckdb.home, follow.listings_of(follow.symbols)))
+    symbols = [s for s in follow.symbols if s not in complete]
+    print(
+        f"ingest: {follow.describe()}: {len(symbols)} symbols"
+        + (f" ({len(complete)} delisted ones complete, not fetched again)" if complete else ""),
+        flush=True,
+    )
+    return symbols
 
 
 def register(instance: DagsterInstance, symbols: Sequence[str]) -> list[str]:
@@ -156,7 +182,7 @@ def main(symbols: Sequence[str] | None = None) -> int:
     try:
         location = _location()
         with _resolved(location) as (alpha_vantage, duckdb, watchlist):
-            wanted = list(symbols) if symbols is not None else watchlist.wanted()
+            wanted = list(symbols) if symbols is not None else _followed(watchlist, duckdb)
             source = "the bundled offline sample" if alpha_vantage.uses_sample else "Alpha Vantage"
             target = duckdb.database
     except (ConfigurationError, InvalidSymbolError, OSError) as exc:
@@ -186,7 +212,7 @@ def _run_range(location: Definitions, instance: DagsterInstance, block: Sequence
     """One run over ``block``, reported as it ends."""
     job = location.resolve_job_def(INGEST_JOB)
     try:
-        with _executed(job, instance, range_tags(block)) as result:
+        with one_planned_event_per_asset(), _executed(job, instance, range_tags(block)) as result:
             ok = result.success
             print(
                 f"ingest: run {result.run_id} for {block[0]}..{block[-1]} "

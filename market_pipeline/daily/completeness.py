@@ -12,8 +12,9 @@ The listing is optional: without a ``listings`` table, or without the symbol in 
 first bar to last bar and nothing is before a listing. A reused ticker has several rows; the one
 that applies to the bars is the latest listed on or before the first bar, else the earliest.
 
-One statement over the whole table, whatever the number of symbols. It counts rather than
-lists: the sessions a symbol should have are counted from the calendar's running session
+One statement over the symbols asked (a run's symbols: a 10-symbol update does not read a
+25-million-bar table), or over the whole table, whatever the number of symbols. It counts rather
+than lists: the sessions a symbol should have are counted from the calendar's running session
 number, the bars it has by one aggregate pass, and only the first months short of bars are
 expanded into dates (docs/design/pipeline-internals.md).
 """
@@ -23,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import tenacity
 
 from market_core.lake import LakeError
 from market_core.lake import connect as connect_lake
+from market_core.listing_rules import applying_listing_sql
 from market_core.schema import LISTINGS_TABLE, TABLE
 from market_core.sessions import is_trading_day
 from market_pipeline.store.duckdb_file import DuckDBFileStore
@@ -45,6 +47,7 @@ FINDINGS = (MISSING_SESSIONS, NOT_A_SESSION, BEFORE_LISTING)
 FIRST_DAYS = 5
 """How many dates a finding names per symbol (the earliest); the count covers them all."""
 CALENDAR = "nyse_calendar"
+CHECKED = "checked_symbols"
 
 
 class ReportUnavailable(Exception):
@@ -62,7 +65,7 @@ class Finding:
 
 @dataclass(frozen=True)
 class SessionReport:
-    """The findings of the three checks over every symbol of ``ohlcv_data``."""
+    """The findings of the three checks over the symbols checked (those asked that have bars)."""
 
     symbols_checked: int = 0
     symbols_with_listing: int = 0
@@ -76,25 +79,12 @@ _NO_LISTING_SQL = (
     "WHERE false"
 )
 
-# The row of a reused ticker that applies: the latest listed on or before the first bar, else
-# the earliest. A row without an ipo_date counts as listed since always (it bounds nothing).
-_LISTING_SQL = f"""
-SELECT symbol, ipo_date, delisting_date FROM (
-    SELECT l.symbol, l.ipo_date, l.delisting_date, s.first_bar,
-           coalesce(l.ipo_date, DATE '0001-01-01') AS since
-    FROM {LISTINGS_TABLE} l JOIN spans s USING (symbol)
-)
-QUALIFY row_number() OVER (
-    PARTITION BY symbol
-    ORDER BY since <= first_bar DESC,
-             CASE WHEN since <= first_bar THEN since END DESC NULLS LAST,
-             since
-) = 1
-"""
+# The row of a reused ticker that applies, by the rule the API shares.
+_LISTING_SQL = applying_listing_sql(("symbol", "ipo_date", "delisting_date"))
 
 _REPORT_SQL = f"""
 WITH bars AS (
-    SELECT symbol, CAST("timestamp" AS DATE) AS day FROM {TABLE}
+    SELECT symbol, CAST("timestamp" AS DATE) AS day FROM {TABLE}{{only}}
 ),
 spans AS (
     SELECT symbol, min(day) AS first_bar, max(day) AS last_bar FROM bars GROUP BY symbol
@@ -185,19 +175,38 @@ def _has_table(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(found and found[0])
 
 
-def session_report(conn: duckdb.DuckDBPyConnection) -> SessionReport:
-    """The three checks' findings for every symbol in ``ohlcv_data`` on ``conn`` (the file's
-    or the lake's), using the ``listings`` table when there is one."""
-    if not _has_table(conn, TABLE):
+_ONLY_SQL = f" WHERE symbol IN (SELECT symbol FROM {CHECKED})"
+
+
+def session_report(
+    conn: duckdb.DuckDBPyConnection, symbols: Sequence[str] | None = None
+) -> SessionReport:
+    """The three checks' findings for ``symbols`` (every symbol with ``None``) in
+    ``ohlcv_data`` on ``conn`` (the file's or the lake's), using the ``listings`` table when
+    there is one."""
+    if not _has_table(conn, TABLE) or (symbols is not None and not symbols):
         return SessionReport()
-    span = conn.execute(f'SELECT min("timestamp")::DATE, max("timestamp")::DATE FROM {TABLE}')
+    only = ""
+    if symbols is not None:
+        conn.register(CHECKED, pa.table({"symbol": pa.array(sorted(set(symbols)), pa.string())}))
+        only = _ONLY_SQL
+    try:
+        return _report(conn, only)
+    finally:
+        if only:
+            conn.unregister(CHECKED)
+
+
+def _report(conn: duckdb.DuckDBPyConnection, only: str) -> SessionReport:
+    span = conn.execute(f'SELECT min("timestamp")::DATE, max("timestamp")::DATE FROM {TABLE}{only}')
     first, last = span.fetchone() or (None, None)
     if first is None or last is None:
         return SessionReport()
     listing = _LISTING_SQL if _has_table(conn, LISTINGS_TABLE) else _NO_LISTING_SQL
     conn.register(CALENDAR, calendar(first, last))
     try:
-        rows = conn.execute(_REPORT_SQL.format(listing=listing), {"first": FIRST_DAYS}).fetchall()
+        sql = _REPORT_SQL.format(listing=listing, only=only)
+        rows = conn.execute(sql, {"first": FIRST_DAYS}).fetchall()
     finally:
         conn.unregister(CALENDAR)
     findings: dict[str, dict[str, Finding]] = {name: {} for name in FINDINGS}
@@ -234,10 +243,12 @@ def read_only(store: DuckDBFileStore | LakeStore) -> Iterator[duckdb.DuckDBPyCon
         conn.close()
 
 
-def stored_session_report(store: DuckDBFileStore | LakeStore) -> SessionReport:
-    """``session_report`` over the store's committed bars."""
+def stored_session_report(
+    store: DuckDBFileStore | LakeStore, symbols: Sequence[str] | None = None
+) -> SessionReport:
+    """``session_report`` over the store's committed bars of ``symbols`` (``None``: all)."""
     try:
         with read_only(store) as conn:
-            return session_report(conn) if conn is not None else SessionReport()
+            return session_report(conn, symbols) if conn is not None else SessionReport()
     except (duckdb.Error, LakeError) as exc:
         raise ReportUnavailable(f"{store.database} cannot be read: {exc}") from exc

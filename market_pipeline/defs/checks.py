@@ -5,8 +5,8 @@ warn rather than block, since rejected rows are already quarantined.
 docs/design/runs-and-assets.md says what each kind of rule means.
 
 The session checks on ``ohlcv_data`` are evaluated in the step that loads, after the load: one
-query over the whole table (``daily.completeness``), so each result describes the table, not
-only the run's symbols.
+query over the stored bars of the run's symbols (``daily.completeness``), whether or not each
+loaded, so a 10-symbol update reads 10 symbols' bars, not the whole table.
 """
 
 from __future__ import annotations
@@ -164,14 +164,15 @@ def session_check_results(
     selected: AbstractSet[AssetCheckKey],
     store: DuckDBFileStore | LakeStore,
     warn: Callable[[str], None],
+    symbols: Sequence[str],
 ) -> Iterator[AssetCheckResult]:
-    """A result per selected session check, over every symbol of the table. A store that
+    """A result per selected session check, over the stored bars of ``symbols``. A store that
     cannot be read now leaves them unevaluated (with a warning), never fails the load."""
     names = [name for name in SESSION_CHECKS if AssetCheckKey(LOADED_ASSET, name) in selected]
     if not names:
         return
     try:
-        report = stored_session_report(store)
+        report = stored_session_report(store, symbols)
     except ReportUnavailable as exc:
         warn(f"session checks not evaluated: {exc}")
         return

@@ -29,12 +29,14 @@ from market_pipeline.defs.checks import (
 from market_pipeline.defs.outcomes import (
     PipelineConfig,
     failure,
-    materializations,
     path_op,
     rules_of,
 )
 from market_pipeline.defs.partitions import WatchlistResource, symbols_partitions
+from market_pipeline.defs.planned import plan_failed_partitions
 from market_pipeline.defs.resources import AlphaVantageResource, MarketDuckDB
+from market_pipeline.defs.streamed import Streamed
+from market_pipeline.defs.vendor_usage import report_calls_today
 from market_pipeline.runs.batch import BatchRunner, BatchSettings
 from market_pipeline.runs.outcome import ActionsLoaded, Cleaned
 
@@ -102,6 +104,7 @@ def symbol_pipeline(
     watchlist: WatchlistResource,
 ) -> Iterator[AssetMaterialization | AssetCheckResult]:
     stages = {key.to_user_string() for key in context.selected_asset_keys}
+    streamed = Streamed()
     runner = BatchRunner(
         home=duckdb.home,
         client=alpha_vantage.client() if stages & {RAW, RAW_ACTIONS} else None,
@@ -113,11 +116,14 @@ def symbol_pipeline(
             load_batch_symbols=config.load_batch_symbols,
             load_batch_rows=config.load_batch_rows,
         ),
-        log=context.log.info,
+        log=streamed.log,
         calls_left=alpha_vantage.calls_left_today,
+        report=streamed.result,
+        stopped=streamed.stopped,
     )
-    outcome = runner.run(list(context.partition_keys))
-    yield from materializations(outcome)
+    symbols = list(context.partition_keys)
+    outcome = yield from streamed.run(context, lambda: runner.run(symbols))
+    report_calls_today(context, alpha_vantage)
     checks = context.selected_asset_check_keys
     if CLEAN in stages:
         cleaned = outcome.results(Cleaned).values()
@@ -130,9 +136,10 @@ def symbol_pipeline(
     if ACTIONS in stages:
         loaded = outcome.results(ActionsLoaded).values()
         yield from actions_check_results(checks, {a.symbol: a.reject_counts for a in loaded})
-    if OHLCV in stages:  # over the whole table, after the load, whatever failed besides
-        yield from session_check_results(checks, duckdb.store(), context.log.warning)
+    if OHLCV in stages:  # the run's symbols, after the load, whatever failed besides
+        yield from session_check_results(checks, duckdb.store(), context.log.warning, symbols)
     if outcome.failures:
+        plan_failed_partitions(context, outcome)
         raise failure(outcome)
 
 

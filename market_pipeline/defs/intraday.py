@@ -22,6 +22,7 @@ from market_pipeline.defs.outcomes import (
     rules_of,
 )
 from market_pipeline.defs.partitions import WatchlistResource, symbols_partitions
+from market_pipeline.defs.planned import plan_failed_partitions
 from market_pipeline.defs.resources import AlphaVantageResource, MarketDuckDB
 from market_pipeline.runs.intraday import IntradayRunner, IntradaySettings
 
@@ -96,6 +97,7 @@ def intraday_pipeline(
     outcome = runner.run(list(context.partition_keys))
     yield from materializations(outcome)
     if outcome.failures:
+        plan_failed_partitions(context, outcome)
         raise failure(outcome)
 
 

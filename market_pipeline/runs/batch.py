@@ -73,6 +73,8 @@ class BatchRunner:
         log: Callable[[str], None],
         calls_left: Callable[[], int | None] = lambda: None,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        report: Callable[[str, str, StageResult], None] = lambda *_: None,
+        stopped: Callable[[], bool] = lambda: False,
     ) -> None:
         self.home = home
         self.client = client
@@ -83,6 +85,10 @@ class BatchRunner:
         self.calls_left = calls_left
         """The daily quota's calls left (``None``: no quota), asked before fetching actions."""
         self.now = now
+        self.report = report
+        """Called with each result as it is recorded (the op reports it while the run goes on)."""
+        self.stopped = stopped
+        """True once the run is to stop: the symbols not taken yet are not attempted."""
 
     def run(self, symbols: Sequence[str]) -> BatchOutcome:
         with (
@@ -100,6 +106,7 @@ class _Run:
         self.home, self.stages, self.settings = runner.home, runner.stages, runner.settings
         self.client, self.duckdb, self.log = runner.client, runner.duckdb, runner.log
         self.calls_left, self.now = runner.calls_left, runner.now
+        self.report, self.stopped = runner.report, runner.stopped
         self.pool, self.writer = pool, writer
         self.planner = Planner(runner.settings)
         self.results: dict[str, dict[str, StageResult]] = {stage: {} for stage in self.stages}
@@ -112,7 +119,8 @@ class _Run:
         started = time.monotonic()
         every = max(1, len(symbols) // 20)
         for taken, symbol in enumerate(symbols, start=1):
-            if self.stop_reason is not None:
+            if self._halted():
+                assert self.stop_reason is not None
                 self.failures[symbol] = NotAttempted(symbol, RAW, self.stop_reason)
                 continue
             if self._fetch(symbol):
@@ -145,7 +153,7 @@ class _Run:
         except SYMBOL_ERRORS as exc:
             self._failed(symbol, RAW, exc)
             return False
-        self.results[RAW][symbol] = raw
+        self._record(RAW, symbol, raw)
         return True
 
     def _failed(self, symbol: str, stage: str, exc: Exception, log: str | None = None) -> None:
@@ -171,7 +179,7 @@ class _Run:
                 self.home, symbols, self.settings.rules, self.pool
             ).items():
                 if isinstance(result, CleanResult):
-                    self.results[CLEAN][symbol] = Cleaned.of(result)
+                    self._record(CLEAN, symbol, Cleaned.of(result))
                     frames[symbol] = result.validated.clean
                 else:
                     self._failed(symbol, CLEAN, result)
@@ -213,9 +221,10 @@ class _Run:
         database = str(self.duckdb.database)
         for symbol, frame in frames.items():
             first, last = dates(frame)
-            self.results[OHLCV][symbol] = Loaded(
+            loaded = Loaded(
                 symbol, frame.height, first, last, TABLE, database, stats.inserted, stats.updated
             )
+            self._record(OHLCV, symbol, loaded)
 
     def _actions(self, symbols: Sequence[str]) -> None:
         """The corporate actions of the symbols whose bars did not fail, after all bars."""
@@ -244,7 +253,8 @@ class _Run:
         take = self._affordable(dues, len(symbols))
         fetched: list[str] = []
         for due in take:
-            if self.stop_reason is not None:
+            if self._halted():
+                assert self.stop_reason is not None
                 self.failures[due.symbol] = NotAttempted(due.symbol, RAW_ACTIONS, self.stop_reason)
             elif self._fetch_one(due):
                 fetched.append(due.symbol)
@@ -282,7 +292,7 @@ class _Run:
         except SYMBOL_ERRORS as exc:
             self._failed(symbol, RAW_ACTIONS, exc)
             return False
-        self.results[RAW_ACTIONS][symbol] = ActionsFetched.of(raw, due.detail)
+        self._record(RAW_ACTIONS, symbol, ActionsFetched.of(raw, due.detail))
         return True
 
     def _load_actions(self, symbols: Sequence[str]) -> None:
@@ -319,7 +329,7 @@ class _Run:
         )
         database = str(self.duckdb.database)
         for result in batch:
-            self.results[ACTIONS][result.symbol] = ActionsLoaded.of(
+            loaded = ActionsLoaded.of(
                 result,
                 vanished=tuple(vanished.get(result.symbol, ())),
                 rejects_path=str(self.home.actions_rejects_file(result.symbol)),
@@ -327,6 +337,17 @@ class _Run:
                 database=database,
                 batch=(stats.inserted, stats.updated, stats.deleted),
             )
+            self._record(ACTIONS, result.symbol, loaded)
+
+    def _halted(self) -> bool:
+        """True once no later symbol is to be tried: a key answer, or the run stopped."""
+        if self.stop_reason is None and self.stopped():
+            self.stop_reason = "the run was stopped before this symbol"
+        return self.stop_reason is not None
+
+    def _record(self, stage: str, symbol: str, result: StageResult) -> None:
+        self.results[stage][symbol] = result
+        self.report(stage, symbol, result)
 
     def _unexplained(self) -> dict[str, tuple[dt.date, ...]]:
         """Per cleaned symbol with large moves, those no known action explains, read after

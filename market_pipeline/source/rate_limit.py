@@ -29,6 +29,7 @@ from pyrate_limiter import AbstractBucket, Duration, Limiter, Rate, RateItem, SQ
 from pyrate_limiter.buckets.postgres import PostgresBucket
 
 from market_core.lake import POSTGRES_URL_VAR
+from market_core.vendor_usage import CallsToday
 from market_pipeline.source.errors import DailyQuotaError, RateLimitedError
 
 log = logging.getLogger(__name__)
@@ -406,6 +407,17 @@ def calls_available(
     stamps, at = BucketStore(state_dir, postgres_url).window_stamps(api_key, day)
     burst = burst_rates(per_second, per_minute)
     return runnable_calls(stamps, day, burst, at, int(DAY_MAX_WAIT_SECONDS * 1000))
+
+
+def calls_today(
+    state_dir: Path, api_key: str, *, per_day: int, postgres_url: str | None = None
+) -> CallsToday | None:
+    """The key's permits in its day window now (``market_core.vendor_usage``), or ``None``
+    when there is no daily quota."""
+    if per_day <= 0:
+        return None
+    stamps, at = BucketStore(state_dir, postgres_url).window_stamps(api_key, day_rate(per_day))
+    return CallsToday(used=len(stamps), limit=per_day, at=at / 1000)
 
 
 @dataclass(frozen=True)

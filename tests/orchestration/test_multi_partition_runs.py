@@ -8,11 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dagster import DagsterEventType, DagsterInstance, ExecuteInProcessResult
+import pytest
+from dagster import AssetPartitionStatus, DagsterEventType, DagsterInstance, ExecuteInProcessResult
 
 from market_core.home import DataHome
 from market_pipeline.cli.instance import open_instance
 from market_pipeline.cli.retry import failed_symbols
+from market_pipeline.definitions import defs
+from market_pipeline.defs.daily import symbol_pipeline
+from market_pipeline.defs.partitions import range_tags, symbols_partitions
+from market_pipeline.defs.planned import PLANNED_SUBSET_VAR, one_planned_event_per_asset
 from tests.conftest import ENV_VARS, Run
 from tests.pipeline.helpers import failure_text, materialized, table_rows
 from tests.stubs.alpha_vantage import AlphaVantageStub
@@ -60,6 +65,38 @@ def test_one_failing_symbol_leaves_the_other_49_loaded(
     assert failed_symbols(instance) == ["S17"]
 
 
+def planned_events(instance: DagsterInstance, run_id: str) -> list[str | None]:
+    """The partition of each materialization-planned event of the run (None: the whole range)."""
+    return [
+        entry.dagster_event.event_specific_data.partition
+        for entry in instance.all_logs(
+            run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+        )
+        if entry.dagster_event is not None
+    ]
+
+
+def test_one_planned_event_per_asset_still_marks_just_the_failed_symbol(
+    keyed: AlphaVantageStub, run: Run, instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``make ingest`` does: the range planned with one event per asset, and the op plans
+    the failed symbol's stages itself, so its run's failure marks only that symbol failed."""
+    monkeypatch.delenv(PLANNED_SUBSET_VAR, raising=False)  # make exports it
+    keyed.script("S17", "error_message")
+    with one_planned_event_per_asset():
+        result = run(SYMBOLS)
+    assert PLANNED_SUBSET_VAR not in os.environ, "the variable is restored"
+    assert not result.success
+    planned = planned_events(instance, result.run_id)
+    assert planned.count(None) == 5, "one event per asset for the whole range"
+    assert sorted(p for p in planned if p is not None) == ["S17"] * 5, "and the failed one's"
+    assert failed_symbols(instance) == ["S17"]
+    for asset in symbol_pipeline.keys:
+        status = instance.get_status_by_partition(asset, SYMBOLS, symbols_partitions) or {}
+        assert status["S17"] == AssetPartitionStatus.FAILED, asset
+        assert status["S16"] == AssetPartitionStatus.MATERIALIZED, asset
+
+
 def command(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
     return subprocess.run(
@@ -91,3 +128,19 @@ def test_retry_fetches_only_the_failed_symbols(stub: AlphaVantageStub, home: Dat
 
     with open_instance() as instance:  # the data home's own instance, as the commands used it
         assert failed_symbols(instance) == []
+
+
+def test_retry_finds_the_symbols_of_a_run_that_died_before_it_could_mark_them(
+    instance: DagsterInstance, keyed: AlphaVantageStub, run: Run
+) -> None:
+    """A run planned as one range whose process died (run monitoring marks it failed): the
+    symbols it planned and never materialized are failed for ``make retry-failed``."""
+    assert run(SYMBOLS[:3]).success
+    instance.add_dynamic_partitions("symbols", SYMBOLS)
+    job = defs().resolve_job_def("ingest_job")
+    with one_planned_event_per_asset():
+        died = instance.create_run_for_job(job, tags=range_tags(SYMBOLS[1:5]))
+    instance.report_run_failed(died, "the process died")
+    assert failed_symbols(instance) == SYMBOLS[1:5]
+    assert run(SYMBOLS[1:3]).success
+    assert failed_symbols(instance) == SYMBOLS[3:5], "loaded since: no longer failed"

@@ -93,7 +93,7 @@ def test_bars_before_the_listing_s_ipo_date_are_named(home: DataHome, run: Run) 
     assert checks[MISSING_SESSIONS].metadata["sessions"].value == 3, "the listing changes no gap"
 
 
-def test_the_checks_cover_the_whole_table_even_when_a_symbol_of_the_run_fails(
+def test_the_checks_cover_the_run_s_symbols_not_the_whole_table(
     keyed: AlphaVantageStub, run: Run
 ) -> None:
     bar = {"1. open": "10", "2. high": "11", "3. low": "9", "4. close": "10.5", "5. volume": "100"}
@@ -107,10 +107,15 @@ def test_the_checks_cover_the_whole_table_even_when_a_symbol_of_the_run_fails(
     assert not result.success, "CCC failed"
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     missing = checks[MISSING_SESSIONS]
-    assert missing.metadata["symbols_checked"].value == 2, "AAA and BBB, whichever run loaded"
-    assert missing.metadata["by_symbol"].value == {
+    assert missing.passed, "AAA's gap is not this run's"
+    assert missing.metadata["symbols_checked"].value == 1, "BBB; CCC has no bars"
+    assert missing.metadata["by_symbol"].value == {}
+
+    again = {c.check_name: c for c in run(["AAA"]).get_asset_check_evaluations()}
+    assert again[MISSING_SESSIONS].metadata["by_symbol"].value == {
         "AAA": {"count": 2, "first": ["2024-11-04", "2024-11-05"]}
     }
+    assert again[MISSING_SESSIONS].metadata["symbols_checked"].value == 1
 
 
 def test_a_result_names_the_most_affected_symbols_and_counts_them_all() -> None:

@@ -34,7 +34,7 @@ from market_pipeline.listings.plan import SymbolListing
 from market_pipeline.listings.universe import Universe
 from tests.conftest import ENV_VARS
 from tests.orchestration.helpers import SensorTick, Tick, apply_partition_requests, ranges
-from tests.pipeline.helpers import materialized, resolution_problem
+from tests.pipeline.helpers import materialized, resolution_problem, table_rows
 from tests.stubs.alpha_vantage import AlphaVantageStub
 
 TRADING_DAY = dt.datetime(2025, 3, 4, 18, 30, tzinfo=EXCHANGE_TZ)  # a Tuesday
@@ -322,3 +322,41 @@ def test_make_ingest_stops_on_a_bad_universe_with_one_line_naming_it(tmp_path: P
     assert done.returncode == 2, done.stdout + done.stderr
     assert "MARKET_UNIVERSE (universe): exchange does not know 'NASDQ'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def ingest(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in (*ENV_VARS, "MARKET_UNIVERSE")}
+    return subprocess.run([sys.executable, "-m", "market_pipeline.cli.ingest"], cwd=REPO,
+                          env={**base, **env}, capture_output=True, text=True,
+                          timeout=240)  # fmt: skip
+
+
+def test_make_ingest_registers_and_loads_the_universe_beside_the_watchlist(
+    stub: AlphaVantageStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = DataHome(tmp_path / "d")
+    env = {
+        "ALPHAVANTAGE_API_KEY": "x", "ALPHAVANTAGE_BASE_URL": stub.url,
+        "MARKET_SYMBOLS": "IBM", "MARKET_DATA_HOME": str(home.root),
+        "ALPHAVANTAGE_REQUESTS_PER_SECOND": "0", "ALPHAVANTAGE_REQUESTS_PER_MINUTE": "0",
+    }  # fmt: skip
+    done = ingest(env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ingest: 1 symbols" in done.stdout, "unset: the watchlist alone, as before"
+
+    universe = {**env, "MARKET_UNIVERSE": "exchange=NASDAQ;asset_type=Stock"}
+    done = ingest(universe)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the watchlist alone; the listings asset loads it" in done.stderr, "none loaded yet"
+    assert stub.count(function="LISTING_STATUS") == 0, "make ingest fetches no listing"
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with DagsterInstance.from_config(str(home.dagster_home)) as instance:
+        load_listing(instance)
+    done = ingest(universe)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ingest: the watchlist and the universe" in done.stdout
+    with DagsterInstance.from_config(str(home.dagster_home)) as instance:
+        assert registered(instance) == ["IBM", "AAPL", *NASDAQ_STOCKS]
+    assert {row[1] for row in table_rows(home)} == {"IBM", "AAPL", *NASDAQ_STOCKS}

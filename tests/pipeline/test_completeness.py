@@ -192,3 +192,28 @@ def test_the_query_agrees_with_the_definition_on_random_histories(tmp_path: Path
     assert found.symbols_checked == len(bars)
     assert found.findings == slow_findings(bars, listings)
     assert all(found.findings.values()), "every kind of finding occurs"
+
+
+def test_a_report_over_some_symbols_equals_the_whole_table_s_for_them(tmp_path: Path) -> None:
+    """What a run's checks read: its symbols' bars only, with the same findings as the whole
+    table's report has for them; a symbol without bars is not checked."""
+    rng = random.Random(7)
+    days = sessions_between(day("2023-01-02"), day("2024-12-31"))
+    bars = {f"S{i:02d}": [d for d in days if rng.random() > 0.01] for i in range(12)}
+    bars["S03"] = [*bars["S03"], day("2024-12-21")]  # a Saturday
+    listings: list[Listing] = [("S03", day("2023-06-01"), None)]
+    path = tmp_path / "market_data.duckdb"
+    write(path, bars, listings)
+    store = DuckDBFileStore(path)
+    whole = stored_session_report(store)
+    asked = ["S03", "S07", "NOBARS"]
+
+    some = stored_session_report(store, asked)
+
+    assert some.symbols_checked == 2 and some.symbols_with_listing == 1
+    assert some.findings == {
+        name: {s: f for s, f in found.items() if s in asked}
+        for name, found in whole.findings.items()
+    }
+    assert some.findings[NOT_A_SESSION] and some.findings[BEFORE_LISTING]
+    assert stored_session_report(store, []) == SessionReport()
