@@ -76,6 +76,9 @@ class Settings:
     batch_rows: int = 131_072
     """Bars per query of a streamed answer (``/bars``, Arrow, Parquet): the memory one answer
     holds at a time, about 8 MB (bench/FINDINGS.md, bulk reads, says why this size)."""
+    by_date_min_bars: int = 1_000_000
+    """Fewest daily bars for which questions of a few days read a date-ordered copy
+    (``bars/by_date.py``); below it a scan of the store is as quick and the copy is not built."""
     token_secret: str | None = field(default=None, repr=False)
     """Signs page tokens (``bars/tokens.py``); unset, a random key kept in the shared folder (or
     the data home) stands in. Never logged."""
@@ -127,6 +130,9 @@ class Settings:
                 env, "MARKET_API_CACHE_ANSWER_BYTES", cls.cache_answer_bytes, minimum=0
             ),
             batch_rows=env_int(env, "MARKET_API_BATCH_ROWS", cls.batch_rows, minimum=1),
+            by_date_min_bars=env_int(
+                env, "MARKET_API_BY_DATE_MIN_BARS", cls.by_date_min_bars, minimum=0
+            ),
             token_secret=_secret(env),
         )
         return _with_serving(base, env)

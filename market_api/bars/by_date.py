@@ -49,6 +49,7 @@ _CONFIG: dict[str, str | bool | int | float | list[str]] = {
 }
 
 _RANGE_SQL = f"SELECT min(timestamp), max(timestamp) FROM {TABLE}"
+_COUNT_SQL = f"SELECT count(*) FROM {TABLE}"
 _CHUNK_SQL = f"""SELECT timestamp, symbol, open, high, low, close, volume FROM {TABLE}
 WHERE timestamp >= $low AND timestamp < $high ORDER BY timestamp, symbol"""
 
@@ -68,8 +69,10 @@ def _day(moment: date) -> date:
 class DateOrdered:
     """The copy of one data version, or none; ``run`` reads it, ``want`` has one built."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, min_bars: int = 0) -> None:
         self._folder = folder
+        self._min_bars = min_bars
+        """Below this many bars a version gets no copy: scanning the store is as quick."""
         self._lock = ReadWriteLock()
         """Questions hold it shared; swapping in a new copy and closing hold it exclusive."""
         self._conn: duckdb.DuckDBPyConnection | None = None
@@ -127,6 +130,8 @@ class DateOrdered:
         building, path = self._folder / f"{name}{BUILDING}", self._folder / f"{name}.duckdb"
         started = time.monotonic()
         try:
+            if self._min_bars and _bars(run) < self._min_bars:
+                raise _Small
             self._folder.mkdir(parents=True, exist_ok=True)
             _remove_orphans(self._folder, self._path)
             with duckdb.connect(str(building), config=_CONFIG) as conn:
@@ -134,6 +139,11 @@ class DateOrdered:
                 conn.execute("CHECKPOINT")
             building.rename(path)  # only a finished copy has its final name
             conn = duckdb.connect(str(path), read_only=True, config=_CONFIG)
+        except _Small:  # a store this small answers as quickly; the next version may not be
+            with self._state:
+                self._failed.add(key)
+                self._building = None
+            return
         except Exception as exc:  # the store answers instead; never retried at this version
             log.warning("no date-ordered copy of data version %s: %s", key[0], exc)
             _unlink(building)
@@ -175,6 +185,15 @@ class DateOrdered:
             conn.close()
         if path is not None:
             _unlink(path)
+
+
+class _Small(Exception):
+    """The version holds fewer bars than ``min_bars``: no copy."""
+
+
+def _bars(run: Pinned) -> int:
+    row = run(lambda cur: cur.execute(_COUNT_SQL).fetchone())
+    return int(row[0]) if row else 0
 
 
 def _fill(conn: duckdb.DuckDBPyConnection, run: Pinned, stop: threading.Event) -> None:

@@ -73,7 +73,9 @@ class MarketService:
         self.factors = FactorCache(reader.run_at)
         self.symbols = bulk.KnownSymbols()
         self.months = bulk.MonthCounts()
-        self.dated = by_date.DateOrdered(settings.home.root / by_date.FOLDER)
+        self.dated = by_date.DateOrdered(
+            settings.home.root / by_date.FOLDER, min_bars=settings.by_date_min_bars
+        )
         self.summaries = SymbolSummaries()
         self.signer = TokenSigner(signing_key(settings.token_secret, settings.home))
         self._keeps_history = keeps_history(reader)

@@ -74,8 +74,14 @@ def home(template: Dataset, tmp_path_factory: pytest.TempPathFactory) -> DataHom
 @pytest.fixture(scope="module")
 def served(home: DataHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("bulk-log") / "granian.log"
-    with serve(home, log, MARKET_API_BATCH_ROWS="7", MARKET_API_CACHE_ANSWER_BYTES="4096",
-               MARKET_API_CACHE_ENTRIES="100") as api:  # fmt: skip
+    with serve(
+        home,
+        log,
+        MARKET_API_BATCH_ROWS="7",
+        MARKET_API_CACHE_ANSWER_BYTES="4096",
+        MARKET_API_CACHE_ENTRIES="100",
+        MARKET_API_BY_DATE_MIN_BARS="0",
+    ) as api:  # a date-ordered copy, however small; fmt: skip
         yield api.base
 
 
@@ -228,6 +234,34 @@ def test_questions_of_a_few_days_give_the_same_bars_once_the_date_ordered_copy_i
     for query in SHORT_WINDOWS:
         assert get(served, f"/bars?{query}&limit=999999").json() == before[query]
         assert follow(served, query, 3)[0] == rows_of(before[query])
+
+
+def test_a_store_under_min_bars_gets_no_date_ordered_copy(home: DataHome, tmp_path: Path) -> None:
+    conn = duckdb.connect(str(home.duckdb_path), read_only=True)
+    bars = conn.execute("SELECT count(*) FROM ohlcv_data").fetchone()
+    assert bars is not None and bars[0] > 0
+
+    def store(query: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
+        return query(conn.cursor())
+
+    small, enough = (
+        DateOrdered(tmp_path / "small", bars[0] + 1),
+        DateOrdered(tmp_path / "ok", bars[0]),
+    )
+    try:
+        small.want("v1", store)
+        enough.want("v1", store)
+        wait_for(lambda: enough.runner("v1", store) is not None, "the copy at the bound", limit=30)
+        building = lambda: any(t.name == "market-api-by-date" for t in threading.enumerate())  # noqa: E731
+        wait_for(lambda: not building(), "both builders done", limit=30)
+        small.want("v1", store)  # asked again: still none, and no file
+        wait_for(lambda: not building(), "no second try", limit=30)
+        assert small.runner("v1", store) is None
+        assert not list((tmp_path / "small").glob("*.duckdb*"))
+    finally:
+        small.close()
+        enough.close()
+        conn.close()
 
 
 def test_the_date_ordered_copy_reads_as_the_store_and_a_newer_one_replaces_it(

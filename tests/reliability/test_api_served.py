@@ -36,8 +36,11 @@ CONNECTIONS = 50
 STILL_SECONDS_MAX = 300.0  # a hang guard: the still phase ends once its answers overflow the cache
 CACHE_BYTES = 16 * 1024 * 1024
 # Besides the cache: DuckDB's buffers for the file, the interpreter's arenas, 50 connections
-# (measured: 30-80 MiB; with the cache unbounded the server grew by 270 MiB in this test).
-MEMORY_SLACK = 128 * 1024 * 1024
+# (measured: 30-80 MiB until 2026-12-06; 132-148 MiB since /instruments counts missing sessions
+# once per data version, a join that alone leaves 20-30 MiB with DuckDB's allocator in a fresh
+# process, and the metrics; the rest not isolated, docs/operations-and-testing.md). With the
+# cache unbounded the server grew by 270 MiB in this test, which this bound still catches.
+MEMORY_SLACK = 192 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
