@@ -121,10 +121,13 @@ def _count(conn: duckdb.DuckDBPyConnection, sql: str) -> int:
 
 
 def _read(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame | None:
+    """None until a listing is loaded: the table is missing, or (the lake creates every table
+    with the catalog) empty; a loaded listing is never empty."""
     try:
-        return conn.execute(_READ_SQL).pl().cast(LISTING_SCHEMA)  # type: ignore[arg-type]
-    except duckdb.CatalogException:  # no listing loaded yet
+        frame = conn.execute(_READ_SQL).pl().cast(LISTING_SCHEMA)  # type: ignore[arg-type]
+    except duckdb.CatalogException:
         return None
+    return frame if frame.height else None
 
 
 def _load(conn: duckdb.DuckDBPyConnection, table: pa.Table, create: str, write: str) -> LoadStats:

@@ -131,8 +131,8 @@ def test_a_reader_before_any_writer_finds_every_table_and_cannot_write(
     try:
         tables = conn.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()
         assert tables == [
-            ("bar_changes",), ("bar_commits",), ("corporate_actions",), ("ohlcv_data",),
-            ("ohlcv_intraday",),
+            ("bar_changes",), ("bar_commits",), ("corporate_actions",), ("listings",),
+            ("ohlcv_data",), ("ohlcv_intraday",),
         ]  # fmt: skip
         columns = conn.execute("DESCRIBE ohlcv_data").fetchall()
         assert [c[0] for c in columns] == [

@@ -26,7 +26,7 @@ from tests.cluster.services import PostgresService
 pytestmark = pytest.mark.cluster
 
 LISTINGS = """
-CREATE TABLE listings (
+CREATE TABLE IF NOT EXISTS listings (
     symbol VARCHAR, name VARCHAR, exchange VARCHAR, asset_type VARCHAR, ipo_date DATE,
     delisting_date DATE, status VARCHAR, first_seen DATE, last_seen DATE
 )
