@@ -26,20 +26,7 @@ from psycopg import conninfo as pg_conninfo
 
 from market_core.env import SettingsError
 from market_core.home import SHARED_HOME_VAR, DataHome
-from market_core.schema import (
-    ACTIONS_TABLE,
-    CHANGES_TABLE,
-    COMMITS_TABLE,
-    CREATE_ACTIONS_SQL,
-    CREATE_CHANGES_SQL,
-    CREATE_COMMITS_SQL,
-    CREATE_INTRADAY_SQL,
-    CREATE_LISTINGS_SQL,
-    CREATE_TABLE_SQL,
-    INTRADAY_TABLE,
-    LISTINGS_TABLE,
-    TABLE,
-)
+from market_core.schema import CHANGES_TABLE, COMMITS_TABLE, TABLES
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -73,13 +60,10 @@ def _without_unique(sql: str) -> str:
     return stripped
 
 
-LAKE_TABLES_SQL: tuple[tuple[str, str], ...] = (
-    (TABLE, _without_unique(CREATE_TABLE_SQL)),
-    (ACTIONS_TABLE, _without_unique(CREATE_ACTIONS_SQL)),
-    (INTRADAY_TABLE, _without_unique(CREATE_INTRADAY_SQL)),
-    (CHANGES_TABLE, CREATE_CHANGES_SQL),  # the push stream's change log: no UNIQUE to strip
-    (COMMITS_TABLE, CREATE_COMMITS_SQL),
-    (LISTINGS_TABLE, _without_unique(CREATE_LISTINGS_SQL)),
+LAKE_TABLES_SQL: tuple[tuple[str, str], ...] = tuple(
+    # the push stream's change log and its commits have no UNIQUE to strip
+    (name, sql if name in (CHANGES_TABLE, COMMITS_TABLE) else _without_unique(sql))
+    for name, sql in TABLES.items()
 )
 
 

@@ -142,3 +142,13 @@ CREATE TABLE IF NOT EXISTS {LISTINGS_TABLE} (
     UNIQUE ({", ".join(LISTINGS_KEY)})
 )
 """
+
+TABLES: dict[str, str] = {
+    TABLE: CREATE_TABLE_SQL,
+    ACTIONS_TABLE: CREATE_ACTIONS_SQL,
+    INTRADAY_TABLE: CREATE_INTRADAY_SQL,
+    CHANGES_TABLE: CREATE_CHANGES_SQL,
+    COMMITS_TABLE: CREATE_COMMITS_SQL,
+    LISTINGS_TABLE: CREATE_LISTINGS_SQL,
+}
+"""Every table of a store, with its schema: the file's, the lake's (minus UNIQUE), the API's."""

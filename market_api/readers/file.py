@@ -20,33 +20,13 @@ from market_api.readers.interface import Query
 from market_api.readers.locks import ReadWriteLock
 from market_core.handoff import VersionWatch, write_locked
 from market_core.home import DataHome
-from market_core.schema import (
-    ACTIONS_TABLE,
-    CHANGES_TABLE,
-    COMMITS_TABLE,
-    CREATE_ACTIONS_SQL,
-    CREATE_CHANGES_SQL,
-    CREATE_COMMITS_SQL,
-    CREATE_INTRADAY_SQL,
-    CREATE_LISTINGS_SQL,
-    CREATE_TABLE_SQL,
-    INTRADAY_TABLE,
-    LISTINGS_TABLE,
-    TABLE,
-)
+from market_core.schema import TABLES
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_TABLES = {
-    TABLE: CREATE_TABLE_SQL,
-    ACTIONS_TABLE: CREATE_ACTIONS_SQL,
-    INTRADAY_TABLE: CREATE_INTRADAY_SQL,
-    CHANGES_TABLE: CREATE_CHANGES_SQL,
-    COMMITS_TABLE: CREATE_COMMITS_SQL,
-    LISTINGS_TABLE: CREATE_LISTINGS_SQL,
-}
+_TABLES = TABLES
 """Every table the queries read, with its schema."""
 
 _TABLES_SQL = f"""
