@@ -215,7 +215,8 @@ def floor_run(path: Path, basket: list[str], span: tuple[dt.date, dt.date]) -> d
 
 def floor_main(path: str, start: str, end: str, symbols: str) -> int:
     """The floors, each as Arrow IPC stream bytes, on a read-only connection like the server's:
-    ``query``, the page's SQL as one query (``bulk.fetch`` of every bar); ``batches``, the
+    ``query``, the page's SQL as one query (``bulk.fetch`` of every bar, read as the server
+    reads a span: no ``ORDER BY``, the order checked and made in Arrow); ``batches``, the
     server's own read path (``BarBatches`` and its Arrow writer) without HTTP. Each runs once
     to warm up, as the server's earlier requests warmed its own pool, then ``ROUNDS`` times."""
     conn = duckdb.connect(path, read_only=True, config={"enable_external_access": False})
@@ -228,7 +229,7 @@ def floor_main(path: str, start: str, end: str, symbols: str) -> int:
         return query(conn.cursor())
 
     def one_query() -> list[pa.Table]:
-        return [bulk.fetch(conn.cursor(), question, None, None, MAX_PAGE_LIMIT + 1, None)]
+        return [bulk.fetch(conn.cursor(), question, None, None, MAX_PAGE_LIMIT + 1, None, True)]
 
     def batches() -> list[pa.Table]:
         page = bulk.Page(MAX_PAGE_LIMIT)
@@ -521,7 +522,9 @@ def notes() -> list[str]:
         "floors, each ending in Arrow IPC stream bytes written by the server's own writer, on "
         "a read-only connection like the server's, in a process on CPU 1: 'query', the page's "
         "SQL as one query (`bulk.fetch` of every bar: `list_contains(symbols, symbol)` and the "
-        "window, ORDER BY symbol, timestamp); 'batches', the server's read path itself "
+        "window, read without ORDER BY as the server reads a span, then checked to be in "
+        "(symbol, timestamp) order and sorted in Arrow if not, `market_api/bars/key_order.py`); "
+        "'batches', the server's read path itself "
         "(`BarBatches`: spans of whole symbols of at most 131,072 bars, "
         "`MARKET_API_BATCH_ROWS`, planned from the bars "
         "per symbol and month of the data version, one query per span; here without the "

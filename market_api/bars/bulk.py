@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from market_api.bars import queries
+from market_api.bars.key_order import in_key_order
 from market_api.bars.queries import ADJUSTED_COLUMNS, BUCKET_COLUMNS, FactorSteps
 from market_api.bars.questions import bar_range
 from market_api.bars.schemas import Adjustment, Interval, arrow_schema
@@ -154,8 +155,11 @@ def _keyed_sql(question: BulkQuestion, source: str) -> str:
     )
 
 
-def batch_sql(question: BulkQuestion, span: bool, after: bool, adjusted: bool) -> str:
-    """One batch: the next ``$rows`` bars after the key, by symbol then timestamp."""
+def batch_sql(
+    question: BulkQuestion, span: bool, after: bool, adjusted: bool, whole: bool = False
+) -> str:
+    """One batch: the next ``$rows`` bars after the key, by symbol then timestamp; ``whole``:
+    every bar after the key, in the order the query meets them (``key_order`` sorts them)."""
     keyed = _keyed_sql(question, _source_sql(question, span, after, adjusted))
     moment = "timezone($zone, moment)" if question.interval.intraday else "CAST(moment AS DATE)"
     keyset = (
@@ -163,10 +167,9 @@ def batch_sql(question: BulkQuestion, span: bool, after: bool, adjusted: bool) -
         if after
         else ""
     )
-    return f"""SELECT symbol, {moment} AS timestamp, open, high, low, close, volume
-    FROM ({keyed}) AS bars {keyset}
-    ORDER BY symbol, moment
-    LIMIT $rows"""
+    select = f"""SELECT symbol, {moment} AS timestamp, open, high, low, close, volume
+    FROM ({keyed}) AS bars {keyset}"""
+    return select if whole else f"{select}\n    ORDER BY symbol, moment\n    LIMIT $rows"
 
 
 def counts_sql(question: BulkQuestion, after: bool) -> str:
@@ -370,7 +373,9 @@ class Span:
 
     symbols: tuple[str, ...]
     rows: int
-    """Bars of the page in the span."""
+    """Bars of the page in the span (an upper bound when planned from ``MonthCounts``)."""
+    whole: bool = True
+    """Every bar of its symbols after the page's key is in the page (no symbol cut)."""
 
 
 def plan(
@@ -387,6 +392,7 @@ def plan(
     rows = total = 0
     last: tuple[str, int] | None = None
     cut: tuple[str, int] | None = None
+    partial = False
     for symbol, count in counts:
         if count <= 0:
             continue
@@ -399,11 +405,12 @@ def plan(
             symbols, rows = [], 0
         symbols.append(symbol)
         rows, total, last = rows + take, total + take, (symbol, take)
-        if take < count:
+        partial = take < count
+        if partial:
             cut = last
             break
     if rows:
-        spans.append(Span(tuple(symbols), rows))
+        spans.append(Span(tuple(symbols), rows, whole=not partial))
     return spans, cut
 
 
@@ -435,11 +442,14 @@ def fetch(
     after: Key | None,
     rows: int,
     steps: pa.Table | None,
+    whole: bool = False,
 ) -> pa.Table:
     """One batch: at most ``rows`` bars after ``after`` (of the symbols of ``span``, in order),
-    typed as the Arrow answers are (``schemas.arrow_schema``)."""
+    typed as the Arrow answers are (``schemas.arrow_schema``). ``whole``: the query reads every
+    bar after ``after``, with no ``ORDER BY``, and they are put in order here (``key_order``):
+    for a span that holds no more than ``rows``."""
     adjusted = steps is not None and steps.num_rows > 0
-    sql = batch_sql(question, span is not None, after is not None, adjusted)
+    sql = batch_sql(question, span is not None, after is not None, adjusted, whole)
     values: dict[str, object] = {"rows": rows, **_after(after)}
     if span is not None:
         values["first"], values["last"], values["span"] = span[0], span[-1], list(span)
@@ -450,7 +460,8 @@ def fetch(
     finally:
         if adjusted:
             cur.unregister(STEPS_VIEW)
-    return table.cast(arrow_schema(question.interval, with_symbol=True))
+    table = table.cast(arrow_schema(question.interval, with_symbol=True))
+    return in_key_order(table).slice(0, rows) if whole else table
 
 
 def last_key(table: pa.Table) -> Key:
@@ -517,6 +528,12 @@ class BarBatches:
             yield table
 
     def _span(self, span: Span) -> Iterator[pa.Table]:
+        if span.whole and span.rows <= self._batch_rows:  # one query, sorted only if need be
+            table = self._fetch(span.symbols, span.rows, whole=True)
+            if table.num_rows:
+                self.after = last_key(table)
+                yield table
+            return
         remaining = span.rows
         while remaining > 0:
             want = min(self._batch_rows, remaining)
@@ -529,7 +546,7 @@ class BarBatches:
             if table.num_rows < want:
                 return
 
-    def _fetch(self, span: Sequence[str] | None, rows: int) -> pa.Table:
+    def _fetch(self, span: Sequence[str] | None, rows: int, whole: bool = False) -> pa.Table:
         table: pa.Table = self._pinned(
             partial(
                 fetch,
@@ -538,6 +555,7 @@ class BarBatches:
                 after=self.after,
                 rows=rows,
                 steps=self._steps,
+                whole=whole,
             )
         )
         return table

@@ -10,6 +10,7 @@ check against the table.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -38,6 +39,7 @@ from market_api.bars.bulk import (
     plan,
 )
 from market_api.bars.by_date import FOLDER, DateOrdered, suits
+from market_api.bars.key_order import in_key_order, is_key_ordered
 from market_api.bars.schemas import LONG_COLUMNS, Adjustment, Interval
 from market_api.bars.tokens import KEY_FILE, PageToken, TokenSigner, signing_key
 from market_api.http.errors import InvalidParameter
@@ -47,10 +49,11 @@ from market_api.settings import Settings
 from market_core.env import SettingsError
 from market_core.home import DataHome
 from market_core.schema import CREATE_TABLE_SQL, TABLE
-from tests.api.conftest import Dataset, MakeClient, service_of
+from tests.api.conftest import Dataset, MakeClient, generate_bars, service_of
 from tests.api.test_adjustments import dividend
 from tests.api.test_handoff import wait_for
 from tests.api.test_intraday import EVENTS, ROWS, copy_home, load_intraday
+from tests.api.writer import Row as StoredRow
 from tests.api.writer import load
 from tests.served_api import serve
 
@@ -192,6 +195,130 @@ def test_arrow_parquet_and_csv_pages_are_followed_by_their_next_page_token_heade
             more = f"&page_token={quote(token)}"
         assert rows == expected, (query, fmt, limit)
         assert pages == -(-len(expected) // limit)
+
+
+# Stores whose rows are not stored in key order. A span of symbols is read without ORDER BY
+# (``key_order``): these fail if a page follows the store's order instead of (symbol, time).
+
+UNORDERED_SPANS = {
+    "AAA": (date(2024, 1, 22), date(2024, 3, 29)),
+    "BBB": (date(2024, 1, 22), date(2024, 3, 29)),
+    "CC.D": (date(2024, 2, 1), date(2024, 3, 29)),
+    "DDD": (date(2024, 1, 22), date(2024, 2, 29)),
+    "LONG": (date(2023, 9, 1), date(2024, 3, 29)),  # more than a batch: a span of its own
+    "ZZZ": (date(2024, 1, 22), date(2024, 3, 29)),
+}
+UNORDERED_BARS = sorted(
+    (row for symbol, (a, b) in UNORDERED_SPANS.items() for row in generate_bars(symbol, a, b)),
+    key=lambda row: (row[1], row[0]),
+)
+"""Every layout's bars, in key order."""
+
+
+def by_day(rows: list[StoredRow]) -> list[list[StoredRow]]:
+    days = sorted({row[0] for row in rows})
+    return [[row for row in reversed(rows) if row[0] == day] for day in days]
+
+
+LAYOUTS: dict[str, Callable[[list[StoredRow]], list[list[StoredRow]]]] = {
+    "key order": lambda rows: [rows],
+    # the history, then a load per day, each day's symbols in reverse order
+    "daily increments": lambda rows: [
+        [row for row in rows if row[0] < datetime(2024, 3, 18)],
+        *by_day([row for row in rows if row[0] >= datetime(2024, 3, 18)]),
+    ],
+    # the recent bars first, the older ones backfilled after them
+    "backfill": lambda rows: [
+        [row for row in rows if row[0] >= datetime(2024, 2, 1)],
+        [row for row in rows if row[0] < datetime(2024, 2, 1)],
+    ],
+    # a load per symbol, the last symbol first, each newest bar first
+    "symbols in any order": lambda rows: [
+        [row for row in reversed(rows) if row[1] == symbol]
+        for symbol in sorted(UNORDERED_SPANS, reverse=True)
+    ],
+}
+UNORDERED_QUESTIONS = [
+    "",
+    "symbols=zzz,AAA,cc.d&start=2024-01-15&end=2024-03-10",
+    "start=2024-02-26&end=2024-03-06",
+    "interval=1w",
+    "symbols=LONG,BBB&interval=1mo&adjustment=all",
+]
+
+
+@pytest.fixture(scope="module")
+def layout_homes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, DataHome]:
+    """A data home per layout, each holding the same bars, loaded as the writer loads them."""
+    homes: dict[str, DataHome] = {}
+    for number, (name, loads) in enumerate(LAYOUTS.items()):
+        homes[name] = DataHome(tmp_path_factory.mktemp(f"layout-{number}") / "home")
+        for rows in loads(UNORDERED_BARS):
+            load(homes[name], rows)
+    return homes
+
+
+@pytest.fixture(scope="module")
+def layouts(layout_homes: dict[str, DataHome]) -> Iterator[dict[str, str]]:
+    """A served API per layout, in batches of 100 bars (spans of two or three symbols; LONG a
+    span of its own, read in several batches)."""
+    with contextlib.ExitStack() as stack:
+        bases: dict[str, str] = {}
+        for name, home in layout_homes.items():
+            log = home.root.parent / "granian.log"
+            api = stack.enter_context(serve(home, log, MARKET_API_BATCH_ROWS="100",
+                                            MARKET_API_BY_DATE_MIN_BARS="0"))  # fmt: skip
+            bases[name] = api.base
+        yield bases
+
+
+def stored_order(home: DataHome) -> list[tuple[str, datetime]]:
+    conn = duckdb.connect(str(home.duckdb_path), read_only=True)
+    try:
+        return conn.execute("SELECT symbol, timestamp FROM ohlcv_data").fetchall()
+    finally:
+        conn.close()
+
+
+def test_the_layouts_store_their_rows_out_of_key_order(layout_homes: dict[str, DataHome]) -> None:
+    """What the served tests below rely on: DuckDB scans these stores in their load order."""
+    keys = [(row[1], row[0]) for row in UNORDERED_BARS]
+    for name, home in layout_homes.items():
+        stored = stored_order(home)
+        assert sorted(stored) == keys, name
+        assert (stored == keys) == (name == "key order"), name
+
+
+def daily_rows(symbols: set[str], start: date, end: date) -> list[Row]:
+    return [
+        (symbol, at.date().isoformat(), o, h, lo, c, v)
+        for at, symbol, o, h, lo, c, v in UNORDERED_BARS
+        if symbol in symbols and start <= at.date() <= end
+    ]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("layout", [name for name in LAYOUTS if name != "key order"])
+def test_pages_are_in_key_order_whatever_order_the_store_holds_its_rows_in(
+    layouts: dict[str, str], layout: str
+) -> None:
+    """Every answer equals the key-ordered store's, row for row; the daily ones also equal the
+    bars themselves, sorted here; pages followed to the end give the unpaged rows."""
+    base, reference = layouts[layout], layouts["key order"]
+    whole = {"": daily_rows(set(UNORDERED_SPANS), date(2000, 1, 1), date(2100, 1, 1)),
+             UNORDERED_QUESTIONS[1]: daily_rows({"AAA", "CC.D", "ZZZ"}, date(2024, 1, 15),
+                                                date(2024, 3, 10)),
+             UNORDERED_QUESTIONS[2]: daily_rows(set(UNORDERED_SPANS), date(2024, 2, 26),
+                                                date(2024, 3, 6))}  # fmt: skip
+    for query in UNORDERED_QUESTIONS:
+        expected = rows_of(get(reference, f"/bars?{query}&limit=1000000").json())
+        assert expected == whole.get(query, expected), query
+        assert expected == sorted(expected, key=lambda row: (row[0], row[1])), query
+        arrow = get(base, f"/bars?{query}&limit=1000000&format=arrow")
+        assert long_rows(pa.ipc.open_stream(arrow.content).read_all()) == expected, query
+        assert rows_of(get(base, f"/bars?{query}&limit=1000000").json()) == expected, query
+        for limit in (7, 101, 250):  # one batch; several spans, the last cut
+            assert follow(base, query, limit)[0] == expected, (query, limit)
 
 
 @pytest.mark.e2e
@@ -594,9 +721,42 @@ def test_symbol_spans_hold_at_most_a_batch_and_the_page_ends_where_the_limit_doe
     assert plan(counts, 21, 7) == (spans, None)  # exactly every bar: no next page
     assert plan([], 7, 7) == ([], None)
     assert plan(counts, 100, 100) == ([Span(("A", "B", "C", "D", "E", "F"), 21)], None)
-    assert plan(counts, 10, 7) == ([Span(("A", "B"), 7), Span(("C", "D"), 3)], ("D", 2))
+    cut = Span(("C", "D"), 3, whole=False)  # D cut: read in order, a LIMIT where it ends
+    assert plan(counts, 10, 7) == ([Span(("A", "B"), 7), cut], ("D", 2))
     assert plan(counts, 8, 7) == ([Span(("A", "B"), 7), Span(("C",), 1)], ("C", 1))
     assert plan(counts, 3, 7) == ([Span(("A",), 3)], ("A", 3))
+
+
+@pytest.mark.parametrize(
+    "moments",
+    [
+        pa.array([date(2024, 1, day) for day in range(1, 11)], pa.date32()),
+        pa.array(
+            [datetime(2024, 3, 4, 9, 30 + m) for m in range(10)],
+            pa.timestamp("us", tz="America/New_York"),
+        ),
+        pa.array(
+            [datetime(1, 1, 1), *(datetime(9999, 1, d) for d in range(1, 10))], pa.timestamp("us")
+        ),  # too wide for one int64 key: lexsort
+    ],
+)
+def test_in_key_order_sorts_any_rows_and_keeps_ordered_ones(moments: pa.Array) -> None:
+    symbols = [f"S{n:02d}" for n in range(40)]
+    keys = [(s, i) for s in symbols for i in range(len(moments))]
+    table = pa.table(
+        {
+            "symbol": [s for s, _ in keys],
+            "timestamp": moments.take([i for _, i in keys]),
+            "volume": list(range(len(keys))),
+        }
+    )
+    assert in_key_order(table) is table
+    rows = list(range(table.num_rows))
+    shuffled = table.take(rows[1::2][::-1] + rows[::2])  # the odd rows backwards, then the even
+    assert not is_key_ordered(shuffled)
+    assert in_key_order(shuffled).equals(table)
+    chunked = pa.Table.from_batches(shuffled.to_batches(max_chunksize=7))
+    assert in_key_order(chunked).combine_chunks().equals(table)
 
 
 def test_byte_ranges() -> None:
