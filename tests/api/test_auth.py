@@ -5,10 +5,8 @@ take ``?api_key=``; no key reaches a log or a file except as its hash; ``make ap
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from market_core.home import DataHome
 from tests.api.certs import self_signed
 from tests.api.conftest import Dataset
 from tests.reliability.processes import REPO, clean_env
+from tests.reliability.schemathesis_run import schemathesis
 from tests.served_api import Served, serve
 
 pytestmark = pytest.mark.e2e
@@ -218,24 +217,14 @@ def test_make_targets_create_list_and_revoke_and_two_processes_see_the_revoke(
     assert "ci" not in listed.stdout.split()
 
 
-SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
-HOOKS = REPO / "tests" / "reliability" / "schemathesis_hooks.py"
-
-
 @pytest.mark.reliability
 @pytest.mark.timeout(900)
 def test_schemathesis_with_a_key_header_finds_no_failure(keyed: Keyed, tmp_path: Path) -> None:
     """The served reliability run's checks (tests/reliability/test_api_served.py), with auth
     required and the key in a header, over TLS: a key changes no answer the schema promises."""
-    done = subprocess.run(
-        [str(SCHEMATHESIS), "run", f"{keyed.served.base}/schema/openapi.json", "--checks", "all",
-         "--exclude-path-regex", "/stream$", "-H", f"Authorization: Bearer {keyed.good}",
-         "--tls-verify", str(keyed.cert), "--max-examples", "100", "--seed", "1",
-         "--workers", "2", "--no-color", "--request-timeout", "30"],
-        capture_output=True, text=True, timeout=800, cwd=tmp_path,
-        env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)},
+    code, summary, generated = schemathesis(
+        keyed.served.base, tmp_path, "-H", f"Authorization: Bearer {keyed.good}",
+        "--tls-verify", str(keyed.cert), max_examples=100, timeout=800,
     )  # fmt: skip
-    summary = done.stdout[-3000:]
-    assert done.returncode == 0, summary
-    generated = int(summary.split(" generated")[0].rsplit(maxsplit=1)[-1])
+    assert code == 0, summary
     assert generated >= 500, summary

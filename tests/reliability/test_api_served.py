@@ -11,8 +11,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,12 +23,11 @@ from tests.reliability import api_data
 from tests.reliability.killer import Worker
 from tests.reliability.load import hammer
 from tests.reliability.probes import probes, verdict
+from tests.reliability.schemathesis_run import schemathesis
 from tests.served_api import Served, serve
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
 
-SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
-HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
 LOAD_SECONDS = float(os.environ.get("RELIABILITY_LOAD_SECONDS", "60"))
 CONNECTIONS = 50
 STILL_SECONDS_MAX = 300.0  # a hang guard: the still phase ends once its answers overflow the cache
@@ -69,17 +66,11 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     constraint OpenAPI cannot state, ``start <= end``, is taught by ``schemathesis_hooks``.
     The two push streams are left out: a valid request is an answer that never ends, which
     Schemathesis can only time out on; ``tests/api/test_stream.py`` drives their bad input."""
-    done = subprocess.run(
-        [str(SCHEMATHESIS), "run", f"{server.base}/schema/openapi.json", "--checks", "all",
-         "--exclude-path-regex", "/stream$",
-         "--max-examples", "300", "--seed", "1", "--workers", "2", "--no-color",
-         "--request-timeout", "30", "--report", "junit", "--report-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-        env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)},
+    code, summary, generated = schemathesis(
+        server.base, tmp_path, "--report", "junit", "--report-dir", str(tmp_path),
+        max_examples=300, timeout=600,
     )  # fmt: skip
-    summary = done.stdout[-3000:]
-    assert done.returncode == 0, summary
-    generated = int(summary.split(" generated")[0].rsplit(maxsplit=1)[-1])
+    assert code == 0, summary
     assert generated >= 2_000, summary
 
 
