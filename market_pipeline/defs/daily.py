@@ -28,12 +28,11 @@ from market_pipeline.defs.checks import (
 )
 from market_pipeline.defs.outcomes import (
     PipelineConfig,
-    failure,
     path_op,
     rules_of,
 )
 from market_pipeline.defs.partitions import WatchlistResource, symbols_partitions
-from market_pipeline.defs.planned import plan_failed_partitions
+from market_pipeline.defs.planned import fail_if_any
 from market_pipeline.defs.resources import AlphaVantageResource, MarketDuckDB
 from market_pipeline.defs.streamed import Streamed
 from market_pipeline.defs.vendor_usage import report_calls_today
@@ -138,9 +137,7 @@ def symbol_pipeline(
         yield from actions_check_results(checks, {a.symbol: a.reject_counts for a in loaded})
     if OHLCV in stages:  # the run's symbols, after the load, whatever failed besides
         yield from session_check_results(checks, duckdb.store(), context.log.warning, symbols)
-    if outcome.failures:
-        plan_failed_partitions(context, outcome)
-        raise failure(outcome)
+    fail_if_any(context, outcome)
 
 
 ingest_job = define_asset_job(

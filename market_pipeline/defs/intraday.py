@@ -16,13 +16,12 @@ from market_core.assets import CLEAN_INTRADAY, INTRADAY, RAW_INTRADAY
 from market_pipeline.defs.intraday_sensor import INTRADAY_JOB
 from market_pipeline.defs.outcomes import (
     PipelineConfig,
-    failure,
     materializations,
     path_op,
     rules_of,
 )
 from market_pipeline.defs.partitions import WatchlistResource, symbols_partitions
-from market_pipeline.defs.planned import plan_failed_partitions
+from market_pipeline.defs.planned import fail_if_any
 from market_pipeline.defs.resources import AlphaVantageResource, MarketDuckDB
 from market_pipeline.runs.intraday import IntradayRunner, IntradaySettings
 
@@ -96,9 +95,7 @@ def intraday_pipeline(
     )
     outcome = runner.run(list(context.partition_keys))
     yield from materializations(outcome)
-    if outcome.failures:
-        plan_failed_partitions(context, outcome)
-        raise failure(outcome)
+    fail_if_any(context, outcome)
 
 
 intraday_job = define_asset_job(

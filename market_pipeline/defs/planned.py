@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dagster import AssetExecutionContext, DagsterEvent
 from dagster._core.events import AssetMaterializationPlannedData
 
+from market_pipeline.defs.outcomes import failure
 from market_pipeline.runs.outcome import BatchOutcome
 
 PLANNED_SUBSET_VAR = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
@@ -54,3 +55,10 @@ def plan_failed_partitions(context: AssetExecutionContext, outcome: BatchOutcome
             context.instance.report_dagster_event(event, context.run_id)
             written += 1
     return written
+
+
+def fail_if_any(context: AssetExecutionContext, outcome: BatchOutcome) -> None:
+    """The step fails, naming its failed symbols, once their unreached stages are planned."""
+    if outcome.failures:
+        plan_failed_partitions(context, outcome)
+        raise failure(outcome)
