@@ -122,8 +122,12 @@ def test_cluster_runs_every_piece_apart_and_stops_on_sigterm(scratch: Path) -> N
         ]  # fmt: skip
         for name in ("dagster", "worker-1", "worker-2"):
             assert (machines / name / "dagster" / "dagster.yaml").is_file()
+        workers_by = time.monotonic() + WAIT_SECONDS  # "cluster: ready" waits for ports only
         for name in ("worker-1", "worker-2"):
-            assert "ready" in (machines / name / "logs" / f"{name}.log").read_text()
+            worker_log = machines / name / "logs" / f"{name}.log"
+            while "ready" not in worker_log.read_text() and time.monotonic() < workers_by:
+                time.sleep(0.5)
+            assert "ready" in worker_log.read_text(), worker_log.read_text()[-3000:]
         redis_url = next(
             line.split()[1] for line in banner.splitlines() if line.startswith("Redis")
         )
