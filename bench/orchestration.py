@@ -9,7 +9,9 @@ the project's Alpha Vantage stub (``tests/stubs/alpha_vantage.py``, on loopback,
   event stored by the instance;
 * direct: ``python -m bench.direct_backfill``: the same resources and ``BatchRunner``, no Dagster.
 
-The difference, divided by the number of symbols, is the orchestration's overhead per symbol.
+The difference, divided by the number of symbols, is the orchestration's overhead per symbol;
+the same difference in CPU seconds (the process's user + system time) is reported beside it,
+since on a shared box the wall time moves with the other work and the CPU time much less.
 Then each side runs once more over the home it left: the daily update (the same symbols, one
 answer each, corporate actions not due: three materializations a symbol instead of five).
 """
@@ -18,10 +20,12 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 from bench.datagen import connect, symbol_names
 from bench.harness import BENCH_DIR, WORK_DIR, Goal, Result, ratios
@@ -44,10 +48,29 @@ def step_seconds(log: str) -> float:
     return float(value) / (1000 if unit == "ms" else 1)
 
 
+class Spent(NamedTuple):
+    """One process's wall and CPU (user + system) seconds."""
+
+    wall: float
+    cpu: float
+
+
+def _children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def _run(
     module: str, home: DataHome, stub: AlphaVantageStub, symbols: list[str], fresh: bool = True
 ) -> tuple[float, str]:
     """One process over ``home``: emptied first, or (``fresh=False``) as the last run left it."""
+    spent, log = _measured(module, home, stub, symbols, fresh)
+    return spent.wall, log
+
+
+def _measured(
+    module: str, home: DataHome, stub: AlphaVantageStub, symbols: list[str], fresh: bool
+) -> tuple[Spent, str]:
     if fresh:
         shutil.rmtree(home.root, ignore_errors=True)
         home.root.mkdir(parents=True)
@@ -63,19 +86,19 @@ def _run(
         **{f"ALPHAVANTAGE_REQUESTS_PER_{s}": "0" for s in ("SECOND", "MINUTE", "DAY")},
     }
     log = WORK_DIR / f"{module.rsplit('.', 1)[-1]}-{len(symbols)}.log"
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu()
     with log.open("wb") as out:
         done = subprocess.run([sys.executable, "-m", module], env=env, stdout=out,
                               stderr=subprocess.STDOUT, timeout=_timeout(len(symbols)),
                               check=False)  # fmt: skip
-    elapsed = time.perf_counter() - start
+    spent = Spent(time.perf_counter() - start, _children_cpu() - cpu)
     if done.returncode != 0:
         raise RuntimeError(f"{module} exited {done.returncode}; see {log}")
     with connect(home.duckdb_path) as conn:
         rows = conn.execute("SELECT count(*) FROM ohlcv_data").fetchall()[0][0]
     if rows != len(symbols) * BARS_PER_SYMBOL:
         raise RuntimeError(f"{module} loaded {rows} rows, expected {len(symbols) * 97}")
-    return elapsed, log.read_text(encoding="utf-8", errors="replace")
+    return spent, log.read_text(encoding="utf-8", errors="replace")
 
 
 def _timeout(count: int) -> float:
@@ -87,40 +110,51 @@ DAGSTER, DIRECT = "market_pipeline.cli.ingest", "bench.direct_backfill"
 
 def side_by_side(stub: AlphaVantageStub, count: int) -> tuple[float, float, float]:
     """One repetition: (Dagster wall, its step as logged, direct wall) for ``count`` symbols."""
-    symbols = symbol_names(count)
-    dagster, log = _run(DAGSTER, DataHome(WORK_DIR / "orch-dagster"), stub, symbols)
-    direct, _ = _run(DIRECT, DataHome(WORK_DIR / "orch-direct"), stub, symbols)
-    return dagster, step_seconds(log), direct
+    dagster, direct, log = _pair(stub, count, fresh=True)
+    return dagster.wall, step_seconds(log), direct.wall
 
 
-def daily_side_by_side(stub: AlphaVantageStub, count: int) -> tuple[float, float]:
-    """The next run over the homes ``side_by_side`` left: the daily update (one new answer per
-    symbol, corporate actions not due): (Dagster wall, direct wall)."""
+def _pair(stub: AlphaVantageStub, count: int, fresh: bool) -> tuple[Spent, Spent, str]:
+    """Both sides over ``count`` symbols, over fresh homes or (``fresh=False``) the daily update
+    over the homes the last pair left (one new answer per symbol, corporate actions not due):
+    (Dagster, direct, Dagster's log)."""
     symbols = symbol_names(count)
-    dagster, _ = _run(DAGSTER, DataHome(WORK_DIR / "orch-dagster"), stub, symbols, fresh=False)
-    direct, _ = _run(DIRECT, DataHome(WORK_DIR / "orch-direct"), stub, symbols, fresh=False)
-    return dagster, direct
+    home, direct_home = DataHome(WORK_DIR / "orch-dagster"), DataHome(WORK_DIR / "orch-direct")
+    dagster, log = _measured(DAGSTER, home, stub, symbols, fresh)
+    direct, _ = _measured(DIRECT, direct_home, stub, symbols, fresh)
+    return dagster, direct, log
+
+
+def _per_symbol(minuends: list[float], subtrahends: list[float], count: int) -> list[float]:
+    return [(a - b) * 1000 / count for a, b in zip(minuends, subtrahends, strict=True)]
 
 
 def backfill(count: int, reps: int) -> Result:
     dagster, direct, step, daily, daily_direct = [], [], [], [], []
+    cpu: dict[str, list[float]] = {"first": [], "first direct": [], "daily": [], "daily direct": []}
     with AlphaVantageStub() as stub:
         for rep in range(reps):
-            wall, logged, plain = side_by_side(stub, count)
-            dagster.append(wall)
-            step.append(logged)
-            direct.append(plain)
-            wall, plain = daily_side_by_side(stub, count)
-            daily.append(wall)
-            daily_direct.append(plain)
+            first, plain, log = _pair(stub, count, fresh=True)
+            dagster.append(first.wall)
+            step.append(step_seconds(log))
+            direct.append(plain.wall)
+            cpu["first"].append(first.cpu)
+            cpu["first direct"].append(plain.cpu)
+            update, plain, _ = _pair(stub, count, fresh=False)
+            daily.append(update.wall)
+            daily_direct.append(plain.wall)
+            cpu["daily"].append(update.cpu)
+            cpu["daily direct"].append(plain.cpu)
             print(f"  rep {rep + 1}/{reps}: dagster {dagster[-1]:.1f}s, direct {direct[-1]:.1f}s; "
                   f"daily: dagster {daily[-1]:.1f}s, direct {daily_direct[-1]:.1f}s")  # fmt: skip
     result = Result("orchestration", "Orchestration: 1000-symbol backfill (benchmark 6)")
     result.add("Dagster backfill (make ingest), wall", "s", dagster, better="lower")
     result.add("Dagster step symbol_pipeline (its own log)", "s", step, better="lower")
     result.add("direct BatchRunner, wall", "s", direct, better="lower")
-    overhead = [(d - x) * 1000 / count for d, x in zip(dagster, direct, strict=True)]
+    overhead = _per_symbol(dagster, direct, count)
     result.add("orchestration overhead per symbol", "ms", overhead, better="lower")
+    result.add("orchestration CPU per symbol (Dagster CPU - direct CPU)", "ms",
+               _per_symbol(cpu["first"], cpu["first direct"], count), better="lower")  # fmt: skip
     result.add("ratio Dagster / direct", "x", ratios(dagster, direct), better="lower")
     result.add("Dagster backfill per symbol", "ms", [d * 1000 / count for d in dagster],
                better="lower")  # fmt: skip
@@ -128,8 +162,9 @@ def backfill(count: int, reps: int) -> Result:
                better="lower")  # fmt: skip
     result.add("daily update: direct BatchRunner, wall", "s", daily_direct, better="lower")
     result.add("daily update: orchestration overhead per symbol", "ms",
-               [(d - x) * 1000 / count for d, x in zip(daily, daily_direct, strict=True)],
-               better="lower")  # fmt: skip
+               _per_symbol(daily, daily_direct, count), better="lower")  # fmt: skip
+    result.add("daily update: orchestration CPU per symbol", "ms",
+               _per_symbol(cpu["daily"], cpu["daily direct"], count), better="lower")  # fmt: skip
     result.params = {"symbols": count, "outputsize": "compact", "bars_per_answer": 100}
     result.goals = [
         Goal(f"{count}-symbol backfill < 5 minutes", "Dagster backfill (make ingest), wall",

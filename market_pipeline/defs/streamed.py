@@ -5,15 +5,23 @@ Dagster stores each materialization as its own SQLite writes (two connections, t
 backfill wait tens of seconds after its last load; yielded as each result comes, they are
 written on the op's thread while the runner goes on with the next symbols on its own thread
 (both mostly wait on the network, the disk or native code). Log lines take the same queue, so
-the op's thread is the only one that talks to Dagster. docs/design/runs-and-assets.md.
+the op's thread is the only one that talks to Dagster.
+
+Each of those writes hands the interpreter lock over several times (every SQLite call releases
+it), and a thread waiting for it gets it back only after the interpreter's switch interval (5 ms)
+if the runner is busy in Python meanwhile: a handful of waits an event, more than the writes
+themselves. While the runner works, the interval is ``SWITCH_SECONDS``.
+docs/design/runs-and-assets.md.
 """
 
 from __future__ import annotations
 
 import queue
+import sys
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 from dagster import AssetExecutionContext, AssetMaterialization
 
@@ -23,6 +31,19 @@ from market_pipeline.runs.outcome import BatchOutcome, StageResult
 _DONE = object()
 WAIT_SECONDS = 0.5
 """How long the op's thread waits for the next result before it looks again (interrupts)."""
+SWITCH_SECONDS = 0.0005
+"""The interpreter's switch interval while the runner's thread and the op's share it."""
+
+
+@contextmanager
+def switching_every(seconds: float) -> Iterator[None]:
+    """The interpreter's thread switch interval at most ``seconds`` inside; restored after."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, seconds))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 class Streamed:
@@ -46,7 +67,7 @@ class Streamed:
     ) -> Generator[AssetMaterialization, None, BatchOutcome]:
         """``work`` on a thread of its own; a materialization per result as it comes, then the
         outcome. If the op is interrupted, the runner stops before its next symbol."""
-        with ThreadPoolExecutor(1, "batch-run") as pool:
+        with switching_every(SWITCH_SECONDS), ThreadPoolExecutor(1, "batch-run") as pool:
             future = pool.submit(work)
             future.add_done_callback(lambda _: self._queue.put(_DONE))
             try:

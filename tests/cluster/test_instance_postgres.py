@@ -12,12 +12,12 @@ from psycopg import sql
 from market_core.home import DataHome
 from market_pipeline.cli.instance import (
     ADVISORY_LOCK_KEY,
-    DAGSTER_YAML,
     InstanceBusyError,
     InstanceConfigWarning,
     InstanceDatabaseError,
     InstanceMode,
     ensure_instance,
+    instance_yaml,
     open_instance,
 )
 from market_pipeline.defs.outcomes import ALPHA_VANTAGE_POOL
@@ -119,15 +119,16 @@ def test_a_config_of_the_other_mode_is_rewritten_and_an_edited_one_kept_with_a_w
     home = tmp_path / "dagster"
     postgres_mode = InstanceMode("postgresql://u@127.0.0.1:5/db", tmp_path / "shared")
     config = ensure_instance(home, InstanceMode())
-    assert config.read_text() == DAGSTER_YAML, "the embedded file is unchanged"
+    embedded = instance_yaml(InstanceMode(), home.resolve())
+    assert config.read_text() == embedded, "the embedded file"
     ensure_instance(home, postgres_mode)
     assert "postgres_db:" in config.read_text() and "db_name: db" in config.read_text()
     ensure_instance(home, InstanceMode("postgresql://u@127.0.0.1:5/other", None))
     assert "db_name: other" in config.read_text(), "ours follows the URL"
     ensure_instance(home, InstanceMode())
-    assert config.read_text() == DAGSTER_YAML
+    assert config.read_text() == embedded
 
-    edited = DAGSTER_YAML + "retention:\n  schedule:\n    purge_after_days: 90\n"
+    edited = embedded + "retention:\n  schedule:\n    purge_after_days: 90\n"
     config.write_text(edited)
     with pytest.warns(InstanceConfigWarning, match="stores runs in SQLite .* MARKET_POSTGRES_URL"):
         ensure_instance(home, postgres_mode)
