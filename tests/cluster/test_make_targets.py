@@ -20,6 +20,7 @@ import pytest
 
 from tests.cluster.services import listeners
 from tests.cluster.workers import answering, processes_using
+from tests.launch import DEFAULT_SIGNALS
 from tools.services import free_port, port_free
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +40,8 @@ def make_env(**values: str) -> dict[str, str]:
 def make(target: str, env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            ["make", "-s", "--no-print-directory", target, *args], cwd=REPO, env=env,
+            [*DEFAULT_SIGNALS, "make", "-s", "--no-print-directory", target, *args],
+            cwd=REPO, env=env,
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0,
         )  # fmt: skip
 

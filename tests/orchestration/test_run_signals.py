@@ -24,6 +24,7 @@ import pytest
 
 from tests.cluster.services import listeners
 from tests.conftest import ENV_VARS
+from tests.launch import DEFAULT_SIGNALS
 
 pytestmark = pytest.mark.e2e
 
@@ -82,7 +83,7 @@ class Run:
         }  # fmt: skip
         self.log = (home.parent / "make-run.log").open("w")
         self.process = subprocess.Popen(
-            ["make", "--no-print-directory", "run"], cwd=REPO, env=env,
+            [*DEFAULT_SIGNALS, "make", "--no-print-directory", "run"], cwd=REPO, env=env,
             stdout=self.log if output is None else output, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
