@@ -79,6 +79,10 @@ class Settings:
     by_date_min_bars: int = 1_000_000
     """Fewest daily bars for which questions of a few days read a date-ordered copy
     (``bars/by_date.py``); below it a scan of the store is as quick and the copy is not built."""
+    by_symbol_min_bars: int = 1_000_000
+    """Fewest daily bars for which daily, unadjusted batches read a symbol-ordered copy
+    (``bars/by_symbol.py``); below it none is built: a small store is read quickly enough, and
+    its server needs no second file per version."""
     token_secret: str | None = field(default=None, repr=False)
     """Signs page tokens (``bars/tokens.py``); unset, a random key kept in the shared folder (or
     the data home) stands in. Never logged."""
@@ -132,6 +136,9 @@ class Settings:
             batch_rows=env_int(env, "MARKET_API_BATCH_ROWS", cls.batch_rows, minimum=1),
             by_date_min_bars=env_int(
                 env, "MARKET_API_BY_DATE_MIN_BARS", cls.by_date_min_bars, minimum=0
+            ),
+            by_symbol_min_bars=env_int(
+                env, "MARKET_API_BY_SYMBOL_MIN_BARS", cls.by_symbol_min_bars, minimum=0
             ),
             token_secret=_secret(env),
         )

@@ -43,6 +43,10 @@ its first day's)."""
 Pinned = Callable[[Callable[[duckdb.DuckDBPyConnection], Any]], Any]
 """Runs a query on a cursor of the answer's one data version (``MarketService``)."""
 
+Source = Callable[[Sequence[str] | None, Key | None, int], pa.Table]
+"""Reads what ``fetch`` reads, with no query: at most ``rows`` bars after a key, of a span's
+symbols (None: the question's), in key order, typed as ``fetch`` types them (``by_symbol``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class BulkQuestion:
@@ -487,6 +491,7 @@ class BarBatches:
         batch_rows: int,
         steps: pa.Table | None,
         bounds: Callable[[Key | None], list[tuple[str, int]]] | None = None,
+        source: Source | None = None,
     ) -> None:
         self._pinned = pinned
         self.question = question
@@ -496,6 +501,8 @@ class BarBatches:
         self._steps = steps
         self._bounds = bounds
         """At least each symbol's bars after a key, without a scan (``MonthCounts``)."""
+        self._source = source
+        """Reads the batches in place of ``fetch`` (the page's counts and cut stay queries)."""
         self.end: Key | None = None
         """The key of the page's last bar when more bars follow it."""
 
@@ -547,6 +554,8 @@ class BarBatches:
                 return
 
     def _fetch(self, span: Sequence[str] | None, rows: int, whole: bool = False) -> pa.Table:
+        if self._source is not None:
+            return self._source(span, self.after, rows)
         table: pa.Table = self._pinned(
             partial(
                 fetch,

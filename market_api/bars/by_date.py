@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 import duckdb
 
 from market_api.bars.bulk import BulkQuestion, Pinned
+from market_api.bars.copies import Builds, TooSmall, remove_orphans
 from market_api.readers.locks import ReadWriteLock
-from market_core.processes import pid_alive
 from market_core.schema import TABLE
 
 log = logging.getLogger(__name__)
@@ -80,10 +80,7 @@ class DateOrdered:
         self._version: tuple[str | None] | None = None
         self._generation = 0
         self._local = threading.local()
-        self._state = threading.Lock()
-        self._building: tuple[str | None] | None = None
-        self._failed: set[tuple[str | None]] = set()
-        self._stop = threading.Event()
+        self._builds = Builds()
 
     def runner(self, version: str | None, store: Pinned) -> Pinned | None:
         """Runs queries on the copy of ``version`` if that is the one held (None if not); on
@@ -112,18 +109,7 @@ class DateOrdered:
         """Build the copy of ``version`` (read through ``run``) in a thread, unless it is held,
         being built, or failed before."""
         key = (version,)
-        with self._state:
-            if (
-                self._stop.is_set()
-                or self._version == key
-                or self._building is not None
-                or key in self._failed
-            ):
-                return
-            self._building = key
-        threading.Thread(
-            target=self._build, args=(key, run), name="market-api-by-date", daemon=True
-        ).start()
+        self._builds.start(key, self._version, lambda: self._build(key, run), "market-api-by-date")
 
     def _build(self, key: tuple[str | None], run: Pinned) -> None:
         name = f"{os.getpid()}-{secrets.token_hex(4)}"
@@ -131,26 +117,22 @@ class DateOrdered:
         started = time.monotonic()
         try:
             if self._min_bars and _bars(run) < self._min_bars:
-                raise _Small
+                raise TooSmall
             self._folder.mkdir(parents=True, exist_ok=True)
-            _remove_orphans(self._folder, self._path)
+            remove_orphans(self._folder, "*.duckdb*", self._path, _unlink)
             with duckdb.connect(str(building), config=_CONFIG) as conn:
-                _fill(conn, run, self._stop)
+                _fill(conn, run, self._builds.stop)
                 conn.execute("CHECKPOINT")
             building.rename(path)  # only a finished copy has its final name
             conn = duckdb.connect(str(path), read_only=True, config=_CONFIG)
-        except _Small:  # a store this small answers as quickly; the next version may not be
-            with self._state:
-                self._failed.add(key)
-                self._building = None
+        except TooSmall:  # a store this small answers as quickly; the next version may not be
+            self._builds.failed(key)
             return
         except Exception as exc:  # the store answers instead; never retried at this version
             log.warning("no date-ordered copy of data version %s: %s", key[0], exc)
             _unlink(building)
             _unlink(path)
-            with self._state:
-                self._failed.add(key)
-                self._building = None
+            self._builds.failed(key)
             return
         log.info("date-ordered copy of %s built in %.1f s", key[0], time.monotonic() - started)
         self._swap(key, conn, path)
@@ -158,7 +140,7 @@ class DateOrdered:
     def _swap(self, key: tuple[str | None], conn: duckdb.DuckDBPyConnection, path: Path) -> None:
         with self._lock.exclusive():
             old, old_path = self._conn, self._path
-            if self._stop.is_set():
+            if self._builds.stop.is_set():
                 old, old_path = conn, path
             else:
                 self._conn, self._path, self._version = conn, path, key
@@ -167,12 +149,12 @@ class DateOrdered:
             old.close()
         if old_path is not None:
             _unlink(old_path)
-        with self._state:
-            self._building = None
+        with self._builds.lock:
+            self._builds.done()
 
     def close(self) -> None:
         """Stop a build and let go of the copy (its file removed)."""
-        self._stop.set()
+        self._builds.stop.set()
         with self._lock.exclusive():
             conn, path, self._conn, self._path, self._version = (
                 self._conn,
@@ -185,10 +167,6 @@ class DateOrdered:
             conn.close()
         if path is not None:
             _unlink(path)
-
-
-class _Small(Exception):
-    """The version holds fewer bars than ``min_bars``: no copy."""
 
 
 def _bars(run: Pinned) -> int:
@@ -215,17 +193,6 @@ def _fill(conn: duckdb.DuckDBPyConnection, run: Pinned, stop: threading.Event) -
         finally:
             conn.unregister("chunk")
         at += CHUNK
-
-
-def _remove_orphans(folder: Path, held: Path | None) -> None:
-    """Copies left by processes that are gone (killed before they could remove theirs), or by
-    an earlier process with this one's pid (a container restarted): every file but ``held``."""
-    for path in folder.glob("*.duckdb*"):
-        pid = path.name.split("-", 1)[0]
-        if held is not None and path.name.startswith(held.name):
-            continue
-        if pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
-            _unlink(path)
 
 
 def _unlink(path: Path) -> None:

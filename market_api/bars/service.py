@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio.to_thread
 import duckdb
+import pyarrow as pa
 from litestar import Request, Response
 from litestar.response import Stream
 
-from market_api.bars import bulk, by_date
+from market_api.bars import bulk, by_date, by_symbol
 from market_api.bars.bulk import BarBatches, BulkQuestion, Page
 from market_api.bars.factors import FactorCache
 from market_api.bars.pages import StreamedAnswer, page_writer
@@ -76,6 +77,9 @@ class MarketService:
         self.dated = by_date.DateOrdered(
             settings.home.root / by_date.FOLDER, min_bars=settings.by_date_min_bars
         )
+        self.ordered = by_symbol.SymbolOrdered(
+            settings.home.root / by_symbol.FOLDER, min_bars=settings.by_symbol_min_bars
+        )
         self.summaries = SymbolSummaries()
         self.signer = TokenSigner(signing_key(settings.token_secret, settings.home))
         self._keeps_history = keeps_history(reader)
@@ -95,6 +99,7 @@ class MarketService:
             self._watcher.join(timeout=5)
             self._watcher = None
         self.dated.close()
+        self.ordered.close()
         self.reader.shutdown()
 
     def _watch(self) -> None:
@@ -253,7 +258,8 @@ class MarketService:
                 question.adjustment,
                 question.as_of,
             )
-        batches = self._batches(run, question, page, version, read)
+        source = None if by_date.suits(question) else self._by_symbol_source(question, version, run)
+        batches = self._batches(run, question, page, version, read, source)
         writer = page_writer(fmt, question.interval, question.adjustment, with_symbol=True)
 
         def next_token(after: bulk.Key) -> str:
@@ -271,7 +277,8 @@ class MarketService:
             first = run(lambda cur: bulk.newest_start(cur, question, newest))
             if first is not None:
                 question = question.from_bar(first)
-        batches = self._batches(run, question, Page(None), version)
+        source = self._by_symbol_source(question, version, run)
+        batches = self._batches(run, question, Page(None), version, source=source)
         writer = page_writer(fmt, question.interval, question.adjustment, with_symbol=False)
         return StreamedAnswer(batches, writer, (), None)
 
@@ -282,8 +289,10 @@ class MarketService:
         page: Page,
         version: str | None,
         read_bars: bulk.Pinned | None = None,
+        source: bulk.Source | None = None,
     ) -> BarBatches:
-        """The page's batches, read by ``read_bars`` (the date-ordered copy) or ``run``."""
+        """The page's batches, read from ``source`` (the symbol-ordered copy), or by
+        ``read_bars`` (the date-ordered copy) or ``run``."""
         steps = None
         if question.adjustment is not Adjustment.RAW:
             read = Read(version, self.factors if question.as_of is None else None)
@@ -296,7 +305,9 @@ class MarketService:
         daily = not question.interval.intraday and question.as_of is None
         usable = daily and version == self.reader.data_version()  # not an older snapshot's
         rows = self.settings.batch_rows
-        return BarBatches(read_bars or run, question, page, rows, steps, bounds if usable else None)
+        return BarBatches(
+            read_bars or run, question, page, rows, steps, bounds if usable else None, source
+        )
 
     def _by_date_runner(
         self, question: BulkQuestion, version: str | None, run: bulk.Pinned
@@ -318,6 +329,28 @@ class MarketService:
             return result
 
         return checked
+
+    def _by_symbol_source(
+        self, question: BulkQuestion, version: str | None, run: bulk.Pinned
+    ) -> bulk.Source | None:
+        """The symbol-ordered copy of ``version`` for a daily, unadjusted question at the
+        newest data version (one is built for the next such question if it is not there
+        yet); None: ``run`` reads. A store that keeps only its latest data is checked to
+        still be at ``version`` before each batch, as ``_pinned`` checks it."""
+        if not by_symbol.suits(question) or version != self.reader.data_version():
+            return None
+        copy = self.ordered.copy_of(version)
+        if copy is None:
+            self.ordered.want(version, run)
+            return None
+        reader, strict = self.reader, not self._keeps_history
+
+        def read(span: Sequence[str] | None, after: bulk.Key | None, rows: int) -> pa.Table:
+            if strict and reader.data_version() != version:
+                raise VersionGone(version)
+            return copy.read(question, span, after, rows)
+
+        return read
 
     def _pinned(self, version: str | None, as_of: datetime | None) -> bulk.Pinned:
         """Runs a query on the data of ``version``; a store that keeps only its latest data
