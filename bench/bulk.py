@@ -44,7 +44,7 @@ from bench.api import api_home
 from bench.datagen import LAST_DAY, DataSet
 from bench.harness import BENCH_DIR, Goal, Result, ratios
 from bench.servers import Server
-from market_api.bars import bulk, by_date
+from market_api.bars import bulk, by_date, by_symbol
 from market_api.bars.pages import page_writer
 from market_api.bars.params import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT
 from market_api.bars.schemas import Adjustment, Interval
@@ -81,7 +81,11 @@ def bulk_bars(symbols: int, reps: int, seconds: float) -> Result:
                      "basket_windows": [f"{a}..{b}" for a, b in windows[1:]],
                      "market_day_seconds_per_run": seconds}  # fmt: skip
     with on_cpu(servers.LOAD_CPU), servers.running(server):
-        baskets = [basket_rep(server, data, basket, w) for w in windows]  # the first: warm-up
+        baskets = [basket_rep(server, data, basket, windows[0])]  # warm-up, starts the copy
+        ready = copy_ready(server, by_symbol.FOLDER, by_symbol.SUFFIX, by_symbol.BUILDING)
+        print(f"  basket: the symbol-ordered copy was ready {ready:.1f} s after the warm-up",
+              flush=True)  # fmt: skip
+        baskets += [basket_rep(server, data, basket, w) for w in windows[1:]]
         add_basket(result, baskets[1:])
         add_market_day(result, *market_day(server, data, reps, seconds))
     with on_cpu(servers.LOAD_CPU):
@@ -312,14 +316,14 @@ def whole_day(server: Server, data: DataSet) -> None:
         raise RuntimeError(f"{path}: not one bar of every symbol in one page")
 
 
-def copy_ready(server: Server) -> float:
-    """Seconds until the server's date-ordered copy (``by_date``), whose build the first
-    market-day question started, is there: the warm-up waits for it."""
-    folder = Path(server.env["MARKET_DATA_HOME"]) / by_date.FOLDER
+def copy_ready(server: Server, folder: str, suffix: str, building: str) -> float:
+    """Seconds until the server's copy in ``folder`` (``by_date``, ``by_symbol``), whose build
+    the first suitable question started, is there: the warm-up waits for it."""
+    path = Path(server.env["MARKET_DATA_HOME"]) / folder
     started = time.perf_counter()
-    while not any(p for p in folder.glob("*.duckdb") if not p.name.endswith(by_date.BUILDING)):
+    while not any(p for p in path.glob(f"*{suffix}") if not p.name.endswith(building)):
         if time.perf_counter() - started > LOOP_SECONDS:
-            raise RuntimeError(f"no date-ordered copy in {folder} after {LOOP_SECONDS:.0f} s")
+            raise RuntimeError(f"no copy in {path} after {LOOP_SECONDS:.0f} s")
         time.sleep(0.05)
     return time.perf_counter() - started
 
@@ -328,7 +332,7 @@ def market_day(
     server: Server, data: DataSet, reps: int, seconds: float
 ) -> tuple[dict[str, list[load.Run]], float]:
     whole_day(server, data)
-    ready = copy_ready(server)
+    ready = copy_ready(server, by_date.FOLDER, ".duckdb", by_date.BUILDING)
     print(f"  market day: the date-ordered copy was ready {ready:.1f} s after the first "
           "question", flush=True)  # fmt: skip
     seeds = iter(range(SEED + 1, SEED + 1000))
@@ -534,7 +538,10 @@ def notes() -> list[str]:
         "`/instruments/{symbol}/ohlcv` requests on one keep-alive connection, each parsed with "
         "`json.loads`. Ours and each floor run 3 times a repetition (the median counts), the "
         "JSON requests once; each repetition asks a window a week earlier than the last, so "
-        "every JSON answer is a miss; all answers must hold the same bars (count, volume sum).",
+        "every JSON answer is a miss; all answers must hold the same bars (count, volume sum). "
+        "The warm-up repetition starts the server's symbol-ordered copy of the data version "
+        "(`market_api/bars/by_symbol.py`), which the measured ones wait for and read: the "
+        "floors read the DuckDB file.",
         "Market day: wrk, one connection, a seeded random day and a distinct `limit` between "
         "the symbol count and the default 10,000 per request (same work as the default "
         "question, a new cache key each time). The first such question starts the build of "
