@@ -18,13 +18,16 @@ answer each, corporate actions not due: three materializations a symbol instead 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from typing import NamedTuple
 
 from bench.datagen import connect, symbol_names
@@ -35,16 +38,26 @@ from tests.stubs.alpha_vantage import AlphaVantageStub
 TIMEOUT = 900.0
 """Per process at 1000 symbols; a larger run gets proportionally more (``_timeout``)."""
 STEP_DONE = re.compile(r'Finished execution of step "symbol_pipeline" in ([0-9.]+)(m?s)')
+RUN_DONE = re.compile(r"^ingest: run (\S+) for ", re.MULTILINE)
 BARS_PER_SYMBOL = 97
 """A compact sample answer holds 100 bars, three of them broken on purpose (rejected)."""
 
 
-def step_seconds(log: str) -> float:
-    """The step's own duration as Dagster logged it (the run minus process and run set-up)."""
-    found = STEP_DONE.findall(log)
-    if not found:
+def step_seconds(log: str, home: DataHome) -> float:
+    """The step's own duration as Dagster recorded it (the run minus process and run set-up): in
+    the run's event log, as the run's console prints INFO and up (``cli/instance.py``)."""
+    runs = RUN_DONE.findall(log)
+    path = home.dagster_home / "history" / "runs" / f"{runs[-1] if runs else '-'}.db"
+    if not path.exists():
         return float("nan")
-    value, unit = found[-1]
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        events = conn.execute(
+            "SELECT event FROM event_logs WHERE dagster_event_type = 'STEP_SUCCESS'"
+        ).fetchall()
+    found = [STEP_DONE.search(json.loads(e)["dagster_event"]["message"] or "") for (e,) in events]
+    if not found or found[-1] is None:
+        return float("nan")
+    value, unit = found[-1].groups()
     return float(value) / (1000 if unit == "ms" else 1)
 
 
@@ -106,12 +119,13 @@ def _timeout(count: int) -> float:
 
 
 DAGSTER, DIRECT = "market_pipeline.cli.ingest", "bench.direct_backfill"
+DAGSTER_HOME, DIRECT_HOME = DataHome(WORK_DIR / "orch-dagster"), DataHome(WORK_DIR / "orch-direct")
 
 
 def side_by_side(stub: AlphaVantageStub, count: int) -> tuple[float, float, float]:
-    """One repetition: (Dagster wall, its step as logged, direct wall) for ``count`` symbols."""
+    """One repetition: (Dagster wall, its step as recorded, direct wall) for ``count`` symbols."""
     dagster, direct, log = _pair(stub, count, fresh=True)
-    return dagster.wall, step_seconds(log), direct.wall
+    return dagster.wall, step_seconds(log, DAGSTER_HOME), direct.wall
 
 
 def _pair(stub: AlphaVantageStub, count: int, fresh: bool) -> tuple[Spent, Spent, str]:
@@ -119,9 +133,8 @@ def _pair(stub: AlphaVantageStub, count: int, fresh: bool) -> tuple[Spent, Spent
     over the homes the last pair left (one new answer per symbol, corporate actions not due):
     (Dagster, direct, Dagster's log)."""
     symbols = symbol_names(count)
-    home, direct_home = DataHome(WORK_DIR / "orch-dagster"), DataHome(WORK_DIR / "orch-direct")
-    dagster, log = _measured(DAGSTER, home, stub, symbols, fresh)
-    direct, _ = _measured(DIRECT, direct_home, stub, symbols, fresh)
+    dagster, log = _measured(DAGSTER, DAGSTER_HOME, stub, symbols, fresh)
+    direct, _ = _measured(DIRECT, DIRECT_HOME, stub, symbols, fresh)
     return dagster, direct, log
 
 
@@ -136,7 +149,7 @@ def backfill(count: int, reps: int) -> Result:
         for rep in range(reps):
             first, plain, log = _pair(stub, count, fresh=True)
             dagster.append(first.wall)
-            step.append(step_seconds(log))
+            step.append(step_seconds(log, DAGSTER_HOME))
             direct.append(plain.wall)
             cpu["first"].append(first.cpu)
             cpu["first direct"].append(plain.cpu)

@@ -4,7 +4,8 @@ Run by ``make`` before anything starts Dagster. The instance keeps its runs, eve
 and sensor state and compute logs under the data home, lets at most four runs proceed at once,
 and gives the ``alpha_vantage`` pool (every step that calls the API or writes DuckDB) one slot at
 run granularity: a second backfill, the daily update or a sensor's run waits in the queue instead
-of fighting over the key's quota or the DuckDB file. A file edited by its user is left alone.
+of fighting over the key's quota or the DuckDB file. Runs log to their console from INFO up (the
+event log keeps every event). A file edited by its user is left alone.
 
 With ``MARKET_POSTGRES_URL`` set, the runs, event log and schedules live in that database
 (dagster-postgres) so that every machine sees one instance, and with ``MARKET_SHARED_HOME`` set
@@ -19,10 +20,11 @@ other mode (or another database) is rewritten, an edited one only warned about.
 
 In the embedded mode the event log is Dagster's SQLite one, same files and schema, through
 ``HeldSqliteEventLogStorage`` (``market_pipeline/defs/event_log.py``), which keeps its writes'
-connections open: an event costs a sixth of the CPU (9 -> 1.5 ms). Its block names the home's
-``history/runs`` folder by its absolute path (Dagster's own config has no other way), so the file
-carries a marker with a digest, and ours is rewritten when the home moves; the file earlier
-versions wrote (``DAGSTER_YAML``) counts as ours and gets the block.
+connections open: an event costs a sixth of the CPU (9 -> 1.5 ms), a materialization a tenth
+(0.8 ms). Its block names the home's ``history/runs`` folder by its absolute path (Dagster's own
+config has no other way), so the file carries a marker with a digest, and ours is rewritten when
+the home moves or this module writes more; the file earlier versions wrote (``DAGSTER_YAML``)
+counts as ours and gets the block.
 
 Dagster creates (and migrates) its storage when an instance is first opened, without any guard
 against a second process doing the same at the same moment: one of two ``make ingest`` started
@@ -81,6 +83,15 @@ DAGSTER_YAML = (
 )
 """The embedded mode's file before its event log storage was named (issue 20), byte for byte what
 every earlier version wrote; still ours, so it is replaced."""
+RUN_LOGS_YAML = """\
+python_logs:
+  python_log_level: INFO
+"""
+"""A run's console log (and so its captured output) from INFO up: without it Dagster prints a
+DEBUG line for every event, five a symbol on a first load (~0.15 ms of CPU each, issue 20). The
+event log still gets every event whatever the level; only a run's own DEBUG messages
+(``context.log.debug``, none here) are dropped. A run's config can ask for DEBUG again
+(``loggers: console: config: log_level: DEBUG``)."""
 EMBEDDED_MARKER = "# Written by market_pipeline/instance.py for this data home"
 EMBEDDED_NOTE = "# Rewritten when the data home moves or the mode changes, unless edited.\n"
 EVENT_LOG_STORAGE = {
@@ -167,6 +178,7 @@ def instance_yaml(mode: InstanceMode, home: Path) -> str:
         embedded = (
             EMBEDDED_NOTE
             + SETTINGS_YAML
+            + RUN_LOGS_YAML
             + yaml.safe_dump({"event_log_storage": events}, sort_keys=False)
         )
         return f"{EMBEDDED_MARKER} (digest {_digest(embedded)})\n{embedded}"
@@ -185,7 +197,7 @@ def instance_yaml(mode: InstanceMode, home: Path) -> str:
             "class": "LocalComputeLogManager",
             "config": {"base_dir": str(dagster / "logs")},
         }
-    body = POSTGRES_NOTE + SETTINGS_YAML + yaml.safe_dump(blocks, sort_keys=False)
+    body = POSTGRES_NOTE + SETTINGS_YAML + RUN_LOGS_YAML + yaml.safe_dump(blocks, sort_keys=False)
     return f"{POSTGRES_MARKER} (digest {_digest(body)})\n{body}"
 
 

@@ -10,6 +10,13 @@ consistency), and checkpoints the log itself: at once after any event but an ass
 every ``CHECKPOINT_SECONDS`` during a burst of them. The webserver follows a run's log by
 watching its ``.db`` file, which a checkpoint is what changes. Reads, and every other process
 using the stock class, go the stock way; the files and schema are Dagster's own.
+
+A materialization, one a symbol and stage, is the event a run writes most, and the stock path
+spends most of its time in Python around the SQL: it serializes the event twice (the row, then
+the asset's latest record, which holds the same JSON), builds three new statements for each
+event (SQLAlchemy computes each one's cache key anew), and inserts the asset's key before it
+updates it (an integrity error each time but the first). Here the same rows go through statements
+built once, the event serialized once, the key updated first: about half the CPU an event.
 docs/design/runs-and-assets.md.
 """
 
@@ -23,12 +30,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from dagster._core.events import BATCH_WRITABLE_EVENTS
+from dagster._core.errors import DagsterInvariantViolationError
+from dagster._core.event_api import EventLogRecord
+from dagster._core.events import BATCH_WRITABLE_EVENTS, DagsterEventType
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
+from dagster._core.storage.event_log.schema import AssetKeyTable, SqlEventLogStorageTable
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
-from dagster._serdes import ConfigurableClassData
-from sqlalchemy import create_engine, event, text
+from dagster._serdes import ConfigurableClassData, serialize_value
+from dagster._time import datetime_from_timestamp
+from sqlalchemy import bindparam, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 
 CHECKPOINT_SECONDS = 0.5
@@ -37,6 +48,14 @@ so the UI's live view of the run) sees them, while more keep coming."""
 HELD_DATABASES = 4
 """Engines kept open: the index and the last few runs written (one at a time, in practice)."""
 INDEX = "index"
+INSERT_EVENT = SqlEventLogStorageTable.insert()
+"""The event row's insert, one statement for every row (its values as parameters): SQLAlchemy
+compiles it and computes its cache key once, not for each event as for ``insert().values(...)``."""
+INSERT_ASSET = AssetKeyTable.insert()
+UPDATE_ASSET = AssetKeyTable.update().where(AssetKeyTable.c.asset_key == bindparam("key_"))
+LATEST_RECORD = '{{"__class__": "EventLogRecord", "event_log_entry": {event}, "storage_id": {id}}}'
+"""``serialize_value(EventLogRecord(id, event))`` around the event's own JSON; checked against
+Dagster's serialization on each storage's first materialization, which is used if they differ."""
 
 
 def sync_normal_if_wal(dbapi_connection: Any, _record: Any) -> None:
@@ -59,6 +78,7 @@ class HeldSqliteEventLogStorage(SqliteEventLogStorage):
         self._checkpointed: dict[str, float] = {}
         self._writing = threading.local()
         self._index_cols = False
+        self._composes: bool | None = None
         self._pid = os.getpid()
         super().__init__(base_dir, inst_data)
 
@@ -84,7 +104,10 @@ class HeldSqliteEventLogStorage(SqliteEventLogStorage):
         self._writing.active = True
         try:
             for one in events:
-                super().store_event(one)
+                if one.dagster_event_type == DagsterEventType.ASSET_MATERIALIZATION:
+                    self._store_materialization(one)
+                else:
+                    super().store_event(one)
         finally:
             self._writing.active = False
         now = time.monotonic()
@@ -92,6 +115,43 @@ class HeldSqliteEventLogStorage(SqliteEventLogStorage):
         for shard in {e.run_id for e in events} | {INDEX}:
             if urgent or now - self._checkpointed.get(shard, 0.0) >= CHECKPOINT_SECONDS:
                 self._checkpoint(shard, now)
+
+    def _store_materialization(self, entry: EventLogEntry) -> None:
+        """The rows ``SqliteEventLogStorage.store_event`` writes for a materialization: the event
+        in the run's database and in the index, its indexed tags, and the asset's latest record."""
+        row = self._event_to_row(entry)
+        key = row["asset_key"]
+        if key is None:  # an asset event without an asset: the stock path knows what to do
+            super().store_event(entry)
+            return
+        with self.run_connection(entry.run_id) as conn:
+            conn.execute(INSERT_EVENT, row)
+        with self.index_transaction() as conn:
+            inserted = conn.execute(INSERT_EVENT, row).inserted_primary_key
+            event_id = inserted[0] if inserted else None
+            if event_id is None:
+                raise DagsterInvariantViolationError("no id for the asset event just stored")
+            self._store_asset_event_tags(conn, [entry], [event_id])
+            latest: dict[str, Any] = {
+                "last_materialization": self._latest_record(entry, row["event"], event_id),
+                "last_run_id": entry.run_id,
+            }
+            if self._has_asset_key_index_cols_on_connection(conn):
+                latest["last_materialization_timestamp"] = datetime_from_timestamp(entry.timestamp)
+            # No other writer gets between the two: the transaction holds the index's write lock
+            # since its first insert.
+            if not conn.execute(UPDATE_ASSET, {**latest, "key_": key}).rowcount:
+                conn.execute(INSERT_ASSET, {"asset_key": key, **latest})
+
+    def _latest_record(self, entry: EventLogEntry, event_json: str, event_id: int) -> str:
+        """The asset's latest record as Dagster serializes it, around the JSON already made."""
+        composed = LATEST_RECORD.format(event=event_json, id=event_id)
+        if self._composes:
+            return composed
+        dagster = serialize_value(EventLogRecord(storage_id=event_id, event_log_entry=entry))
+        if self._composes is None:
+            self._composes = composed == dagster
+        return dagster
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:

@@ -21,10 +21,16 @@ from dagster import (
     materialize,
     multi_asset,
 )
+from dagster._core.event_api import EventLogRecord
 from dagster._core.storage.event_log import SqliteEventLogStorage
+from dagster._serdes import serialize_value
 
 from market_pipeline.cli.instance import DAGSTER_YAML, InstanceMode, ensure_instance
-from market_pipeline.defs.event_log import HeldSqliteEventLogStorage, sync_normal_if_wal
+from market_pipeline.defs.event_log import (
+    LATEST_RECORD,
+    HeldSqliteEventLogStorage,
+    sync_normal_if_wal,
+)
 
 SYMBOLS = ["AAA", "BBB", "CCC", "DDD"]
 PARTS = StaticPartitionsDefinition(SYMBOLS)
@@ -105,6 +111,73 @@ def test_events_reach_the_run_file_itself_which_the_webserver_watches(tmp_path: 
     finally:
         storage.dispose()
     assert not (copy / f"{run.run_id}.db-wal").exists(), "closed: the log folded and removed"
+
+
+ROWS = {
+    "event_logs": "*",
+    "asset_keys": "asset_key, last_materialization, last_run_id, asset_details, wipe_timestamp, "
+    "last_materialization_timestamp, tags, cached_status_data",
+    "asset_event_tags": "*",
+}
+"""What the event log holds, each database's tables (all but the time a key's row was made)."""
+
+
+def _rows(folder: Path) -> dict[str, dict[str, list[tuple[object, ...]]]]:
+    found = {}
+    for path in sorted(folder.glob("*.db")):
+        conn = sqlite3.connect(path)
+        try:
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+            found[path.name] = {
+                table: conn.execute(f"SELECT {columns} FROM {table} ORDER BY 1").fetchall()
+                for table, columns in ROWS.items()
+                if table in tables
+            }
+        finally:
+            conn.close()
+    return found
+
+
+def test_materializations_leave_the_rows_dagster_own_storage_writes(tmp_path: Path) -> None:
+    """The held storage writes a materialization its own way (statements built once, the event
+    serialized once, the asset's key updated first): every row is the stock storage's, new
+    assets and known ones, a range's materializations and Dagster's own (with indexed tags)."""
+    with DagsterInstance.from_config(str(_home(tmp_path))) as instance:
+        runs = [
+            materialize([prices], instance=instance, partition_key="AAA"),
+            materialize([bars], instance=instance, tags=RANGE),
+            materialize([prices], instance=instance, partition_key="BBB"),
+        ]
+        events = [e for run in runs for e in instance.all_logs(run.run_id)]
+    stock = SqliteEventLogStorage(str(tmp_path / "stock"))
+    held = HeldSqliteEventLogStorage(str(tmp_path / "held"))
+    try:
+        for storage in (stock, held):
+            for entry in events:
+                storage.store_event(entry)
+    finally:
+        stock.dispose()
+        held.dispose()
+    written = _rows(tmp_path / "held")
+    assert written == _rows(tmp_path / "stock")
+    index = written["index.db"]
+    materializations = [r for r in index["event_logs"] if r[3] == "ASSET_MATERIALIZATION"]
+    assert len(materializations) == 6 and index["asset_event_tags"], "both paths exercised"
+    assert [r[0] for r in index["asset_keys"]] == ['["bars"]', '["prices"]']
+
+
+def test_the_latest_record_is_dagster_serialization_around_the_event_json(
+    tmp_path: Path,
+) -> None:
+    """The asset's latest record reuses the event's JSON; a Dagster whose serialization differs
+    is noticed on the first materialization and serialized for as before."""
+    with DagsterInstance.from_config(str(_home(tmp_path))) as instance:
+        run = materialize([bars], instance=instance, tags=RANGE)
+        entries = instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
+    assert len(entries) == len(SYMBOLS)
+    for number, entry in enumerate(entries, start=1):
+        dagster = serialize_value(EventLogRecord(storage_id=number, event_log_entry=entry))
+        assert LATEST_RECORD.format(event=serialize_value(entry), id=number) == dagster
 
 
 def _home(tmp_path: Path) -> Path:

@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dagster import QueuedRunCoordinator
+from dagster import (
+    DagsterEventType,
+    QueuedRunCoordinator,
+    asset,
+    materialize,
+)
 from filelock import FileLock
 
 from market_core.home import DataHome
@@ -54,3 +59,30 @@ def test_a_process_holding_the_instance_too_long_is_named_not_waited_for_forever
     assert str(home.dagster_home / LOCK_NAME) in str(raised.value)
     with open_instance() as instance:  # released: the next one goes ahead
         assert Path(instance.root_directory) == home.dagster_home
+
+
+@asset
+def noted(context) -> None:  # unannotated: Dagster rejects a string annotation here
+    context.log.info("noted: written")
+
+
+DEBUG_CONSOLE = {"loggers": {"console": {"config": {"log_level": "DEBUG"}}}}
+
+
+def test_a_runs_console_shows_info_and_up_while_its_event_log_keeps_every_event(
+    home: DataHome, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Dagster prints a DEBUG line for each event unless told otherwise; the instance's runs print
+    INFO and up, and store every event as before. A run's config can ask for DEBUG again."""
+    with open_instance() as instance:
+        quiet = materialize([noted], instance=instance)
+        printed = capfd.readouterr().err
+        kinds = [e.dagster_event_type for e in instance.all_logs(quiet.run_id)]
+        verbose = materialize([noted], instance=instance, run_config=DEBUG_CONSOLE)
+        debug = capfd.readouterr().err
+    assert quiet.success and verbose.success
+    assert "noted: written" in printed
+    assert "STEP_START" not in printed and "ASSET_MATERIALIZATION" not in printed
+    for kind in ("STEP_START", "ASSET_MATERIALIZATION", "STEP_SUCCESS", "RUN_SUCCESS"):
+        assert DagsterEventType[kind] in kinds, kind
+    assert "ASSET_MATERIALIZATION" in debug and "noted: written" in debug
