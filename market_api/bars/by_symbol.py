@@ -255,20 +255,20 @@ class SymbolOrdered:
         )
 
     def _swap(self, key: tuple[str | None], copy: SymbolCopy, building: Path, path: Path) -> None:
-        """Hold ``copy``, then give its file its final name: a copy with its final name is
-        the one that answers (the mapping follows the file through the rename)."""
+        """Give ``copy``'s file its final name, then hold it: the copy that answers has its
+        final name by the time it does (the mapping follows the file through the rename)."""
         with self._builds.lock:
             old = self._held
             if self._builds.stop.is_set():
                 old = None
                 _unlink(building)
             else:
-                self._held = (key, copy, path)
                 try:
                     building.rename(path)
                 except OSError as exc:
                     log.warning("the symbol-ordered copy keeps its building name: %s", exc)
-                    self._held = (key, copy, building)
+                    path = building
+                self._held = (key, copy, path)
             self._builds.done()
         if old is not None:
             _unlink(old[2])  # answers reading it keep their mapping

@@ -26,12 +26,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_TABLES = TABLES
-"""Every table the queries read, with its schema."""
-
 _TABLES_SQL = f"""
 SELECT table_name FROM information_schema.tables
-WHERE table_schema = 'main' AND table_name IN ({", ".join("?" * len(_TABLES))})
+WHERE table_schema = 'main' AND table_name IN ({", ".join("?" * len(TABLES))})
 """
 
 
@@ -194,7 +191,7 @@ class FileReader:
                 log.debug("cannot open %s read-only yet: %s", self._path, exc)
                 return False
             try:
-                rows = conn.execute(_TABLES_SQL, list(_TABLES)).fetchall()
+                rows = conn.execute(_TABLES_SQL, list(TABLES)).fetchall()
             except duckdb.Error as exc:
                 log.warning("cannot read the catalog of %s: %s", self._path, exc)
                 conn.close()
@@ -202,7 +199,7 @@ class FileReader:
             present = {row[0] for row in rows}
             self._conn = self._source = conn
             self._stand_ins = tuple(
-                _temporary(sql) for table, sql in _TABLES.items() if table not in present
+                _temporary(sql) for table, sql in TABLES.items() if table not in present
             )
             self._generation += 1
             return True
@@ -218,7 +215,7 @@ class FileReader:
         with self._empty_lock:
             if self._empty is None:
                 empty = duckdb.connect(":memory:")
-                for create in _TABLES.values():
+                for create in TABLES.values():
                     empty.execute(create)
                 self._empty = empty
             return self._empty
