@@ -332,7 +332,7 @@ def market_day(
     server: Server, data: DataSet, reps: int, seconds: float
 ) -> tuple[dict[str, list[load.Run]], float]:
     whole_day(server, data)
-    ready = copy_ready(server, by_date.FOLDER, ".duckdb", by_date.BUILDING)
+    ready = copy_ready(server, by_date.FOLDER, by_date.SUFFIX, by_date.BUILDING)
     print(f"  market day: the date-ordered copy was ready {ready:.1f} s after the first "
           "question", flush=True)  # fmt: skip
     seeds = iter(range(SEED + 1, SEED + 1000))

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +22,7 @@ from typing import Any, TypeVar
 import duckdb
 
 from market_api.bars.bulk import BulkQuestion, Pinned
-from market_api.bars.copies import Builds, TooSmall, remove_orphans
+from market_api.bars.copies import Builds, TooSmall, copy_name, remove_orphans
 from market_api.readers.locks import ReadWriteLock
 from market_core.schema import TABLE
 
@@ -41,6 +39,7 @@ CHUNK = timedelta(days=732)
 Arrow): memory stays at one chunk, and the store is held one query at a time. Each query
 decodes most of the store's blocks, so fewer, larger chunks build faster."""
 MEMORY_LIMIT = "64MB"
+SUFFIX = ".duckdb"
 BUILDING = ".building.duckdb"
 """The suffix of a copy being built; a finished one is renamed to ``<pid>-<id>.duckdb``."""
 _CONFIG: dict[str, str | bool | int | float | list[str]] = {
@@ -112,27 +111,23 @@ class DateOrdered:
         self._builds.start(key, self._version, lambda: self._build(key, run), "market-api-by-date")
 
     def _build(self, key: tuple[str | None], run: Pinned) -> None:
-        name = f"{os.getpid()}-{secrets.token_hex(4)}"
-        building, path = self._folder / f"{name}{BUILDING}", self._folder / f"{name}.duckdb"
+        name = copy_name()
+        building, path = self._folder / f"{name}{BUILDING}", self._folder / f"{name}{SUFFIX}"
         started = time.monotonic()
-        try:
+
+        def make() -> duckdb.DuckDBPyConnection:
             if self._min_bars and _bars(run) < self._min_bars:
                 raise TooSmall
             self._folder.mkdir(parents=True, exist_ok=True)
-            remove_orphans(self._folder, "*.duckdb*", self._path, _unlink)
+            remove_orphans(self._folder, f"*{SUFFIX}*", self._path, _unlink)
             with duckdb.connect(str(building), config=_CONFIG) as conn:
                 _fill(conn, run, self._builds.stop)
                 conn.execute("CHECKPOINT")
             building.rename(path)  # only a finished copy has its final name
-            conn = duckdb.connect(str(path), read_only=True, config=_CONFIG)
-        except TooSmall:  # a store this small answers as quickly; the next version may not be
-            self._builds.failed(key)
-            return
-        except Exception as exc:  # the store answers instead; never retried at this version
-            log.warning("no date-ordered copy of data version %s: %s", key[0], exc)
-            _unlink(building)
-            _unlink(path)
-            self._builds.failed(key)
+            return duckdb.connect(str(path), read_only=True, config=_CONFIG)
+
+        conn = self._builds.attempt(key, "date-ordered", make, (building, path), _unlink)
+        if conn is None:
             return
         log.info("date-ordered copy of %s built in %.1f s", key[0], time.monotonic() - started)
         self._swap(key, conn, path)

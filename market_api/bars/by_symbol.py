@@ -20,8 +20,6 @@ import ctypes
 import ctypes.util
 import logging
 import mmap
-import os
-import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -34,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from market_api.bars.bulk import BulkQuestion, Key, Pinned
-from market_api.bars.copies import Builds, TooSmall, remove_orphans
+from market_api.bars.copies import Builds, TooSmall, copy_name, remove_orphans
 from market_api.bars.key_order import in_key_order
 from market_api.bars.schemas import Adjustment, Interval, arrow_schema
 from market_core.schema import TABLE
@@ -224,10 +222,11 @@ class SymbolOrdered:
         )
 
     def _build(self, key: tuple[str | None], run: Pinned) -> None:
-        name = f"{os.getpid()}-{secrets.token_hex(4)}"
+        name = copy_name()
         building, path = self._folder / f"{name}{BUILDING}", self._folder / f"{name}{SUFFIX}"
         started = time.monotonic()
-        try:
+
+        def make() -> SymbolCopy:
             counts = sorted(run(lambda cur: cur.execute(_COUNTS_SQL).fetchall()))
             if sum(count for _, count in counts) < self._min_bars:
                 raise TooSmall
@@ -237,14 +236,10 @@ class SymbolOrdered:
             places = _write(building, counts, run, self._chunk_rows, self._builds.stop)
             copy = SymbolCopy(building, places)
             _hand_back_freed_memory()
-        except TooSmall:  # a store this small answers as quickly; the next version may not be
-            self._builds.failed(key)
-            return
-        except Exception as exc:  # the store answers instead; never retried at this version
-            log.warning("no symbol-ordered copy of data version %s: %s", key[0], exc)
-            _unlink(building)
-            _unlink(path)
-            self._builds.failed(key)
+            return copy
+
+        copy = self._builds.attempt(key, "symbol-ordered", make, (building, path), _unlink)
+        if copy is None:
             return
         self._swap(key, copy, building, path)
         log.info(

@@ -4,12 +4,19 @@ made them, so a later process can remove what a killed one left."""
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from market_core.processes import pid_alive
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 VersionKey = tuple[str | None]
 """A data version as a copy is keyed by (None: the store's only one)."""
@@ -44,6 +51,28 @@ class Builds:
             self._building = key
         threading.Thread(target=build, name=name, daemon=True).start()
 
+    def attempt(
+        self,
+        key: VersionKey,
+        what: str,
+        make: Callable[[], T],
+        leftovers: Sequence[Path],
+        unlink: Callable[[Path], None],
+    ) -> T | None:
+        """``make()``, or None when it raised: the version then gets no copy (``TooSmall``
+        quietly, anything else with a warning naming ``what``, ``leftovers`` removed) and is
+        never tried again. The store answers instead either way."""
+        try:
+            return make()
+        except TooSmall:  # a store this small answers as quickly; the next version may not be
+            self.failed(key)
+        except Exception as exc:
+            log.warning("no %s copy of data version %s: %s", what, key[0], exc)
+            for path in leftovers:
+                unlink(path)
+            self.failed(key)
+        return None
+
     def failed(self, key: VersionKey) -> None:
         with self.lock:
             self._failed.add(key)
@@ -52,6 +81,11 @@ class Builds:
     def done(self) -> None:
         """Call with ``lock`` held."""
         self._building = None
+
+
+def copy_name() -> str:
+    """A new copy's file name without its suffix: this process's pid, then a random part."""
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def remove_orphans(

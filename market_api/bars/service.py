@@ -152,8 +152,7 @@ class MarketService:
             version = self.reader.data_version()
         else:
             version = token.version
-            if not self._keeps_history and version != self.reader.data_version():
-                raise VersionGone(version)
+            self._still_at(version)
         page = Page(limit, None if token is None else token.after)
         tag = f"bars {digest} {limit} {page_token or ''}"
 
@@ -320,11 +319,9 @@ class MarketService:
         if copy is None:
             self.dated.want(version, run)
             return run
-        reader, strict = self.reader, not self._keeps_history
 
         def checked(query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-            if strict and reader.data_version() != version:
-                raise VersionGone(version)
+            self._still_at(version)
             result: T = copy(query)
             return result
 
@@ -343,11 +340,9 @@ class MarketService:
         if copy is None:
             self.ordered.want(version, run)
             return None
-        reader, strict = self.reader, not self._keeps_history
 
         def read(span: Sequence[str] | None, after: bulk.Key | None, rows: int) -> pa.Table:
-            if strict and reader.data_version() != version:
-                raise VersionGone(version)
+            self._still_at(version)
             return copy.read(question, span, after, rows)
 
         return read
@@ -356,17 +351,22 @@ class MarketService:
         """Runs a query on the data of ``version``; a store that keeps only its latest data
         (the file) is checked to still hold it, inside the query, while the reader holds the
         store open (``VersionGone`` otherwise)."""
-        reader, strict = self.reader, not self._keeps_history
+        reader = self.reader
 
         def run(query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
             def checked(cur: duckdb.DuckDBPyConnection) -> T:
-                if strict and reader.data_version() != version:
-                    raise VersionGone(version)
+                self._still_at(version)
                 return query(cur)
 
             return reader.run_at(version, checked, as_of)
 
         return run
+
+    def _still_at(self, version: str | None) -> None:
+        """``VersionGone`` when the store keeps only its latest data (the file) and that is no
+        longer ``version``: an answer's batches all come from one version, whatever reads them."""
+        if not self._keeps_history and self.reader.data_version() != version:
+            raise VersionGone(version)
 
 
 def bare_type(fmt: Format) -> str:
